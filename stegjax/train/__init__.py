@@ -1,1 +1,1 @@
-
+"""Trainer, sharding rules, checkpoints and metric writers shared by every experiment."""

@@ -1,0 +1,153 @@
+"""Mesh and parameter-sharding rules.
+
+One code path for one CPU, one GPU and many hosts: the mesh has axes
+``('data', 'model')`` and a list of regex rules maps each parameter path (e.g.
+``layers_3/attention/wqkv/kernel``) to a ``PartitionSpec``. Named presets:
+
+- ``replicate``: every parameter on every device (pure data parallelism);
+- ``fsdp``: the largest dimension of every weight sharded over ``data``;
+- ``fsdp_tp``: Megatron-style tensor parallelism (attention heads and MLP hidden
+  over ``model``) on top of fsdp for the rest.
+
+A rule's spec is a tuple of mesh-axis names / ``None`` per dimension, or the
+string ``"largest"`` (shard the largest divisible dimension over ``data``).
+Dimensions that the mesh axis does not divide are replicated instead, so one
+rule set works at every device count.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+Rule = tuple[str, Any]
+
+PRESETS: dict[str, list[Rule]] = {
+    "replicate": [],
+    "fsdp": [(r".*", "largest")],
+    "fsdp_tp": [
+        # Column-parallel: output features over 'model' (heads / MLP hidden).
+        (r"attention/wqkv/kernel$", ("data", "model")),
+        (r"feed_forward/w[13]/kernel$", ("data", "model")),
+        # Row-parallel: input features over 'model'.
+        (r"attention/wo/kernel$", ("model", "data")),
+        (r"feed_forward/w2/kernel$", ("model", "data")),
+        (r".*", "largest"),
+    ],
+}
+
+
+def make_mesh(mesh_config=None, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """Builds the ('data', 'model') mesh; ``data=-1`` takes every remaining device."""
+  devices = list(devices if devices is not None else jax.devices())
+  n = len(devices)
+  model = int(getattr(mesh_config, "model", 1) or 1) if mesh_config is not None else 1
+  data = int(getattr(mesh_config, "data", -1) or -1) if mesh_config is not None else -1
+  if data == -1:
+    if n % model:
+      raise ValueError(f"config.mesh.model={model} does not divide the {n} devices")
+    data = n // model
+  if data * model != n:
+    raise ValueError(
+        f"config.mesh data={data} x model={model} = {data * model} devices, but {n} are available")
+  arr = np.asarray(devices, dtype=object).reshape(data, model)
+  return Mesh(arr, ("data", "model"))
+
+
+def resolve_rules(rules) -> list[Rule]:
+  """A preset name, or a list of (regex, spec) pairs, to a list of rules."""
+  if rules is None:
+    return []
+  if isinstance(rules, str):
+    if rules not in PRESETS:
+      raise ValueError(f"unknown sharding preset {rules!r}; valid: {sorted(PRESETS)}")
+    return list(PRESETS[rules])
+  return [(str(p), s) for p, s in rules]
+
+
+def path_str(path) -> str:
+  """'params/layers_0/attention/wqkv/kernel' from a jax key path."""
+  parts = []
+  for k in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return "/".join(parts)
+
+
+def _spec_for(shape, spec, mesh: Mesh) -> P:
+  if len(shape) == 0:
+    return P()
+  if spec == "largest":
+    size = mesh.shape["data"]
+    if size == 1:
+      return P()
+    order = sorted(range(len(shape)), key=lambda i: (-shape[i], i))
+    for i in order:
+      if shape[i] % size == 0:
+        out = [None] * len(shape)
+        out[i] = "data"
+        return P(*out)
+    return P()
+  spec = tuple(spec)
+  if len(spec) != len(shape):
+    # Rules are written for 2D kernels; leave other ranks replicated.
+    return P()
+  out = []
+  used = set()
+  for dim, axis in zip(shape, spec):
+    if axis is None or axis in used or mesh.shape[axis] == 1 or dim % mesh.shape[axis]:
+      out.append(None)
+    else:
+      out.append(axis)
+      used.add(axis)
+  return P(*out)
+
+
+def tree_specs(tree, mesh: Mesh, rules) -> Any:
+  """PartitionSpecs for every leaf of ``tree`` (arrays or ShapeDtypeStructs)."""
+  rules = resolve_rules(rules)
+
+  def leaf_spec(path, leaf):
+    shape = getattr(leaf, "shape", ())
+    name = path_str(path)
+    for pattern, spec in rules:
+      if re.search(pattern, name):
+        return _spec_for(shape, spec, mesh)
+    return P()
+
+  return jax.tree_util.tree_map_with_path(leaf_spec, tree)
+
+
+def tree_shardings(tree, mesh: Mesh, rules) -> Any:
+  return jax.tree.map(lambda s: NamedSharding(mesh, s), tree_specs(tree, mesh, rules),
+                      is_leaf=lambda x: isinstance(x, P))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension over 'data', the rest replicated."""
+  return NamedSharding(mesh, P("data"))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def put_batch(batch, mesh: Mesh):
+  """Host batch (this process's rows) -> global arrays sharded over 'data'."""
+  sharding = batch_sharding(mesh)
+
+  def put(x):
+    x = np.asarray(x)
+    if x.ndim == 0:
+      return jax.device_put(x, replicated(mesh))
+    return jax.make_array_from_process_local_data(sharding, x)
+
+  return jax.tree.map(put, batch)
