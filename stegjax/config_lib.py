@@ -1,0 +1,98 @@
+"""Named sizes shared by the configs in ``configs/`` (big_vision style).
+
+Sizes: ``smoke`` (seconds, used by tests), ``cpu`` (the default: minutes on a
+2-core laptop), ``gpu`` (one accelerator), ``paper`` (the published shapes).
+Every field is a plain ConfigDict entry, overridable from the command line.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+SIZES = ("smoke", "cpu", "gpu", "paper")
+
+
+def parse_size(arg: str | None) -> str:
+  size = (arg or "cpu").strip() or "cpu"
+  if size not in SIZES:
+    raise ValueError(f"unknown config size {size!r}; valid: {', '.join(SIZES)}")
+  return size
+
+
+def mesh(rules: str = "replicate") -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(data=-1, model=1, rules=rules))
+
+
+def data(size: str) -> ml_collections.ConfigDict:
+  """The real-photo patch dataset (DESIGN.md "Data")."""
+  patch = {"smoke": 16, "cpu": 32, "gpu": 64, "paper": 256}[size]
+  per_photo = {"smoke": 48, "cpu": 1536, "gpu": 8192, "paper": 8192}[size]
+  return ml_collections.ConfigDict(dict(
+      patch_size=patch,
+      train_patches_per_photo=per_photo,
+      heldout_patches_per_photo=max(16, per_photo // 8),
+      min_scale=0.25,   # crop side as a fraction of the photo's shorter side
+      max_scale=1.0,
+      seed=0,
+      folder="",        # a folder of the user's images instead of the shipped photos
+  ))
+
+
+def train(size: str, steps: dict, lr: float, batch: dict) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      num_steps=steps[size], batch_size=batch[size], lr=lr,
+      warmup_steps=min(200, steps[size] // 10), schedule="cosine", final_lr_frac=0.1,
+      weight_decay=0.0, b1=0.9, b2=0.95, grad_clip=1.0,
+      checkpoint_every=max(10, steps[size] // 4), max_to_keep=2,
+      log_every=max(1, min(100, steps[size] // 10)), eval_every=0,
+  ))
+
+
+def vq(size: str) -> ml_collections.ConfigDict:
+  """VQ tokenizer in the LlamaGen VQ-16 form, scaled (downsampling 2**(len(ch_mult)-1))."""
+  model = {
+      "smoke": dict(ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=32,
+                    codebook_size=64, codebook_dim=8),
+      "cpu": dict(ch=64, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=128,
+                  codebook_size=512, codebook_dim=8),
+      "gpu": dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
+                  codebook_size=4096, codebook_dim=8),
+      "paper": dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
+                    codebook_size=16384, codebook_dim=8),
+  }[size]
+  model.update(beta=0.25, l2_norm=True, dropout=0.0)
+  cfg = ml_collections.ConfigDict(dict(
+      model=model,
+      train=train(size, steps={"smoke": 12, "cpu": 2500, "gpu": 40000, "paper": 400000},
+                  lr={"smoke": 1e-3, "cpu": 1e-3, "gpu": 2e-4, "paper": 1e-4}[size],
+                  batch={"smoke": 8, "cpu": 32, "gpu": 128, "paper": 128}),
+      # Optional PatchGAN hinge loss from a configured step (0 weight disables it).
+      gan_weight={"smoke": 0.0, "cpu": 0.0, "gpu": 0.1, "paper": 0.5}[size],
+      gan_start_step={"smoke": 0, "cpu": 0, "gpu": 20000, "paper": 20000}[size],
+      disc_ch=64,
+      codebook_weight=1.0,
+  ))
+  return cfg
+
+
+def prior(size: str, num_classes: int = 0) -> ml_collections.ConfigDict:
+  """Class-conditional Llama-style AR prior over the tokenizer's tokens."""
+  model = {
+      "smoke": dict(dim=32, n_layer=2, n_head=2),
+      "cpu": dict(dim=192, n_layer=4, n_head=4),
+      "gpu": dict(dim=768, n_layer=12, n_head=12),   # LlamaGen-B
+      "paper": dict(dim=3200, n_layer=24, n_head=32, head_dim=100),  # LlamaGen-3B
+  }[size]
+  model.update(multiple_of={"smoke": 16, "cpu": 64, "gpu": 256, "paper": 256}[size],
+               class_dropout_prob=0.1, norm_eps=1e-5, rope_base=10000)
+  # vocab_size, num_classes and grid are filled from the tokenizer and the data at run time.
+  model.update(num_classes=num_classes)
+  return ml_collections.ConfigDict(dict(
+      model=model,
+      train=train(size, steps={"smoke": 12, "cpu": 3000, "gpu": 50000, "paper": 300000},
+                  lr={"smoke": 3e-3, "cpu": 2e-3, "gpu": 3e-4, "paper": 1e-4}[size],
+                  batch={"smoke": 8, "cpu": 64, "gpu": 256, "paper": 256}),
+      sample=dict(cfg_scale={"smoke": 1.5, "cpu": 1.5, "gpu": 2.0, "paper": 4.0}[size],
+                  top_k={"smoke": 32, "cpu": 256, "gpu": 1000, "paper": 2000}[size],
+                  temperature=1.0),
+  ))

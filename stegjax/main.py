@@ -1,0 +1,107 @@
+r"""stegjax command line: one config, one experiment.
+
+  python -m stegjax.main --config=configs/cmsteg.py            # the CPU default
+  python -m stegjax.main --config=configs/cmsteg.py:smoke      # seconds-long
+  python -m stegjax.main --config=configs/cmsteg.py --config.cmsteg.top_k=500 --workdir=/tmp/run
+
+Dispatches to ``stegjax.experiments.<config.experiment>.run(config, workdir)``.
+Launched as one of several processes (``--num_processes`` / ``--process_id`` /
+``--coordinator_address``, or a Slurm / TPU environment that
+``jax.distributed.initialize`` detects when ``--distributed`` is set), it first
+joins the distributed job. User errors print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file, optionally `file.py:arg` (smoke | cpu | gpu | paper).",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default ./workdir/<experiment>).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() (auto-detects Slurm / TPU pods).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_TRACEBACK = flags.DEFINE_bool("traceback", False, "Show full tracebacks for user errors.")
+
+# Errors that describe bad input rather than a bug: printed as one line.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError)
+
+
+def _init_distributed():
+  import jax
+  explicit = _NUM_PROCESSES.value is not None and _NUM_PROCESSES.value > 1
+  env_n = int(os.environ.get("STEGJAX_NUM_PROCESSES", "1"))
+  if not (explicit or env_n > 1 or _DISTRIBUTED.value):
+    return
+  kwargs = {}
+  if explicit or env_n > 1:
+    kwargs = dict(
+        coordinator_address=_COORDINATOR.value or os.environ.get("STEGJAX_COORDINATOR",
+                                                                 "localhost:12355"),
+        num_processes=_NUM_PROCESSES.value or env_n,
+        process_id=(_PROCESS_ID.value if _PROCESS_ID.value is not None
+                    else int(os.environ.get("STEGJAX_PROCESS_ID", "0"))))
+  jax.distributed.initialize(**kwargs)
+
+
+def _log_environment():
+  import flax
+  import jax
+  import optax
+  logging.info("python %s, jax %s, flax %s, optax %s", platform.python_version(), jax.__version__,
+               flax.__version__, optax.__version__)
+  logging.info("process %d/%d: %d local devices, %d global: %s", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count(),
+               [str(d) for d in jax.local_devices()])
+
+
+def _experiment(config):
+  name = config.get("experiment", None) if config is not None else None
+  if not name:
+    raise ValueError("the config has no `experiment` field")
+  try:
+    return name, importlib.import_module(f"stegjax.experiments.{name}")
+  except ModuleNotFoundError as e:
+    if e.name != f"stegjax.experiments.{name}":
+      raise
+    here = os.path.join(os.path.dirname(__file__), "experiments")
+    valid = sorted(f[:-3] for f in os.listdir(here) if f.endswith(".py") and not f.startswith("_"))
+    raise ValueError(f"unknown experiment {name!r}; valid: {valid}") from None
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError("--config is required, e.g. --config=configs/cmsteg.py")
+  try:
+    name, module = _experiment(config)
+    _init_distributed()
+    _log_environment()
+    workdir = _WORKDIR.value or os.path.join("workdir", config.get("name", name))
+    logging.info("experiment %s, workdir %s", name, os.path.abspath(workdir))
+    module.run(config, workdir)
+  except USER_ERRORS as e:
+    if _TRACEBACK.value:
+      raise
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    print(f"stegjax: error: {type(e).__name__}: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
