@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from stegjax.channels import wireless
+
 DOWNSAMPLE = 4  # two stride-2 convolutions
 
 
@@ -39,16 +41,14 @@ def bandwidth_ratio(image_shape, latent_shape) -> float:
   return k / n
 
 
-def power_normalize(z: jax.Array, eps: float = 1e-12) -> jax.Array:
-  """Scales each example so its complex symbols have unit average power.
+def power_normalize(z: jax.Array) -> jax.Array:
+  """Per-example unit average power per real symbol (``stegjax.channels.wireless`` convention).
 
-  With reals paired as I/Q, E|s|^2 = 1 means sum(z^2) = k = z[b].size / 2, i.e.
-  mean(z^2) = 1/2 per real component.
+  The channel's SNR is then 1 / sigma^2 per real symbol; a complex symbol (I/Q pair)
+  has power 2 and Rayleigh noise 2 sigma^2, so the average SNR is the same.
   """
   chex.assert_rank(z, 4)
-  k = z[0].size / 2
-  energy = jnp.sum(jnp.square(z), axis=(1, 2, 3), keepdims=True)
-  return z * jnp.sqrt(k / (energy + eps))
+  return wireless.power_normalize(z)
 
 
 class JSCCEncoder(nn.Module):

@@ -9,16 +9,22 @@ import pytest
 from stegjax.models import jscc
 
 
-def test_power_normalize_unit_complex_power_per_example():
-  z = jax.random.normal(jax.random.key(0), (3, 4, 4, 16)) * jnp.array([0.1, 1.0, 7.0])[:, None, None, None]
+def test_power_normalize_unit_power_per_example():
+  scale = jnp.array([0.1, 1.0, 7.0])[:, None, None, None]
+  z = jax.random.normal(jax.random.key(0), (3, 4, 4, 16)) * scale + 0.3
   y = jscc.power_normalize(z)
-  # Mean |s|^2 over complex symbols (I/Q pairs) is 1 for every example.
-  p = jnp.sum(y.reshape(3, -1, 2) ** 2, axis=-1).mean(axis=1)
-  np.testing.assert_allclose(p, 1.0, rtol=1e-5)
+  # Mean squared value per real symbol is 1 for every example, whatever its scale.
+  np.testing.assert_allclose(jnp.mean(y ** 2, axis=(1, 2, 3)), 1.0, rtol=1e-5)
   # Direction is kept: y is a positive multiple of z.
-  cos = jnp.sum(y * z, axis=(1, 2, 3)) / (jnp.linalg.norm(y.reshape(3, -1), axis=1) *
-                                          jnp.linalg.norm(z.reshape(3, -1), axis=1))
-  np.testing.assert_allclose(cos, 1.0, rtol=1e-5)
+  ratio = (y / z).reshape(3, -1)
+  np.testing.assert_allclose(ratio, ratio[:, :1] * jnp.ones_like(ratio), rtol=1e-4)
+  assert bool(jnp.all(ratio > 0))
+  # The encoder output of DeepJSCC is normalized the same way.
+  model = jscc.DeepJSCC(features=4, latent_channels=8)
+  x = jax.random.uniform(jax.random.key(1), (2, 8, 8, 3))
+  params = model.init(jax.random.key(0), x)
+  zz = model.apply(params, x, method=model.encode)
+  np.testing.assert_allclose(jnp.mean(zz ** 2, axis=(1, 2, 3)), 1.0, rtol=1e-5)
 
 
 @pytest.mark.parametrize("ratio,c", [(1 / 6, 16), (1 / 12, 8)])
