@@ -24,18 +24,13 @@ def mesh(rules: str = "replicate") -> ml_collections.ConfigDict:
 
 
 def data(size: str) -> ml_collections.ConfigDict:
-  """The real-photo patch dataset (DESIGN.md "Data")."""
-  patch = {"smoke": 16, "cpu": 32, "gpu": 64, "paper": 256}[size]
-  per_photo = {"smoke": 48, "cpu": 1536, "gpu": 8192, "paper": 8192}[size]
-  return ml_collections.ConfigDict(dict(
-      patch_size=patch,
-      train_patches_per_photo=per_photo,
-      heldout_patches_per_photo=max(16, per_photo // 8),
-      min_scale=0.25,   # crop side as a fraction of the photo's shorter side
-      max_scale=1.0,
-      seed=0,
-      folder="",        # a folder of the user's images instead of the shipped photos
-  ))
+  """The real-photo patch dataset (DESIGN.md "Data"); fields from ``stegjax.data.default_config``."""
+  from stegjax import data as data_lib
+  cfg = data_lib.default_config()
+  cfg.patch_size = {"smoke": 16, "cpu": 32, "gpu": 64, "paper": 256}[size]
+  cfg.patches_per_photo = {"smoke": 32, "cpu": 2048, "gpu": 8192, "paper": 8192}[size]
+  cfg.heldout_patches_per_photo = {"smoke": 16, "cpu": 256, "gpu": 1024, "paper": 1024}[size]
+  return cfg
 
 
 def train(size: str, steps: dict, lr: float, batch: dict) -> ml_collections.ConfigDict:
@@ -52,7 +47,7 @@ def vq(size: str) -> ml_collections.ConfigDict:
   """VQ tokenizer in the LlamaGen VQ-16 form, scaled (downsampling 2**(len(ch_mult)-1))."""
   model = {
       "smoke": dict(ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=32,
-                    codebook_size=64, codebook_dim=8),
+                    codebook_size=64, codebook_dim=8, norm_groups=8),
       "cpu": dict(ch=64, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=128,
                   codebook_size=512, codebook_dim=8),
       "gpu": dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,

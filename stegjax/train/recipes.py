@@ -1,0 +1,204 @@
+"""Training recipes for the two CMSTEG models, shared by every experiment that needs them.
+
+``tokenizer(config, workdir)`` trains (or loads from ``workdir/tokenizer``) the VQ
+tokenizer; ``prior(config, workdir)`` trains (or loads from ``workdir/prior``)
+the class-conditional AR prior on the tokenizer's tokens of the patch dataset
+(cached as ``.npy``). A rerun with the same workdir restores the final
+checkpoint and trains nothing. Both use the one trainer in ``trainer.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from stegjax import data as data_lib
+from stegjax.models import transformer as transformer_lib
+from stegjax.models import vq as vq_lib
+from stegjax.train import sharding, trainer
+
+
+@dataclasses.dataclass
+class Trained:
+  """A model, its parameters, and what it was trained on."""
+  model: Any
+  params: Any
+  info: dict
+
+
+def to_model_range(images_uint8) -> jax.Array:
+  """uint8 [0, 255] -> float [-1, 1] (the models' range)."""
+  return jnp.asarray(images_uint8, jnp.float32) / 127.5 - 1.0
+
+
+def dataset(config, workdir: str):
+  """The patch dataset (built once under ``workdir/data``)."""
+  return data_lib.get_dataset(config.data, os.path.join(workdir, "data"))
+
+
+def _batch_fn(arrays, batch_size: int, seed: int, keys):
+  n = len(arrays[keys[0]])
+  shard, count = jax.process_index(), jax.process_count()
+  per_process = batch_size // count
+  if per_process * count != batch_size:
+    raise ValueError(f"batch size {batch_size} is not divisible by {count} processes")
+
+  def batch_fn(step):
+    idx = np.sort(data_lib.batch_indices(n, per_process, seed, step, True, shard, count))
+    return {k: np.asarray(arrays[k][idx]) for k in keys}
+
+  return batch_fn
+
+
+def _fingerprint(*parts) -> str:
+  blob = json.dumps([p.to_dict() if hasattr(p, "to_dict") else p for p in parts], sort_keys=True,
+                    default=str)
+  return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+def vq_model(config) -> vq_lib.VQModel:
+  return vq_lib.VQModel(**config.vq.model.to_dict())
+
+
+def tokenizer(config, workdir: str, train_arrays=None) -> Trained:
+  """Trains the VQ tokenizer (MSE + codebook + commitment [+ PatchGAN hinge]) or loads it."""
+  cfg = config.vq
+  model = vq_model(config)
+  if train_arrays is None:
+    train_arrays, _, _ = dataset(config, workdir)
+  use_gan = cfg.get("gan_weight", 0.0) > 0
+  disc = vq_lib.PatchDiscriminator(ndf=cfg.get("disc_ch", 64)) if use_gan else None
+  p = int(config.data.patch_size)
+
+  def init_fn(rng):
+    x = jnp.zeros((1, p, p, 3), jnp.float32)
+    r1, r2 = jax.random.split(rng)
+    params = {"g": model.init(r1, x)["params"]}
+    if use_gan:
+      params["d"] = disc.init(r2, x)["params"]
+    return params, {}
+
+  def loss_fn(params, extra, batch, rng, step):
+    x = to_model_range(batch["image"])
+    x_rec, aux = model.apply({"params": params["g"]}, x, train=True, rngs={"dropout": rng})
+    mse = jnp.mean(jnp.square(x_rec - x))
+    loss = mse + cfg.codebook_weight * (aux["codebook_loss"] + aux["commit_loss"])
+    loss = loss + aux.get("entropy_loss", 0.0)
+    metrics = dict(mse=mse, psnr=10 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10)),
+                   usage=aux["usage"], perplexity=aux["perplexity"])
+    if use_gan:
+      on = (step >= cfg.gan_start_step).astype(jnp.float32)
+      d_frozen = jax.lax.stop_gradient(params["d"])
+      g_adv = vq_lib.hinge_g_loss(disc.apply({"params": d_frozen}, x_rec))
+      d_loss = vq_lib.hinge_d_loss(disc.apply({"params": params["d"]}, x),
+                                   disc.apply({"params": params["d"]}, jax.lax.stop_gradient(x_rec)))
+      loss = loss + on * (cfg.gan_weight * g_adv + d_loss)
+      metrics.update(g_adv=g_adv, d_loss=d_loss)
+    return loss, (metrics, extra)
+
+  params = _fit(config, cfg.train, os.path.join(workdir, "tokenizer"), init_fn, loss_fn,
+                _batch_fn(train_arrays, cfg.train.batch_size, config.seed, ("image",)),
+                desc="tokenizer")
+  return Trained(model, params["g"], {"downsample": model.downsample_factor})
+
+
+def _fit(config, train_cfg, ckpt_dir, init_fn, loss_fn, batch_fn, desc):
+  mesh = sharding.make_mesh(config.mesh)
+  tx = trainer.make_optimizer(train_cfg)
+  rng = jax.random.PRNGKey(config.seed)
+  state = trainer.create_train_state(init_fn, tx, rng, mesh, config.mesh.get("rules", "replicate"))
+  step_fn = trainer.make_train_step(loss_fn, tx, mesh, state)
+  state = trainer.fit(state, step_fn, batch_fn, int(train_cfg.num_steps), ckpt_dir, train_cfg,
+                      mesh, desc=desc)
+  return state.params
+
+
+def encode_tokens(vq: Trained, images_uint8, batch_size: int = 256) -> np.ndarray:
+  """Token grids int32[N, h, w] of uint8 images, in batches (one compiled function)."""
+  @jax.jit
+  def enc(x):
+    z = vq.model.apply({"params": vq.params}, to_model_range(x), method="encode")
+    idx, _ = vq.model.apply({"params": vq.params}, z, method="quantize")
+    return idx
+
+  n = len(images_uint8)
+  out = []
+  for i in range(0, n, batch_size):
+    chunk = np.asarray(images_uint8[i:i + batch_size])
+    pad = batch_size - len(chunk) if n > batch_size else 0
+    if pad:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
+    out.append(np.asarray(enc(chunk))[:len(chunk) - pad])
+  return np.concatenate(out).astype(np.int32)
+
+
+def cached_tokens(config, workdir: str, vq: Trained, arrays, split: str) -> np.ndarray:
+  """Tokens of a split, cached as .npy keyed by the tokenizer/data config."""
+  key = _fingerprint(config.vq, config.data, config.seed)
+  path = os.path.join(workdir, "prior", f"tokens_{split}_{key}.npy")
+  if os.path.exists(path):
+    return np.load(path)
+  tokens = encode_tokens(vq, arrays["image"])
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.save(path + ".tmp.npy", tokens)
+    os.replace(path + ".tmp.npy", path)
+  return tokens
+
+
+# ----------------------------------------------------------------------------- AR prior
+
+def prior_model(config, vq_cfg_model, grid, num_classes) -> transformer_lib.Transformer:
+  kw = config.prior.model.to_dict()
+  kw.update(vocab_size=int(vq_cfg_model.codebook_size), num_classes=int(num_classes),
+            grid=tuple(int(g) for g in grid))
+  return transformer_lib.Transformer(**kw)
+
+
+def token_nll(model, params, tokens, labels) -> jax.Array:
+  """Mean negative log-likelihood (nats/token) of flat token sequences [B, T]."""
+  logits = model.apply({"params": params}, tokens, labels, train=False)
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+  return -jnp.mean(jnp.take_along_axis(logp, tokens[..., None], -1))
+
+
+def prior(config, workdir: str) -> tuple[Trained, Trained]:
+  """(tokenizer, prior): trains or loads both; the prior learns p(tokens | source photo)."""
+  train_arrays, heldout_arrays, info = dataset(config, workdir)
+  vq = tokenizer(config, workdir, train_arrays)
+  tokens = cached_tokens(config, workdir, vq, train_arrays, "train")
+  n, h, w = tokens.shape
+  flat = {"tokens": tokens.reshape(n, h * w), "label": np.asarray(train_arrays["label"], np.int32)}
+  model = prior_model(config, config.vq.model, (h, w), info["num_classes"])
+
+  def init_fn(rng):
+    params = model.init({"params": rng, "dropout": rng}, jnp.zeros((1, h * w), jnp.int32),
+                        jnp.zeros((1,), jnp.int32))["params"]
+    return params, {}
+
+  def loss_fn(params, extra, batch, rng, step):
+    toks = batch["tokens"]
+    logits = model.apply({"params": params}, toks, batch["label"], train=True,
+                         rngs={"dropout": rng})
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), toks).mean()
+    return loss, ({"nll": loss, "bits_per_token": loss / np.log(2)}, extra)
+
+  cfg = config.prior
+  params = _fit(config, cfg.train, os.path.join(workdir, "prior"), init_fn, loss_fn,
+                _batch_fn(flat, cfg.train.batch_size, config.seed + 1, ("tokens", "label")),
+                desc="prior")
+  pinfo = dict(grid=(h, w), num_classes=info["num_classes"], class_names=info["class_names"],
+               train_labels=info["train_labels"], patch_size=info["patch_size"])
+  logging.info("prior ready: grid %s, %d classes", (h, w), info["num_classes"])
+  return vq, Trained(model, params, pinfo)
