@@ -2,8 +2,9 @@
 
   apt-get install wordnet-base && python scripts/make_caption_corpus.py
 
-Writes stegjax/data/captions/wordnet_glosses.txt.gz (one lower-cased gloss or example
-phrase per line, from the noun and adjective synsets) and LICENSE.wordnet beside it.
+Writes stegjax/data/captions/wordnet_glosses.txt.gz, one line per gloss or example phrase
+of the noun and adjective synsets: ``topic<TAB>lemma: text`` (lower-cased; the topic is the
+synset's WordNet lexicographer file, e.g. noun.animal), and LICENSE.wordnet beside it.
 Run once by maintainers; a fresh clone needs no apt.
 """
 
@@ -17,25 +18,35 @@ OUT = os.path.join(os.path.dirname(__file__), "..", "stegjax", "data", "captions
 ALLOWED = re.compile(r"[^a-z ,.'\-]")
 
 
-def lines(path):
+def lexnames():
+  with gzip.open("/usr/share/man/man5/lexnames.5WN.gz", "rt") as f:
+    return {int(m.group(1)): m.group(2) for m in re.finditer(r"^(\d\d)\s+(\S+)", f.read(), re.M)}
+
+
+def clean(text):
+  text = ALLOWED.sub("", text.strip().strip('"').lower().replace("_", " "))
+  return re.sub(r"\s+", " ", text).strip()
+
+
+def lines(path, names):
   with open(path, encoding="latin-1") as f:
     for row in f:
       if row.startswith("  ") or "|" not in row:
         continue  # licence header
-      gloss = row.split("|", 1)[1].strip()
+      fields, gloss = row.split("|", 1)
+      fields = fields.split()
+      topic, lemma = names[int(fields[1])], clean(fields[4])
       for part in gloss.split(";"):
-        part = part.strip().strip('"').lower()
-        part = ALLOWED.sub("", part)
-        part = re.sub(r"\s+", " ", part).strip()
+        part = clean(part)
         if 12 <= len(part) <= 160:
-          yield part
+          yield f"{topic}\t{lemma}: {part}"
 
 
 def main():
   os.makedirs(OUT, exist_ok=True)
-  seen, kept = set(), []
+  seen, kept, names = set(), [], lexnames()
   for pos in ("noun", "adj"):
-    for s in lines(os.path.join(SRC, f"data.{pos}")):
+    for s in lines(os.path.join(SRC, f"data.{pos}"), names):
       if s not in seen:
         seen.add(s)
         kept.append(s)
