@@ -1,6 +1,6 @@
 """Input pipelines over prepared patch datasets.
 
-* ``make_loader``: a grain ``DataLoader`` over a random-access source (e.g.
+* ``make_loader``: a grain pipeline over a random-access source (e.g.
   ``tfds.data_source(...)[split]``), deterministic for a seed and sharded per
   process, yielding ``{"image": uint8[B,P,P,3], "label": int32[B]}``.
 * ``load_arrays``: every example of a split decoded once and cached as ``.npy``
@@ -24,12 +24,10 @@ ARRAYS_DIRNAME = "arrays"
 LOADER_KEYS = ("image", "label")
 
 
-class _SelectAndCast(grain.MapTransform):
-  """Keeps image and label; label as int32 (TFDS stores ClassLabel as int64)."""
-
-  def map(self, element):
-    return {"image": np.asarray(element["image"], np.uint8),
-            "label": np.asarray(element["label"], np.int32)}
+def _select_and_cast(element):
+  # Keep image and label; label as int32 (TFDS stores ClassLabel as int64).
+  return {"image": np.asarray(element["image"], np.uint8),
+          "label": np.asarray(element["label"], np.int32)}
 
 
 def _check_shard(shard_index: int, shard_count: int):
@@ -37,48 +35,71 @@ def _check_shard(shard_index: int, shard_count: int):
     raise ValueError(f"need 0 <= shard_index < shard_count, got {shard_index} of {shard_count}")
 
 
+def shard_range(n: int, shard_index: int, shard_count: int, drop_remainder: bool) -> range:
+  """Record ids of one shard: contiguous blocks as ``grain.ShardOptions`` defines them."""
+  _check_shard(shard_index, shard_count)
+  if drop_remainder:  # equal shards: the last n % shard_count records are left out
+    size = n // shard_count
+    return range(shard_index * size, (shard_index + 1) * size)
+  size, extra = divmod(n, shard_count)  # the first `extra` shards hold one more
+  start = shard_index * size + min(shard_index, extra)
+  return range(start, start + size + (shard_index < extra))
+
+
 def make_loader(source: Sequence[Mapping[str, Any]], batch_size: int, seed: int,
                 shuffle: bool = True, num_epochs: int | None = None,
                 shard_index: int | None = None, shard_count: int | None = None,
-                drop_remainder: bool = True, worker_count: int = 0) -> grain.DataLoader:
-  """A grain loader over ``source``; iterate it for batches of this process's shard.
+                drop_remainder: bool = True, worker_count: int = 0) -> grain.IterDataset:
+  """A grain pipeline over ``source``; iterate it for batches of this process's shard.
+
+  Built with grain's dataset API (``MapDataset``: shard, shuffle, repeat, map,
+  batch); ``grain.DataLoader`` is not used because in grain 0.2.18 it drops a
+  record from each larger shard when the record count does not divide evenly
+  (its per-shard length is ``num_records // shard_count``).
 
   Args:
     source: a random-access source (``len`` and ``__getitem__``), e.g. a TFDS
       array_record data source for one split.
     batch_size: examples per batch of this process.
     seed: shuffling seed; the same seed gives the same batches.
-    shuffle: shuffle records (a new order every epoch).
+    shuffle: shuffle this shard's records, with a new order every epoch.
     num_epochs: passes over the data; None repeats forever.
     shard_index, shard_count: this process's shard (default: the JAX process
-      index and count). Shards are disjoint contiguous ranges of record ids.
-    drop_remainder: drop the last partial batch, and make every shard the same
+      index and count). Shards are disjoint contiguous ranges of record ids, as
+      ``grain.ShardOptions`` / ``ShardByJaxProcess`` define them.
+    drop_remainder: drop the last partial batch and make every shard the same
       size (dropping up to ``shard_count - 1`` records) so that processes step
       in lockstep; with False every record is read exactly once per epoch.
-    worker_count: grain worker processes (0 reads in this process; more needs
-      absl flags parsed first, and grain then drops remainders per worker).
+    worker_count: grain worker processes (0 reads in this process). Batches are
+      formed before the workers split the work, so the stream is the same for
+      any worker count.
 
   Returns:
-    A ``grain.DataLoader``; iterating it yields ``{"image", "label"}`` dicts.
+    A ``grain.IterDataset``; iterating it yields ``{"image", "label"}`` dicts,
+    and its iterator has ``get_state``/``set_state`` for checkpointing.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be positive, got {batch_size}")
   if num_epochs is not None and num_epochs < 1:
     raise ValueError(f"num_epochs must be positive or None, got {num_epochs}")
+  if worker_count < 0:
+    raise ValueError(f"worker_count must be non-negative, got {worker_count}")
   shard_index = jax.process_index() if shard_index is None else shard_index
   shard_count = jax.process_count() if shard_count is None else shard_count
   _check_shard(shard_index, shard_count)
   n = len(source)
   if n < shard_count:
     raise ValueError(f"{n} records cannot be split into {shard_count} shards")
-  shard = grain.ShardOptions(shard_index=shard_index, shard_count=shard_count,
-                             drop_remainder=drop_remainder)
-  sampler = grain.IndexSampler(num_records=n, shard_options=shard, shuffle=shuffle,
-                               num_epochs=num_epochs, seed=seed)
-  return grain.DataLoader(
-      data_source=source, sampler=sampler,
-      operations=[_SelectAndCast(), grain.Batch(batch_size, drop_remainder=drop_remainder)],
-      worker_count=worker_count)
+  ids = shard_range(n, shard_index, shard_count, drop_remainder)
+  ds = grain.MapDataset.source(source)[ids.start:ids.stop]
+  if shuffle:
+    ds = ds.shuffle(seed=seed)  # followed by repeat: a fresh permutation per epoch
+  ds = ds.repeat(num_epochs).map(_select_and_cast)
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  it = ds.to_iter_dataset()
+  if worker_count > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return it
 
 
 # ----------------------------------------------------------------------------- arrays
