@@ -1,0 +1,69 @@
+"""Image quality metrics in jnp: PSNR and SSIM on [..., H, W, C], jittable and batched.
+
+SSIM is Wang et al. (2004) with an 11x11 Gaussian window (sigma 1.5), K1 = 0.01,
+K2 = 0.03, population (co)variances, averaged over the valid window positions and over
+channels; it equals ``skimage.metrics.structural_similarity(a, b, channel_axis=-1,
+gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=max_val)``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _check_pair(a, b, what):
+  a, b = jnp.asarray(a), jnp.asarray(b)
+  if a.shape != b.shape:
+    raise ValueError(f"{what}: images must have the same shape, got {a.shape} and {b.shape}")
+  if a.ndim < 3:
+    raise ValueError(f"{what}: images must be [..., H, W, C], got shape {a.shape}")
+  return a.astype(jnp.float32), b.astype(jnp.float32)
+
+
+def psnr(a, b, max_val=1.0):
+  """Peak signal-to-noise ratio in dB over the last three axes: [..., H, W, C] -> [...].
+
+  Identical images give +inf.
+  """
+  a, b = _check_pair(a, b, "psnr")
+  mse = jnp.mean(jnp.square(a - b), axis=(-3, -2, -1))
+  return 10.0 * jnp.log10(jnp.square(jnp.asarray(max_val, jnp.float32)) / mse)
+
+
+def _gaussian_window(size: int, sigma: float) -> np.ndarray:
+  r = np.arange(size, dtype=np.float64) - (size - 1) / 2
+  w = np.exp(-0.5 * (r / sigma) ** 2)
+  return (w / w.sum()).astype(np.float32)
+
+
+def _filter_valid(x, w, axis):
+  """'valid' correlation of x with the 1-D window w along ``axis`` (a sum of shifted slices)."""
+  n = x.shape[axis] - len(w) + 1
+  out = 0.0
+  for k, wk in enumerate(w):
+    out = out + float(wk) * jax.lax.slice_in_dim(x, k, k + n, axis=axis)
+  return out
+
+
+def ssim(a, b, max_val=1.0, window_size: int = 11, sigma: float = 1.5, k1: float = 0.01,
+         k2: float = 0.03):
+  """Structural similarity over the last three axes: [..., H, W, C] -> [...]."""
+  a, b = _check_pair(a, b, "ssim")
+  h, w = a.shape[-3], a.shape[-2]
+  if h < window_size or w < window_size:
+    raise ValueError(f"ssim needs H, W >= window_size={window_size}, got {h}x{w}")
+  win = _gaussian_window(window_size, sigma)
+
+  def blur(x):
+    return _filter_valid(_filter_valid(x, win, x.ndim - 3), win, x.ndim - 2)
+
+  c1 = (k1 * max_val) ** 2
+  c2 = (k2 * max_val) ** 2
+  mu_a, mu_b = blur(a), blur(b)
+  var_a = blur(a * a) - mu_a * mu_a
+  var_b = blur(b * b) - mu_b * mu_b
+  cov = blur(a * b) - mu_a * mu_b
+  s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+  return jnp.mean(s, axis=(-3, -2, -1))
