@@ -72,7 +72,8 @@ def make_loader(source: Sequence[Mapping[str, Any]], batch_size: int, seed: int,
       in lockstep; with False every record is read exactly once per epoch.
     worker_count: grain worker processes (0 reads in this process). Batches are
       formed before the workers split the work, so the stream is the same for
-      any worker count.
+      any worker count. Unparsed absl flags are marked parsed (grain's workers
+      read them), as ``stegjax.main`` would have done.
 
   Returns:
     A ``grain.IterDataset``; iterating it yields ``{"image", "label"}`` dicts,
@@ -98,6 +99,10 @@ def make_loader(source: Sequence[Mapping[str, Any]], batch_size: int, seed: int,
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   it = ds.to_iter_dataset()
   if worker_count > 0:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (defaults are fine)
+      flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return it
 

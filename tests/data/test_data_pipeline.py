@@ -60,6 +60,38 @@ def test_shards_are_disjoint_and_cover_the_data(n, shards):
   assert counts == {(n // shards) // 2}
 
 
+@pytest.mark.parametrize("drop", [False, True])
+def test_shard_ranges_match_grain_shard_options(drop):
+  import grain.python as grain
+  for n, count in ((23, 3), (24, 4), (5, 5), (7, 2)):
+    for i in range(count):
+      sampler = grain.IndexSampler(num_records=n, shuffle=False, num_epochs=1,
+                                   shard_options=grain.ShardOptions(i, count, drop))
+      keys = []
+      for k in range(i, n + count, count):  # this shard's global sampler indices
+        try:
+          keys.append(sampler[k].record_key)
+        except IndexError:
+          break
+      assert list(pipeline.shard_range(n, i, count, drop)) == keys, (n, count, i)
+
+
+def test_infinite_loader_reshuffles_each_epoch():
+  src = _id_source(12)
+  it = iter(data.make_loader(src, 4, seed=3, shard_index=0, shard_count=1))
+  epochs = [sum((next(it)["label"].tolist() for _ in range(3)), []) for _ in range(3)]
+  assert all(sorted(e) == list(range(12)) for e in epochs)
+  assert len({tuple(e) for e in epochs}) == 3
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_stream():
+  src = _id_source(50)
+  kw = dict(seed=1, num_epochs=2, shard_index=1, shard_count=2)
+  assert _ids(data.make_loader(src, 4, worker_count=2, **kw)) == _ids(
+      data.make_loader(src, 4, **kw))
+
+
 def test_loader_defaults_to_jax_process_shard_and_rejects_bad_args():
   src = _id_source(8)
   assert sorted(sum(_ids(data.make_loader(src, 2, seed=0, num_epochs=1)), [])) == list(range(8))
