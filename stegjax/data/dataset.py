@@ -97,7 +97,7 @@ def prepare(config_data, data_dir: str) -> str:
 
 
 def get_sources(config_data, data_dir: str) -> dict[str, Any]:
-  """``{"train": source, "heldout": source}``: TFDS array_record data sources for ``make_loader``."""
+  """``{"train": ..., "heldout": ...}``: TFDS array_record data sources for ``make_loader``."""
   dataset_dir = prepare(config_data, data_dir)
   builder = tfds.builder_from_directory(dataset_dir)
   return {split: builder.as_data_source(split=split) for split in builders.SPLITS}

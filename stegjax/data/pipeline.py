@@ -177,6 +177,17 @@ def _epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
   return np.asarray(jax.random.permutation(key, n))
 
 
+def _check_batching(n, batch_size, step, shard_index, shard_count) -> tuple[int, int]:
+  """Validates arguments; returns (global batch size, steps per epoch)."""
+  _check_shard(shard_index, shard_count)
+  global_batch = batch_size * shard_count
+  if batch_size < 1 or global_batch > n:
+    raise ValueError(f"batch size {batch_size} x {shard_count} shards does not fit {n} examples")
+  if step < 0:
+    raise ValueError(f"step must be non-negative, got {step}")
+  return global_batch, n // global_batch
+
+
 def batch_indices(n: int, batch_size: int, seed: int, step: int, shuffle: bool = True,
                   shard_index: int = 0, shard_count: int = 1) -> np.ndarray:
   """Record indices of this shard's batch at global ``step`` (a pure function).
@@ -186,13 +197,7 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int, shuffle: bool =
   epoch), remainder dropped); the global batch has ``batch_size * shard_count``
   records and shard ``i`` gets the ``i``-th contiguous block of it.
   """
-  _check_shard(shard_index, shard_count)
-  global_batch = batch_size * shard_count
-  if batch_size < 1 or global_batch > n:
-    raise ValueError(f"batch size {batch_size} x {shard_count} shards does not fit {n} examples")
-  if step < 0:
-    raise ValueError(f"step must be non-negative, got {step}")
-  steps_per_epoch = n // global_batch
+  global_batch, steps_per_epoch = _check_batching(n, batch_size, step, shard_index, shard_count)
   epoch, pos = divmod(step, steps_per_epoch)
   order = _epoch_order(seed, epoch, n, shuffle)
   start = pos * global_batch + shard_index * batch_size
@@ -219,10 +224,9 @@ def batches_from(arrays: Mapping[str, np.ndarray], batch_size: int, seed: int,
   for k in keys:
     if len(arrays[k]) != n:
       raise ValueError(f"arrays differ in length: {keys[0]} has {n}, {k} has {len(arrays[k])}")
-  global_batch = batch_size * shard_count
   # Validate now, not at the first next(): errors belong to the caller's line.
-  batch_indices(n, batch_size, seed, start_step, shuffle, shard_index, shard_count)
-  steps_per_epoch = n // global_batch
+  global_batch, steps_per_epoch = _check_batching(n, batch_size, start_step, shard_index,
+                                                  shard_count)
 
   def gen():
     step, cached_epoch, order = start_step, None, None
