@@ -12,6 +12,8 @@ alternative (jax.random threefry is a good PRNG but not a vetted PRF).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import jax
 import jax.numpy as jnp
@@ -64,6 +66,7 @@ def _check_key(key):
   return key.astype(jnp.uint32)
 
 
+@jax.jit
 def chacha20_block(key, counter, nonce):
   """RFC 8439 section 2.3 block function, vectorized.
 
@@ -100,6 +103,7 @@ def _uint32(x, name):
   return x.astype(jnp.uint32)
 
 
+@functools.partial(jax.jit, static_argnums=3)
 def draw_words(key, nonce, step, n_words: int):
   """Draws for nodes ``0..n_words-1`` at once: uint32[..., n_words].
 
@@ -117,6 +121,7 @@ def draw_words(key, nonce, step, n_words: int):
   return blocks.reshape(shape + (n_blocks * 16,))[..., :n_words]
 
 
+@jax.jit
 def draw(key, nonce, step, node):
   """uint32 draw = prf(key, nonce, step, node); broadcasting over nonce/step/node; jittable."""
   key = _check_key(key)

@@ -7,6 +7,8 @@ ranks are by probability, ties broken by the lower token id.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,14 +47,19 @@ def to_frequencies(probs, precision: int = 24, top_k: int | None = None,
   ``top_p``, crossing token included) or with zero probability get 0; every kept
   token gets at least 1. Kept tokens get ``1 + floor(q * R * (1 - 2**-16))`` with
   ``R = 2**precision - K`` and ``q`` the renormalized probability (the small
-  safety factor guarantees the float sum never overshoots), and the integer
-  remainder goes one unit at a time to the top-ranked tokens. Jittable; input
+  safety factor guarantees the float sum never overshoots); the integer
+  remainder is shared the same way, its last units one each to the top ranks. Jittable; input
   values are validated eagerly when concrete.
   """
   probs = jnp.asarray(probs)
   if probs.ndim < 1 or probs.shape[-1] < 1:
     raise ValueError(f"probs must have a non-empty last (vocabulary) axis, got shape {probs.shape}")
   _validate(probs, precision, top_k, top_p)
+  return _to_frequencies(probs, precision, top_k, None if top_p is None else float(top_p))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _to_frequencies(probs, precision, top_k, top_p):
   p = probs.astype(jnp.float32)
   v = p.shape[-1]
   total = 2 ** precision
@@ -74,9 +81,13 @@ def to_frequencies(probs, precision: int = 24, top_k: int | None = None,
   base = jnp.where(keep, base, 0)
   left = total - keep_count - base.sum(-1, keepdims=True)   # >= 0 by the safety factor
   left = jnp.maximum(left, 0)
-  # Hand the remainder out evenly over the kept tokens, top ranks first.
+  # Hand the remainder out in proportion to q (again floored with the safety factor),
+  # then the last few units one each to the top ranks.
+  extra = jnp.floor(q * left.astype(jnp.float32) * jnp.float32(1.0 - 2.0 ** -16)).astype(jnp.int32)
+  extra = jnp.where(keep, jnp.clip(extra, 0, left), 0)
+  left2 = jnp.maximum(left - extra.sum(-1, keepdims=True), 0)
   kc = jnp.maximum(keep_count, 1)
-  extra = left // kc + (rank < left % kc).astype(jnp.int32)
+  extra = extra + left2 // kc + (rank < left2 % kc).astype(jnp.int32)
   f_sorted = jnp.where(keep, 1 + base + extra, 0).astype(jnp.int32)
   out = jnp.zeros(p.shape, jnp.int32)
   out = jnp.put_along_axis(out, ids, f_sorted, axis=-1, inplace=False)
