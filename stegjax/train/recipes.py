@@ -113,6 +113,11 @@ def tokenizer(config, workdir: str, train_arrays=None) -> Trained:
   return Trained(model, params["g"], {"downsample": model.downsample_factor})
 
 
+def vq_codebook(vq: Trained) -> np.ndarray:
+  """The codebook as the tokenizer uses it (l2-normalized rows), float32[V, d]."""
+  return np.asarray(vq.model.apply({"params": vq.params}, method=lambda m: m.quantizer.codebook()))
+
+
 def _fit(config, train_cfg, ckpt_dir, init_fn, loss_fn, batch_fn, desc):
   mesh = sharding.make_mesh(config.mesh)
   tx = trainer.make_optimizer(train_cfg)

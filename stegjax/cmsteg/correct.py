@@ -1,0 +1,199 @@
+"""M3: cross-modal error correction (CMSTEG eqs. 14-16).
+
+The sender, having simulated the channel and M2, knows which image tokens the
+receiver will get wrong. Each wrong token is coded, earliest first
+(predecessor priority), as
+
+- ``d1``: its position relative to the previous *coded* error (the first one
+  absolute, in ``ceil(log2(h*w))`` bits), kept when ``d1 < 2**l1``;
+- ``d2``: the rank of the correct token among the samplable top-k tokens at that
+  position, ordered by the distance of their codebook vectors to the vector of
+  the wrongly recovered token (ties by token id), kept when ``d2 < 2**l2``.
+
+Errors beyond a threshold are dropped (not corrected). The coded list is a
+count followed by the pairs; it is encrypted with a ChaCha20 keystream under a
+key derived from the shared secret and the message counter (no tag: the
+message's own AEAD verifies the end result), then hidden in a caption.
+
+Both sides compute ranks from token ids and the codebook alone, so they agree
+whenever the receiver's recovered tokens equal the sender's simulation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+from stegjax.stego import prf
+
+_INFO = b"stegjax/v1/m3-corrections"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Corrections for one image: coded (position, rank) pairs and what was dropped."""
+  positions: tuple[int, ...]
+  ranks: tuple[int, ...]
+  dropped: tuple[int, ...]       # error positions left uncorrected
+  num_errors: int
+
+
+def position_bits(num_tokens: int) -> int:
+  """Bits for the first (absolute) position: ceil(log2(h*w))."""
+  return max(1, math.ceil(math.log2(num_tokens)))
+
+
+def count_bits(num_tokens: int) -> int:
+  return max(1, math.ceil(math.log2(num_tokens + 1)))
+
+
+def coded_bits(n: int, num_tokens: int, l1: int = 8, l2: int = 8) -> int:
+  """Length of the coded list of ``n`` corrections (before encryption)."""
+  if n == 0:
+    return count_bits(num_tokens)
+  return count_bits(num_tokens) + position_bits(num_tokens) + l2 + (n - 1) * (l1 + l2)
+
+
+def tau_paper(rho: float, ell: int, h: int, w: int, l1: int = 8, l2: int = 8) -> int:
+  """Eq. (16) as printed: tau = 1 + (rho*ell - floor(log2(h*w)) + l2) / (l1 + l2), floored."""
+  return int(math.floor(1 + (rho * ell - math.floor(math.log2(h * w)) + l2) / (l1 + l2)))
+
+
+def tau(payload_bits: int, num_tokens: int, l1: int = 8, l2: int = 8) -> int:
+  """Corrections that fit in ``payload_bits`` with this module's coding (eq. 16, made exact).
+
+  Eq. (16) counts the first position in floor(log2(h*w)) bits and adds l2 where the
+  derivation (first pair = position + rank, then (l1 + l2) per pair) subtracts it;
+  here the first position takes ceil(log2(h*w)) bits and a count prefix is included.
+  """
+  n = 0
+  while n < num_tokens and coded_bits(n + 1, num_tokens, l1, l2) <= payload_bits:
+    n += 1
+  return n
+
+
+@jax.jit
+def distance_order(codebook, wrong_tokens, allowed) -> jax.Array:
+  """Token ids sorted by distance of their codebook vector to each wrong token's vector.
+
+  ``wrong_tokens`` int[...], ``allowed`` bool[..., V] (the samplable top-k set) ->
+  int32[..., V]: allowed ids first, nearest first, ties by token id; then the rest.
+  One jitted function used by sender and receiver alike, so both order identically.
+  """
+  cb = jnp.asarray(codebook, jnp.float32)
+  wrong = jnp.asarray(wrong_tokens, jnp.int32)
+  d = jnp.sum(jnp.square(cb - cb[wrong][..., None, :]), axis=-1)
+  d = jnp.where(allowed, d, jnp.inf)
+  ids = jnp.broadcast_to(jnp.arange(cb.shape[0], dtype=jnp.int32), d.shape)
+  return jnp.lexsort((ids, d), axis=-1).astype(jnp.int32)
+
+
+def plan(true_tokens, recovered_tokens, allowed, codebook, l1: int = 8, l2: int = 8,
+         max_corrections: int | None = None) -> Plan:
+  """Plans the corrections of one image (eq. 14).
+
+  Args:
+    true_tokens, recovered_tokens: int[T] in raster order.
+    allowed: bool[T, V], the samplable set at each position under the true prefix.
+    codebook: float[V, d] (the tokenizer's l2-normalized entries).
+    max_corrections: cap set by the caption's capacity (eq. 16); later errors dropped.
+  """
+  t_true = np.asarray(true_tokens).reshape(-1)
+  t_rec = np.asarray(recovered_tokens).reshape(-1)
+  if t_true.shape != t_rec.shape:
+    raise ValueError(f"token grids differ in size: {t_true.shape} vs {t_rec.shape}")
+  errors = np.nonzero(t_true != t_rec)[0]
+  allowed = np.asarray(allowed)
+  orders = np.asarray(distance_order(codebook, t_rec[errors], allowed[errors])) if len(errors) else []
+  n_allowed = allowed[errors].sum(-1) if len(errors) else []
+  positions, ranks, dropped = [], [], []
+  prev = None
+  for i, p in enumerate(errors.tolist()):
+    if max_corrections is not None and len(positions) >= max_corrections:
+      dropped.append(p)
+      continue
+    if prev is not None and p - prev >= 2 ** l1:
+      dropped.append(p)
+      continue
+    hit = np.nonzero(orders[i][:n_allowed[i]] == t_true[p])[0]
+    if len(hit) == 0 or hit[0] >= 2 ** l2:
+      dropped.append(p)  # correct token outside the top-k set or beyond the rank threshold
+      continue
+    positions.append(p)
+    ranks.append(int(hit[0]))
+    prev = p
+  return Plan(tuple(positions), tuple(ranks), tuple(dropped), int(len(errors)))
+
+
+def _uint_bits(value: int, width: int) -> list[int]:
+  if not 0 <= value < 2 ** width:
+    raise ValueError(f"{value} does not fit in {width} bits")
+  return [(value >> (width - 1 - i)) & 1 for i in range(width)]
+
+
+def to_bits(p: Plan, num_tokens: int, l1: int = 8, l2: int = 8) -> np.ndarray:
+  """The coded list: count, first (absolute position, rank), then (d1, d2) pairs."""
+  out = _uint_bits(len(p.positions), count_bits(num_tokens))
+  prev = None
+  for pos, rank in zip(p.positions, p.ranks):
+    out += _uint_bits(pos, position_bits(num_tokens)) if prev is None else _uint_bits(pos - prev, l1)
+    out += _uint_bits(rank, l2)
+    prev = pos
+  return np.asarray(out, np.uint8)
+
+
+def from_bits(bits, num_tokens: int, l1: int = 8, l2: int = 8) -> tuple[list[int], list[int]]:
+  """Inverse of ``to_bits``: (positions, ranks). Extra trailing bits are ignored.
+
+  Raises ValueError if the bits are too short for the count they announce.
+  """
+  bits = np.asarray(bits, np.uint8).reshape(-1)
+  pos = 0
+
+  def take(width):
+    nonlocal pos
+    if pos + width > len(bits):
+      raise ValueError(f"correction bits truncated: need {pos + width}, have {len(bits)}")
+    v = 0
+    for b in bits[pos:pos + width]:
+      v = (v << 1) | int(b)
+    pos += width
+    return v
+
+  n = take(count_bits(num_tokens))
+  positions, ranks, prev = [], [], None
+  for _ in range(n):
+    p = take(position_bits(num_tokens)) if prev is None else prev + take(l1)
+    if p >= num_tokens:
+      raise ValueError(f"decoded correction position {p} is outside the {num_tokens} tokens")
+    positions.append(p)
+    ranks.append(take(l2))
+    prev = p
+  return positions, ranks
+
+
+def _keystream(secret: bytes, counter: int, nbits: int) -> np.ndarray:
+  key = prf.words_to_bytes(prf.make_key(secret, _INFO))
+  nonce = b"\x00" * 4 + b"m3\x00\x00" + int(counter).to_bytes(8, "little")
+  enc = Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor()
+  stream = enc.update(b"\x00" * ((nbits + 7) // 8))
+  return np.unpackbits(np.frombuffer(stream, np.uint8))[:nbits]
+
+
+def encrypt(bits, secret: bytes, counter: int) -> np.ndarray:
+  """XOR with a keystream of (secret, counter): the caption carries uniform-looking bits."""
+  bits = np.asarray(bits, np.uint8).reshape(-1)
+  return bits ^ _keystream(secret, counter, len(bits))
+
+
+decrypt = encrypt
+
+
+def allowed_from_logits(logits) -> np.ndarray:
+  """bool[..., V]: the samplable set (processed logits are -inf outside the top-k)."""
+  return np.asarray(jnp.isfinite(jnp.asarray(logits)))
