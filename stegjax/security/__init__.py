@@ -1,0 +1,1 @@
+"""Classical (non-provably-secure) embedding used as positive controls in steganalysis."""
