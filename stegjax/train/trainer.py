@@ -199,6 +199,7 @@ def fit(state: TrainState, step_fn: Callable, batch_fn: Callable[[int], Any], nu
   """
   log_every = max(1, int(cfg.get("log_every", 50)))
   eval_every = int(cfg.get("eval_every", 0))
+  save_every = max(1, int(cfg.get("checkpoint_every", 1000)))
   mngr = checkpoint_manager(workdir, cfg)
   state, start = restore_latest(mngr, state)
   if start:
@@ -230,7 +231,8 @@ def fit(state: TrainState, step_fn: Callable, batch_fn: Callable[[int], Any], nu
       bar.update(1)
       if (step + 1) % log_every == 0 or step + 1 == num_steps:
         flush()
-      mngr.save(step + 1, args=ocp.args.StandardSave(state))
+      if (step + 1) % save_every == 0:
+        mngr.save(step + 1, args=ocp.args.StandardSave(state))
       if eval_fn is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < num_steps:
         writer.write(step + 1, {f"eval/{k}": v for k, v in eval_fn(state, step + 1).items()})
     flush()
