@@ -277,3 +277,25 @@ def test_bad_inputs_raise(setup):
     with pytest.raises(ValueError, match="n_kv_head"):
         tr.Transformer(vocab_size=8, num_classes=2, dim=16, n_layer=1, n_head=4, n_kv_head=3).init(
             jax.random.key(0), jnp.zeros((1, 2), jnp.int32), jnp.zeros((1,), jnp.int32))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_larger_model_cache_and_bit_exact_replay(dtype):
+    model, params = _make(seed=5, dim=128, n_layer=4, n_head=8, n_kv_head=4, head_dim=None, grid=(8, 8),
+                          vocab_size=512, num_classes=10, dtype=dtype)
+    labels = jnp.arange(4, dtype=jnp.int32)
+    key = jax.random.key(11)
+
+    def record(logits, step, state):
+        tok = jax.random.categorical(jax.random.fold_in(key, step), logits).astype(jnp.int32)
+        return tok, state.at[:, step].set(logits)
+
+    toks, seen = tr.generate(model, params, labels, None, choose_fn=record, cfg_scale=4.0, top_k=50,
+                             temperature=0.9, choose_state=jnp.zeros((4, 64, 512), jnp.float32))
+    replay = tr.logits_for_tokens(model, params, labels, toks, cfg_scale=4.0, top_k=50, temperature=0.9)
+    np.testing.assert_array_equal(np.asarray(replay), np.asarray(seen))
+    if dtype == jnp.float32:
+        full = jax.jit(model.apply)(params, toks, labels)
+        chex.assert_trees_all_close(tr.logits_for_tokens(model, params, labels, toks), full,
+                                    atol=1e-5, rtol=1e-5)

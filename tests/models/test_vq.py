@@ -184,3 +184,19 @@ def test_bad_inputs_raise(setup):
     with pytest.raises(ValueError, match="norm_groups"):
         bad = vq.VQModel(**{**CFG, "ch": 24})
         jax.eval_shape(bad.init, jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+
+
+@pytest.mark.slow
+def test_vq16_layout_round_trip():
+    # The VQ-16 level structure (5 levels, downsampling 16) at small width.
+    model = vq.VQModel(**{**CFG, "ch_mult": (1, 1, 2, 2, 4), "num_res_blocks": 2})
+    x = jax.random.uniform(jax.random.key(2), (2, 64, 64, 3), minval=-1.0, maxval=1.0)
+    params = _random_params(model, 1, x)
+    x_rec, aux = jax.jit(model.apply)(params, x)
+    chex.assert_shape(aux["indices"], (2, 4, 4))
+    img = jax.jit(lambda p, i: model.apply(p, i, method=model.decode_indices))(params, aux["indices"])
+    chex.assert_trees_all_close(img, x_rec, atol=1e-5)
+    flat = flax.traverse_util.flatten_dict(params["params"], sep="/")
+    assert "decoder/conv_blocks_0/attn_2/q/kernel" in flat and "decoder/conv_blocks_3/upsample/conv/kernel" in flat
+    assert "decoder/conv_blocks_4/upsample/conv/kernel" not in flat
+    assert "encoder/conv_blocks_4/attn_1/q/kernel" in flat and "encoder/conv_blocks_4/downsample/conv/kernel" not in flat
