@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stegjax.stego import prf, quantize
-from stegjax.stego.common import (EmbedState, check_precision, compact, frac_mul,
+from stegjax.stego.common import (broadcast_nonce, EmbedState, check_precision, compact, frac_mul,
                                   init_embed_state, message_window, run_embed,
                                   run_extract, run_sample, validate_bits, validate_freqs)
 
@@ -469,7 +469,7 @@ def embed(freqs, bits, key, nonce, variant: str = "recursive", *, bit_len=None,
   freqs = _seq_checks(freqs, variant, precision, support, key)
   bits = jnp.asarray(bits)
   validate_bits(bits)
-  return _embed_jit(freqs, bits.astype(jnp.uint8), bit_len, jnp.asarray(key, jnp.uint32), jnp.asarray(nonce),
+  return _embed_jit(freqs, bits.astype(jnp.uint8), bit_len, jnp.asarray(key, jnp.uint32), broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2]),
                     variant=variant, precision=precision, support=support, prf_impl=prf_impl)
 
 
@@ -480,7 +480,7 @@ def extract(freqs, tokens, key, nonce, variant: str = "recursive", *,
   ``N = T * max_bits_per_step(...)``; the first ``n_embedded`` bits equal the message.
   """
   freqs = _seq_checks(freqs, variant, precision, support, key)
-  return _extract_jit(freqs, jnp.asarray(tokens, jnp.int32), jnp.asarray(key, jnp.uint32), jnp.asarray(nonce),
+  return _extract_jit(freqs, jnp.asarray(tokens, jnp.int32), jnp.asarray(key, jnp.uint32), broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2]),
                       variant=variant, precision=precision, support=support, prf_impl=prf_impl)
 
 
@@ -488,7 +488,7 @@ def sample(freqs, key, nonce, variant: str = "recursive", *,
            precision: int = 24, support: int | None = None, prf_impl: str = "chacha20"):
   """Plain sampling with the same randomness as ``embed``: tokens int32[..., T]."""
   freqs = _seq_checks(freqs, variant, precision, support, key)
-  return _sample_jit(freqs, jnp.asarray(key, jnp.uint32), jnp.asarray(nonce),
+  return _sample_jit(freqs, jnp.asarray(key, jnp.uint32), broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2]),
                      variant=variant, precision=precision, support=support, prf_impl=prf_impl)
 
 

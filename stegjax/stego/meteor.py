@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from stegjax.stego import prf
-from stegjax.stego.common import (EmbedState, check_precision, init_embed_state, message_window,
+from stegjax.stego.common import (broadcast_nonce, EmbedState, check_precision, init_embed_state, message_window,
                                   run_embed, run_extract, run_sample, validate_bits, validate_freqs)
 
 __all__ = ["EmbedState", "init_embed_state", "embed_step", "extract_step", "extract_step_checked",
@@ -104,16 +104,16 @@ def embed(freqs, bits, key, nonce, *, bit_len=None, precision: int = 24):
   validate_freqs(freqs, precision)
   validate_bits(bits)
   return _embed_jit(jnp.asarray(freqs), jnp.asarray(bits, jnp.uint8), bit_len, jnp.asarray(key, jnp.uint32),
-                    jnp.asarray(nonce), precision=precision)
+                    broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2]), precision=precision)
 
 
 def extract(freqs, tokens, key, nonce, *, precision: int = 24):
   """(bits uint8[..., T*precision], n int32[...])."""
   validate_freqs(freqs, precision)
   return _extract_jit(jnp.asarray(freqs), jnp.asarray(tokens, jnp.int32), jnp.asarray(key, jnp.uint32),
-                      jnp.asarray(nonce), precision=precision)
+                      broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2]), precision=precision)
 
 
 def sample(freqs, key, nonce, *, precision: int = 24):
   validate_freqs(freqs, precision)
-  return _sample_jit(jnp.asarray(freqs), jnp.asarray(key, jnp.uint32), jnp.asarray(nonce), precision=precision)
+  return _sample_jit(jnp.asarray(freqs), jnp.asarray(key, jnp.uint32), broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2]), precision=precision)
