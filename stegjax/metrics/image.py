@@ -14,16 +14,25 @@ import numpy as np
 
 
 def _check_pair(a, b, what):
+  """Leading (batch) axes broadcast; the image axes [H, W, C] must agree."""
   a, b = jnp.asarray(a), jnp.asarray(b)
-  if a.shape != b.shape:
-    raise ValueError(f"{what}: images must have the same shape, got {a.shape} and {b.shape}")
-  if a.ndim < 3:
-    raise ValueError(f"{what}: images must be [..., H, W, C], got shape {a.shape}")
-  return a.astype(jnp.float32), b.astype(jnp.float32)
+  if a.ndim < 3 or b.ndim < 3:
+    raise ValueError(f"{what}: images must be [..., H, W, C], got shapes {a.shape} and {b.shape}")
+  try:
+    shape = np.broadcast_shapes(a.shape, b.shape)
+  except ValueError:
+    shape = None
+  if a.shape[-3:] != b.shape[-3:] or shape is None:
+    raise ValueError(f"{what}: images must have the same [H, W, C] and broadcastable batch axes, "
+                     f"got shapes {a.shape} and {b.shape}")
+  return (jnp.broadcast_to(a, shape).astype(jnp.float32),
+          jnp.broadcast_to(b, shape).astype(jnp.float32))
 
 
 def psnr(a, b, max_val=1.0):
   """Peak signal-to-noise ratio in dB over the last three axes: [..., H, W, C] -> [...].
+
+  Leading axes of ``a`` and ``b`` broadcast against each other.
 
   Identical images give +inf.
   """
