@@ -396,6 +396,7 @@ def generate(model: Transformer, params, labels: jax.Array, key: jax.Array | Non
     value compiles once more). Returns (tokens int32[B, h*w], final choose_state).
     """
     labels = jnp.asarray(labels)
+    cfg_scale, temperature = float(cfg_scale), float(temperature)  # static: hashable Python floats
     _check_sampling_args(model, labels, cfg_scale, top_k, temperature)
     if choose_fn is None and key is None:
         raise ValueError("generate needs a PRNG key when no choose_fn is given")
@@ -416,6 +417,7 @@ def logits_for_tokens(model: Transformer, params, labels: jax.Array, tokens: jax
     (cfg_scale, top_k, temperature) the receiver gets bit-identical distributions.
     """
     labels, tokens = jnp.asarray(labels), jnp.asarray(tokens)
+    cfg_scale, temperature = float(cfg_scale), float(temperature)
     _check_sampling_args(model, labels, cfg_scale, top_k, temperature)
     if tokens.ndim != 2 or tokens.shape[0] != labels.shape[0]:
         raise ValueError(f"tokens must be int[{labels.shape[0]}, T], got shape {tokens.shape}")

@@ -111,23 +111,18 @@ def test_straight_through_gradient_reaches_encoder(setup):
     def from_codes(q):
         return jnp.sum(model.apply(params, q, method=model.decode) * w)
 
-    g_st = jax.jit(jax.grad(through_quantizer))(z)
-    # STE: d/dz = (d normalize / dz)^T applied to the decoder's gradient at the chosen codes.
-    _, z_q = f["quantize"](params, z)
-    g_codes = jax.jit(jax.grad(from_codes))(z_q)
-    _, vjp = jax.vjp(vq._l2_normalize, z)
-    chex.assert_trees_all_close(g_st, vjp(g_codes)[0], atol=1e-4, rtol=1e-3)
+    @jax.jit
+    def grads(z):
+        g_st = jax.grad(through_quantizer)(z)
+        # STE: d/dz = (d normalize / dz)^T applied to the decoder's gradient at the chosen codes.
+        _, z_q = model.apply(params, z, method=model.quantize)
+        g_codes = jax.grad(from_codes)(jax.lax.stop_gradient(z_q))
+        _, vjp = jax.vjp(vq._l2_normalize, z)
+        return g_st, vjp(g_codes)[0]
+
+    g_st, expected = grads(z)
+    chex.assert_trees_all_close(g_st, expected, atol=1e-4, rtol=1e-3)
     assert float(jnp.max(jnp.abs(g_st))) > 1e-3
-
-    def rec_loss(p):
-        x_rec, _ = model.apply(p, x)
-        return jnp.mean((x_rec - x) ** 2)
-
-    g = jax.jit(jax.grad(rec_loss))(params)["params"]
-    assert float(jnp.max(jnp.abs(g["encoder"]["conv_in"]["kernel"]))) > 1e-6
-    assert float(jnp.max(jnp.abs(g["quant_conv"]["kernel"]))) > 1e-6
-    # The reconstruction loss alone never moves the codebook (only codebook_loss does).
-    np.testing.assert_array_equal(np.asarray(g["quantizer"]["embedding"]), 0.0)
 
 
 def test_vq_losses_and_codebook_statistics(setup):
@@ -147,11 +142,17 @@ def test_vq_losses_and_codebook_statistics(setup):
 
     # codebook_loss trains exactly the used codebook rows; commit_loss trains the encoder.
     def loss_grads(p):
-        aux = lambda p: model.apply(p, x)[1]
-        return (jax.grad(lambda p: aux(p)["codebook_loss"])(p)["params"],
-                jax.grad(lambda p: aux(p)["commit_loss"])(p)["params"])
+        out = lambda p: model.apply(p, x)
+        rec = jax.grad(lambda p: jnp.mean((out(p)[0] - x) ** 2))(p)["params"]
+        return (rec, jax.grad(lambda p: out(p)[1]["codebook_loss"])(p)["params"],
+                jax.grad(lambda p: out(p)[1]["commit_loss"])(p)["params"])
 
-    g_cb, g_cm = jax.jit(loss_grads)(params)
+    g_rec, g_cb, g_cm = jax.jit(loss_grads)(params)
+    # The reconstruction gradient reaches the encoder through the straight-through estimator,
+    # and alone never moves the codebook (only codebook_loss does).
+    assert float(jnp.max(jnp.abs(g_rec["encoder"]["conv_in"]["kernel"]))) > 1e-6
+    assert float(jnp.max(jnp.abs(g_rec["quant_conv"]["kernel"]))) > 1e-6
+    np.testing.assert_array_equal(np.asarray(g_rec["quantizer"]["embedding"]), 0.0)
     used = np.any(np.asarray(g_cb["quantizer"]["embedding"]) != 0, axis=-1)
     np.testing.assert_array_equal(used, counts > 0)
     np.testing.assert_array_equal(np.asarray(g_cb["encoder"]["conv_in"]["kernel"]), 0.0)
