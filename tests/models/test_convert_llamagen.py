@@ -1,0 +1,313 @@
+"""LlamaGen checkpoint conversion: published key layout, error messages, parameter counts,
+and (with torch) numerical equality with a PyTorch reference of the published layers."""
+
+import argparse
+import json
+import os
+import struct
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+
+from stegjax.models import convert_llamagen as cv
+from stegjax.models import presets
+from stegjax.models import transformer as tr
+from stegjax.models import vq as vq_lib
+
+# Tiny shapes with the published structure (GroupNorm(32) needs multiples of 32 channels).
+VQ_TINY = dict(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, z_channels=32, codebook_size=64, codebook_dim=8)
+GPT_TINY = dict(vocab_size=64, num_classes=10, dim=64, n_layer=2, n_head=4, multiple_of=32, grid=(4, 4))
+
+
+# ------------------------------------------------------------------ LlamaGen key layout, written out
+# from LlamaGen's module constructors (vq_model.py / gpt.py), independent of the converter.
+
+def llamagen_vq_keys(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
+                     codebook_size=16384, codebook_dim=8):
+  keys = {}
+
+  def conv(name, cin, cout, k):
+    keys[f"{name}.weight"] = (cout, cin, k, k)
+    keys[f"{name}.bias"] = (cout,)
+
+  def norm(name, c):
+    keys[f"{name}.weight"] = (c,)
+    keys[f"{name}.bias"] = (c,)
+
+  def res(name, cin, cout):
+    norm(f"{name}.norm1", cin)
+    conv(f"{name}.conv1", cin, cout, 3)
+    norm(f"{name}.norm2", cout)
+    conv(f"{name}.conv2", cout, cout, 3)
+    if cin != cout:
+      conv(f"{name}.nin_shortcut", cin, cout, 1)
+
+  def attn(name, c):
+    norm(f"{name}.norm", c)
+    for p in ("q", "k", "v", "proj_out"):
+      conv(f"{name}.{p}", c, c, 1)
+
+  n = len(ch_mult)
+  conv("encoder.conv_in", 3, ch, 3)
+  cin = ch
+  for i in range(n):
+    cout = ch * ch_mult[i]
+    for j in range(num_res_blocks):
+      res(f"encoder.conv_blocks.{i}.res.{j}", cin, cout)
+      cin = cout
+      if i == n - 1:
+        attn(f"encoder.conv_blocks.{i}.attn.{j}", cin)
+    if i != n - 1:
+      conv(f"encoder.conv_blocks.{i}.downsample.conv", cin, cin, 3)
+  res("encoder.mid.0", cin, cin)
+  attn("encoder.mid.1", cin)
+  res("encoder.mid.2", cin, cin)
+  norm("encoder.norm_out", cin)
+  conv("encoder.conv_out", cin, z_channels, 3)
+
+  cin = ch * ch_mult[-1]
+  conv("decoder.conv_in", z_channels, cin, 3)
+  res("decoder.mid.0", cin, cin)
+  attn("decoder.mid.1", cin)
+  res("decoder.mid.2", cin, cin)
+  for b, i in enumerate(reversed(range(n))):
+    cout = ch * ch_mult[i]
+    for j in range(num_res_blocks + 1):
+      res(f"decoder.conv_blocks.{b}.res.{j}", cin, cout)
+      cin = cout
+      if i == n - 1:
+        attn(f"decoder.conv_blocks.{b}.attn.{j}", cin)
+    if i != 0:
+      conv(f"decoder.conv_blocks.{b}.upsample.conv", cin, cin, 3)
+  norm("decoder.norm_out", cin)
+  conv("decoder.conv_out", cin, 3, 3)
+  conv("quant_conv", z_channels, codebook_dim, 1)
+  conv("post_quant_conv", codebook_dim, z_channels, 1)
+  keys["quantize.embedding.weight"] = (codebook_size, codebook_dim)
+  return keys
+
+
+def llamagen_gpt_keys(vocab_size, num_classes, dim, n_layer, n_head, n_kv_head=None, multiple_of=256):
+  hd = dim // n_head
+  kv = n_kv_head or n_head
+  hidden = int(2 * 4 * dim / 3)
+  hidden = hidden if hidden % multiple_of == 0 else hidden + multiple_of - hidden % multiple_of
+  keys = {"cls_embedding.embedding_table.weight": (num_classes + 1, dim),
+          "tok_embeddings.weight": (vocab_size, dim), "norm.weight": (dim,),
+          "output.weight": (vocab_size, dim)}
+  for i in range(n_layer):
+    keys[f"layers.{i}.attention.wqkv.weight"] = ((n_head + 2 * kv) * hd, dim)
+    keys[f"layers.{i}.attention.wo.weight"] = (dim, dim)
+    keys[f"layers.{i}.feed_forward.w1.weight"] = (hidden, dim)
+    keys[f"layers.{i}.feed_forward.w3.weight"] = (hidden, dim)
+    keys[f"layers.{i}.feed_forward.w2.weight"] = (dim, hidden)
+    keys[f"layers.{i}.attention_norm.weight"] = (dim,)
+    keys[f"layers.{i}.ffn_norm.weight"] = (dim,)
+  return keys
+
+
+def _random_sd(keys, seed=0):
+  rng = np.random.default_rng(seed)
+  return {k: rng.standard_normal(s).astype(np.float32) for k, s in keys.items()}
+
+
+def _expected_shapes(model):
+  return {k: s for k, (_, s) in cv.expected_keys(model).items()}
+
+
+# ------------------------------------------------------------------ without torch
+
+def test_vq16_keys_are_the_published_layout():
+  got = _expected_shapes(presets.vq_model("VQ-16"))
+  want = llamagen_vq_keys()
+  assert set(got) - set(want) == set() and set(want) - set(got) == set()
+  assert got == want
+  # spot checks of the LlamaGen names
+  assert got["decoder.conv_blocks.0.attn.2.proj_out.weight"] == (512, 512, 1, 1)
+  assert got["encoder.conv_blocks.3.downsample.conv.weight"] == (256, 256, 3, 3)
+  assert "decoder.conv_blocks.4.upsample.conv.weight" not in got
+
+
+@pytest.mark.parametrize("name", ["GPT-B", "GPT-3B"])
+def test_gpt_keys_are_the_published_layout(name):
+  model = presets.gpt_model(name)
+  p = presets.GPT_PRESETS[name]
+  assert _expected_shapes(model) == llamagen_gpt_keys(16384, 1000, p["dim"], p["n_layer"], p["n_head"])
+  if name == "GPT-3B":
+    assert model.hd == 100 and model.grid == (24, 24) and model.num_tokens == 576
+
+
+def test_param_counts_of_published_configs():
+  # Exact counts from jax.eval_shape (no allocation); LlamaGen rounds them to 111M ... 3.1B.
+  exact = {"VQ-16": 71_883_403, "GPT-B": 110_888_448, "GPT-L": 342_910_976, "GPT-XL": 774_699_520,
+           "GPT-XXL": 1_410_972_672, "GPT-3B": 3_096_659_200}
+  for name, n in exact.items():
+    model = presets.vq_model(name) if name.startswith("VQ") else presets.gpt_model(name)
+    got = presets.param_count(model)
+    assert got == n, (name, got)
+    published = presets.PUBLISHED_PARAMS[name]  # e.g. "111M", "1.4B": equal at the stated precision
+    number, unit = published[:-1], {"M": 1e6, "B": 1e9}[published[-1]]
+    decimals = len(number.split(".")[1]) if "." in number else 0
+    assert round(got / unit, decimals) == float(number), (name, got, published)
+  # the count is the closed form of the published layout (independent of the modules)
+  for name, p in presets.GPT_PRESETS.items():
+    keys = llamagen_gpt_keys(16384, 1000, p["dim"], p["n_layer"], p["n_head"])
+    assert sum(int(np.prod(s)) for s in keys.values()) == exact[name]
+
+
+def test_grid_follows_image_size():
+  assert presets.gpt_model("GPT-B", image_size=256).grid == (16, 16)
+  with pytest.raises(ValueError, match="multiple of downsample"):
+    presets.gpt_config("GPT-B", image_size=390)
+  with pytest.raises(ValueError, match="unknown preset 'GPT-Q'"):
+    presets.gpt_model("GPT-Q")
+
+
+def test_numpy_state_dict_maps_with_layouts():
+  model = vq_lib.VQModel(**VQ_TINY)
+  sd = _random_sd(llamagen_vq_keys(**VQ_TINY))
+  params = cv.to_flax_params(sd, model)
+  w = sd["encoder.conv_blocks.2.res.0.conv1.weight"]  # OIHW
+  k = params["encoder"]["conv_blocks_2"]["res_0"]["conv1"]["kernel"]  # HWIO
+  assert k.shape == (3, 3, 32, 64)
+  assert k[0, 2, 5, 7] == w[7, 5, 0, 2] and k[2, 1, 31, 63] == w[63, 31, 2, 1]
+  np.testing.assert_array_equal(params["decoder"]["mid_1"]["norm"]["scale"], sd["decoder.mid.1.norm.weight"])
+  np.testing.assert_array_equal(params["quantizer"]["embedding"], sd["quantize.embedding.weight"])
+  # and back: the inverse reproduces the state dict exactly
+  back = cv.to_torch_state_dict(params)
+  assert set(back) == set(sd)
+  for key in sd:
+    np.testing.assert_array_equal(back[key], sd[key])
+
+  gmodel = tr.Transformer(**GPT_TINY)
+  gsd = _random_sd(llamagen_gpt_keys(64, 10, 64, 2, 4, multiple_of=32), seed=1)
+  gp = cv.to_flax_params(gsd, gmodel)
+  np.testing.assert_array_equal(gp["output"]["kernel"], gsd["output.weight"].T)
+  np.testing.assert_array_equal(gp["layers_1"]["attention"]["wqkv"]["kernel"], gsd["layers.1.attention.wqkv.weight"].T)
+  np.testing.assert_array_equal(gp["tok_embeddings"]["embedding"], gsd["tok_embeddings.weight"])
+  np.testing.assert_array_equal(gp["layers_0"]["ffn_norm"]["weight"], gsd["layers.0.ffn_norm.weight"])
+
+
+def test_buffers_dropped_and_wrappers_unwrapped():
+  gmodel = tr.Transformer(**GPT_TINY)
+  sd = _random_sd(llamagen_gpt_keys(64, 10, 64, 2, 4, multiple_of=32))
+  extra = {"freqs_cis": np.zeros((17, 8, 2), np.float32), "causal_mask": np.ones((17, 17), bool),
+           "layers.0.attention.kv_cache.k_cache": np.zeros((2, 4, 17, 16), np.float32)}
+  ckpt = {"model": {f"module.{k}": v for k, v in {**sd, **extra}.items()}, "steps": 7,
+          "args": argparse.Namespace(gpt_model="GPT-B")}
+  flat = cv.unwrap_state_dict(ckpt)
+  assert "tok_embeddings.weight" in flat and "freqs_cis" in flat
+  params = cv.to_flax_params(flat, gmodel)
+  np.testing.assert_array_equal(params["norm"]["weight"], sd["norm.weight"])
+  vq_sd = _random_sd(llamagen_vq_keys(**VQ_TINY))
+  vq_sd["quantize.codebook_used"] = np.zeros((65536,), np.int64)
+  cv.to_flax_params(vq_sd, vq_lib.VQModel(**VQ_TINY))
+
+
+def test_mismatch_names_every_bad_key():
+  model = tr.Transformer(**GPT_TINY)
+  sd = _random_sd(llamagen_gpt_keys(64, 10, 64, 2, 4, multiple_of=32))
+  del sd["layers.1.feed_forward.w3.weight"]
+  sd["layers.0.attention.wo.weight"] = np.zeros((64, 48), np.float32)
+  sd["layers.0.attention.bias"] = np.zeros((3,), np.float32)
+  with pytest.raises(cv.CheckpointMismatchError) as e:
+    cv.to_flax_params(sd, model, "GPT")
+  msg = str(e.value)
+  assert "1 missing, 1 unexpected, 1 mis-shaped" in msg
+  assert "missing keys: layers.1.feed_forward.w3.weight" in msg
+  assert "unexpected keys: layers.0.attention.bias" in msg
+  assert "layers.0.attention.wo.weight: expected shape (64, 64), got (64, 48)" in msg
+  # a VQ checkpoint for the wrong codebook
+  vq_sd = _random_sd(llamagen_vq_keys(**VQ_TINY))
+  with pytest.raises(cv.CheckpointMismatchError, match=r"quantize.embedding.weight: expected shape \(128, 8\), got \(64, 8\)"):
+    cv.to_flax_params(vq_sd, vq_lib.VQModel(**dict(VQ_TINY, codebook_size=128)))
+  # a GPT checkpoint given as the VQ
+  with pytest.raises(cv.CheckpointMismatchError, match="missing keys: decoder.conv_blocks"):
+    cv.convert_vq(sd)
+
+
+def test_infer_configs_from_shapes():
+  def abstract(keys):
+    return {k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in keys.items()}
+
+  name, cfg = cv.infer_gpt_config(abstract(llamagen_gpt_keys(16384, 1000, 3200, 24, 32)), image_size=384)
+  assert name == "GPT-3B" and cfg["n_head"] == 32 and cfg["grid"] == (24, 24) and cfg["num_classes"] == 1000
+  gqa = abstract(llamagen_gpt_keys(64, 10, 64, 2, 4, n_kv_head=2, multiple_of=32))
+  _, cfg = cv.infer_gpt_config(gqa, image_size=64, downsample=16, n_head=4)
+  assert cfg["n_kv_head"] == 2 and cfg["dim"] == 64 and cfg["n_layer"] == 2 and cfg["vocab_size"] == 64
+  assert cfg["grid"] == (4, 4)
+  # the inferred config reproduces every shape of the checkpoint (SwiGLU width included)
+  model = tr.Transformer(**cfg)
+  assert _expected_shapes(model) == {k: v.shape for k, v in gqa.items()}
+  with pytest.raises(ValueError, match="no published GPT has dim=64 and n_layer=2; pass --n_head"):
+    cv.infer_gpt_config(gqa)
+  vq_cfg = cv.infer_vq_config(abstract(llamagen_vq_keys(**VQ_TINY)))
+  for k, v in VQ_TINY.items():
+    assert vq_cfg[k] == v, k
+  assert cv.infer_vq_config(abstract(llamagen_vq_keys(ch_mult=(1, 2, 2, 4))))["ch_mult"] == (1, 2, 2, 4)
+
+
+def _write_safetensors(path, tensors):
+  """A .safetensors file written by hand from the format description (8-byte length, JSON, data)."""
+  header, blobs, off = {}, [], 0
+  for name, (dtype, arr) in tensors.items():
+    raw = arr.tobytes()
+    header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [off, off + len(raw)]}
+    blobs.append(raw)
+    off += len(raw)
+  h = json.dumps(header).encode()
+  with open(path, "wb") as f:
+    f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def test_safetensors_reader(tmp_path):
+  a = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+  b = np.asarray([1.5, -2.25, 3.0], ml_dtypes.bfloat16)
+  p = str(tmp_path / "x.safetensors")
+  _write_safetensors(p, {"a": ("F32", a), "b": ("BF16", b), "c": ("I64", np.arange(3, dtype=np.int64))})
+  sd = cv.read_state_dict(p)
+  np.testing.assert_array_equal(sd["a"], a)
+  assert sd["b"].dtype == np.float32 and sd["b"].tolist() == [1.5, -2.25, 3.0]
+  assert sd["c"].dtype == np.int64
+  bad = tmp_path / "bad.safetensors"
+  bad.write_bytes(b"\xff" * 7)
+  with pytest.raises(ValueError, match="not a safetensors file"):
+    cv.read_state_dict(str(bad))
+  npz = tmp_path / "a.npz"
+  npz.write_bytes(b"")
+  with pytest.raises(ValueError, match="unknown checkpoint format"):
+    cv.read_state_dict(str(npz))
+  with pytest.raises(FileNotFoundError, match="checkpoint file not found"):
+    cv.read_state_dict(str(tmp_path / "none.pt"))
+
+
+def test_cli_safetensors_to_orbax_and_back(tmp_path, capsys):
+  vq_sd = _random_sd(llamagen_vq_keys(**VQ_TINY), seed=3)
+  gpt_sd = _random_sd(llamagen_gpt_keys(64, 10, 64, 2, 4, multiple_of=32), seed=4)
+  vq_path, gpt_path = str(tmp_path / "vq.safetensors"), str(tmp_path / "gpt.safetensors")
+  _write_safetensors(vq_path, {k: ("F32", v) for k, v in vq_sd.items()})
+  _write_safetensors(gpt_path, {k: ("F32", v) for k, v in gpt_sd.items()})
+  out = str(tmp_path / "out")
+  # the tiny GPT is no published shape, so its head count is given; 16 px / 4 (VQ_TINY) = 4 x 4
+  rc = cv.main([f"--vq={vq_path}", f"--gpt={gpt_path}", f"--out={out}", "--image_size=16", "--n_head=4"])
+  assert rc == 0, capsys.readouterr()
+  vq_model, vq_params, gpt_model, gpt_params = cv.load_converted(out)
+  assert vq_model.ch_mult == (1, 1, 2) and vq_model.codebook_size == 64
+  assert gpt_model.grid == (4, 4) and gpt_model.n_head == 4 and gpt_model.num_classes == 10
+  back = cv.to_torch_state_dict(vq_params) | cv.to_torch_state_dict(gpt_params)
+  for k, v in (vq_sd | gpt_sd).items():
+    np.testing.assert_array_equal(np.asarray(back[k]), v)
+  meta = json.load(open(os.path.join(out, "config.json")))
+  assert meta["gpt"]["params"] == sum(v.size for v in gpt_sd.values()) and meta["gpt"]["image_size"] == 16
+  # only the GPT, and a checkpoint with a missing key: exit code 1 and the key named on stderr
+  del gpt_sd["layers.0.ffn_norm.weight"]
+  _write_safetensors(gpt_path, {k: ("F32", v) for k, v in gpt_sd.items()})
+  capsys.readouterr()
+  rc = cv.main([f"--gpt={gpt_path}", f"--out={tmp_path / 'out2'}", "--n_head=4"])
+  err = capsys.readouterr().err
+  assert rc == 1 and "missing keys: layers.0.ffn_norm.weight" in err
+  with pytest.raises(FileNotFoundError, match="no config.json"):
+    cv.load_converted(str(tmp_path))
