@@ -447,10 +447,14 @@ def _write(workdir, config, results, det_results, token, verdicts, timing):
         f"{c2['naive']['num_rejected']}/{c2['naive']['num_positions']} positions at p<{sa.alpha}"],
        ["token coincidence, discop fixed counter", co["fixed_nonce"]["pvalue"],
         f"pair coincidence {co['fixed_nonce']['mean_coincidence_test']:.3f} vs cover "
-        f"{co['fixed_nonce']['mean_coincidence_ref']:.3f}"],
+        f"{co['fixed_nonce']['mean_coincidence_ref']:.3f}; common prefix "
+        f"{co['fixed_nonce']['mean_common_prefix_test']:.2f} vs "
+        f"{co['fixed_nonce']['mean_common_prefix_ref']:.2f}"],
        ["token coincidence, discop fresh counters", co["fresh_nonce"]["pvalue"],
         f"pair coincidence {co['fresh_nonce']['mean_coincidence_test']:.3f} vs cover "
-        f"{co['fresh_nonce']['mean_coincidence_ref']:.3f}"],
+        f"{co['fresh_nonce']['mean_coincidence_ref']:.3f}; common prefix "
+        f"{co['fresh_nonce']['mean_common_prefix_test']:.2f} vs "
+        f"{co['fresh_nonce']['mean_common_prefix_ref']:.2f}"],
        ["chi-square per position, discop fixed counter", token["chi2_fixed_nonce"]["bonferroni_pvalue"],
         f"{token['chi2_fixed_nonce']['num_rejected']}/{token['chi2_fixed_nonce']['num_positions']}"]])
   ver = "\n".join(f"- {'PASS' if p else 'FAIL'}: {c}" for c, p in verdicts)

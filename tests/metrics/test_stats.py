@@ -124,6 +124,10 @@ def test_coincidence_catches_fixed_nonce():
   assert out["mean_coincidence_test"] > 0.4 > out["mean_coincidence_ref"]
   fresh = _sample_tokens(rng, probs, n)
   assert stats.coincidence_test(fresh, cover)["pvalue"] > 0.01
+  # Common prefix: pairs from a fixed nonce stay together longer.
+  assert out["mean_common_prefix_test"] > out["mean_common_prefix_ref"]
+  np.testing.assert_array_equal(
+      stats.pair_common_prefix(np.array([[1, 2, 3], [1, 2, 4], [5, 6, 7], [0, 6, 7]])), [2, 0])
   # Unbiased collision rate matches sum_k p_k^2 on fresh samples.
   big = _sample_tokens(rng, probs, 3000)
   np.testing.assert_allclose(stats.collision_rate(big).mean(), (probs ** 2).sum(1).mean(),
