@@ -27,7 +27,7 @@ def data(size: str) -> ml_collections.ConfigDict:
   """The real-photo patch dataset (DESIGN.md "Data"); fields from ``stegjax.data.default_config``."""
   from stegjax import data as data_lib
   cfg = data_lib.default_config()
-  cfg.patch_size = {"smoke": 16, "cpu": 32, "gpu": 64, "paper": 256}[size]
+  cfg.patch_size = {"smoke": 32, "cpu": 32, "gpu": 64, "paper": 256}[size]
   cfg.patches_per_photo = {"smoke": 32, "cpu": 2048, "gpu": 8192, "paper": 8192}[size]
   cfg.heldout_patches_per_photo = {"smoke": 16, "cpu": 256, "gpu": 1024, "paper": 1024}[size]
   return cfg
@@ -90,4 +90,22 @@ def prior(size: str, num_classes: int = 0) -> ml_collections.ConfigDict:
       sample=dict(cfg_scale={"smoke": 1.5, "cpu": 1.5, "gpu": 2.0, "paper": 4.0}[size],
                   top_k={"smoke": 32, "cpu": 256, "gpu": 1000, "paper": 2000}[size],
                   temperature=1.0),
+  ))
+
+
+def caption(size: str) -> ml_collections.ConfigDict:
+  """The M3 caption LM (characters, topic-conditioned) and how captions are drawn."""
+  model = {
+      "smoke": dict(dim=32, n_layer=1, n_head=2),
+      "cpu": dict(dim=128, n_layer=3, n_head=4),
+      "gpu": dict(dim=384, n_layer=6, n_head=6),
+      "paper": dict(dim=768, n_layer=12, n_head=12),
+  }[size]
+  model.update(multiple_of=32, norm_eps=1e-5, rope_base=10000)
+  return ml_collections.ConfigDict(dict(
+      model=model,
+      window={"smoke": 64, "cpu": 256, "gpu": 512, "paper": 512}[size],
+      train=train(size, steps={"smoke": 8, "cpu": 1500, "gpu": 20000, "paper": 50000},
+                  lr={"smoke": 3e-3, "cpu": 2e-3, "gpu": 5e-4, "paper": 3e-4}[size],
+                  batch={"smoke": 8, "cpu": 32, "gpu": 128, "paper": 256}),
   ))

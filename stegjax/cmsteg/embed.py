@@ -58,7 +58,7 @@ def _embed_fn(s: Sampler):
 
 
 @functools.lru_cache(maxsize=None)
-def _extract_fn(s: Sampler):
+def _extract_fn(s: Sampler, corrections: bool):
   width = discop.max_bits_per_step(s.variant, s.precision, s.top_k)
 
   def choose(logits, step, state):
@@ -68,9 +68,11 @@ def _extract_fn(s: Sampler):
     rec = recovered[:, step]
     rank = ranks[:, step]
     f = _freqs(logits, s)
-    order = correct.distance_order(codebook, rec, f > 0)
-    fixed = jnp.take_along_axis(order, jnp.maximum(rank, 0)[:, None], axis=1)[:, 0]
-    tok = jnp.where(rank >= 0, fixed, rec)
+    tok = rec
+    if corrections:
+      order = correct.distance_order(codebook, rec, f > 0)
+      fixed = jnp.take_along_axis(order, jnp.maximum(rank, 0)[:, None], axis=1)[:, 0]
+      tok = jnp.where(rank >= 0, fixed, rec)
     b, n, good = discop.extract_step_checked(f, tok, step, key, nonce, s.variant,
                                              precision=s.precision, support=s.top_k)
     bits = jax.lax.dynamic_update_slice_in_dim(bits, b[:, None, :], step, axis=1)
@@ -107,6 +109,7 @@ def extract(prior, codebook, key, tokens, labels, nonces, s: Sampler, ranks=None
   """Reads the bits carried by received token sequences, applying M3 corrections first.
 
   Args:
+    codebook: float[V, d] tokenizer codebook (needed only with ``ranks``).
     tokens: int[B, T] received (recovered) tokens.
     ranks: int[B, T], the M3 correction rank at each corrected position, -1 elsewhere.
   Returns (tokens int32[B, T] after corrections, list of B uint8 bit arrays, ok bool[B, T])
@@ -114,9 +117,13 @@ def extract(prior, codebook, key, tokens, labels, nonces, s: Sampler, ranks=None
   """
   tokens = jnp.asarray(tokens, jnp.int32)
   b, t = tokens.shape
-  if ranks is None:
+  use = ranks is not None
+  if not use:
     ranks = jnp.full((b, t), -1, jnp.int32)
-  choose, width = _extract_fn(s)
+  if use and codebook is None:
+    raise ValueError("M3 corrections need the tokenizer's codebook")
+  choose, width = _extract_fn(s, use)
+  codebook = jnp.zeros((1, 1), jnp.float32) if codebook is None else codebook
   state = (tokens, jnp.asarray(ranks, jnp.int32), jnp.asarray(codebook, jnp.float32),
            jnp.asarray(key, jnp.uint32), jnp.broadcast_to(jnp.asarray(nonces, jnp.uint32), (b,)),
            jnp.zeros((b, t, width), jnp.uint8), jnp.zeros((b, t), jnp.int32),
@@ -141,17 +148,17 @@ def allowed_sets(prior, tokens, labels, s: Sampler) -> np.ndarray:
   return np.asarray(f > 0).reshape(logits.shape)
 
 
+@functools.partial(jax.jit, static_argnames=("model",))
+def _sequence_nll(model, params, tokens, labels):
+  logits = model.apply({"params": params}, tokens, labels)
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+  return -jnp.sum(jnp.take_along_axis(logp, tokens[..., None], -1)[..., 0], -1)
+
+
 def infer_labels(prior, tokens, candidates) -> np.ndarray:
   """The class under which the prior finds the tokens most likely (receiver side)."""
   tokens = jnp.asarray(tokens, jnp.int32)
-  cands = jnp.asarray(candidates, jnp.int32)
-
-  @jax.jit
-  def nll(label):
-    logits = prior.model.apply({"params": prior.params}, tokens,
-                               jnp.full((tokens.shape[0],), label, jnp.int32))
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
-    return -jnp.sum(jnp.take_along_axis(logp, tokens[..., None], -1)[..., 0], -1)
-
-  scores = jnp.stack([nll(c) for c in cands], axis=1)
-  return np.asarray(cands)[np.asarray(jnp.argmin(scores, axis=1))]
+  cands = np.asarray(candidates, np.int32)
+  scores = jnp.stack([_sequence_nll(prior.model, prior.params, tokens,
+                                    jnp.full((tokens.shape[0],), c, jnp.int32)) for c in cands], 1)
+  return cands[np.asarray(jnp.argmin(scores, axis=1))]

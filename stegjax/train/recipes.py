@@ -207,3 +207,44 @@ def prior(config, workdir: str) -> tuple[Trained, Trained]:
                train_labels=info["train_labels"], patch_size=info["patch_size"])
   logging.info("prior ready: grid %s, %d classes", (h, w), info["num_classes"])
   return vq, Trained(model, params, pinfo)
+
+
+# ----------------------------------------------------------------------------- caption LM
+
+def caption_model(config, length: int | None = None) -> transformer_lib.Transformer:
+  """The M3 caption LM: the Llama decoder over characters with a 1 x L grid, topic-conditioned."""
+  from stegjax.cmsteg import caption  # pylint: disable=g-import-not-at-top
+  kw = config.captioner.model.to_dict()
+  kw.update(vocab_size=len(caption.ALPHABET), num_classes=len(caption.topics()),
+            grid=(1, int(length or config.captioner.window)), class_dropout_prob=0.0)
+  return transformer_lib.Transformer(**kw)
+
+
+def captioner(config, workdir: str) -> Trained:
+  """Trains (or loads from ``workdir/captioner``) the caption LM on the WordNet glosses."""
+  from stegjax.cmsteg import caption  # pylint: disable=g-import-not-at-top
+  cfg = config.captioner
+  model = caption_model(config)
+  window = int(cfg.window)
+
+  def init_fn(rng):
+    return model.init({"params": rng, "dropout": rng}, jnp.zeros((1, window), jnp.int32),
+                      jnp.zeros((1,), jnp.int32))["params"], {}
+
+  def loss_fn(params, extra, batch, rng, step):
+    logits = model.apply({"params": params}, batch["text"], batch["topic"], train=True,
+                         rngs={"dropout": rng})
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
+                                                           batch["text"]).mean()
+    return loss, ({"bits_per_char": loss / np.log(2)}, extra)
+
+  per_process = int(cfg.train.batch_size) // jax.process_count()
+
+  def batch_fn(step):
+    topic, text = caption.training_windows(window, per_process, config.seed * 7919 + jax.process_index(),
+                                           step)
+    return {"topic": topic, "text": text}
+
+  params = _fit(config, cfg.train, os.path.join(workdir, "captioner"), init_fn, loss_fn, batch_fn,
+                desc="captioner")
+  return Trained(model, params, {"topics": caption.topics()})

@@ -1,0 +1,67 @@
+r"""CMSTEG end to end: M1 (Discop in the AR prior), M2 (latent optimization), M3 (stego caption).
+
+  python -m stegjax.main --config=configs/cmsteg.py                 # CPU default: trains, evaluates
+  python -m stegjax.main --config=configs/cmsteg.py:smoke           # about a minute (tests)
+  python -m stegjax.main --config=configs/cmsteg.py:gpu             # one accelerator
+  python -m stegjax.main --config=configs/cmsteg.py:paper \
+      --config.checkpoints.vq=VQ16.pt --config.checkpoints.gpt=GPT.pt
+
+Hide and recover a real file (the key file is created if missing; embed advances its counter):
+
+  python -m stegjax.main --config=configs/cmsteg.py --config.mode=embed \
+      --config.message_file=secret.txt --config.key_file=my.key --config.out=out/
+  python -m stegjax.main --config=configs/cmsteg.py --config.mode=extract \
+      --config.image=out/stego.png --config.caption=out/caption.txt --config.key_file=my.key
+
+Models are trained on first use and cached in the workdir (default ./workdir/cmsteg).
+"""
+
+import ml_collections
+
+from stegjax import config_lib
+
+
+def get_config(arg=None):
+  size = config_lib.parse_size(arg)
+  config = ml_collections.ConfigDict()
+  config.experiment = "cmsteg"
+  config.name = "cmsteg" if size == "cpu" else f"cmsteg_{size}"
+  config.size = size
+  config.seed = 0
+  config.mesh = config_lib.mesh()
+  config.data = config_lib.data(size)
+  config.vq = config_lib.vq(size)
+  config.prior = config_lib.prior(size)
+  config.captioner = config_lib.caption(size)
+  config.checkpoints = ml_collections.ConfigDict(dict(vq="", gpt=""))
+
+  # What the job does: evaluate (the paper's tables), embed or extract.
+  config.mode = "evaluate"
+  config.message_file = ""
+  config.key_file = ""
+  config.out = ""
+  config.image = ""
+  config.caption = ""            # extract: the stego caption (text file)
+  config.label = -1              # embed: class to draw (-1: chosen from the key stream)
+  config.counter_window = 8      # extract: counters tried below/above the key file's
+
+  s = config.prior.sample
+  config.cmsteg = ml_collections.ConfigDict(dict(
+      variant="recursive", precision=24, top_k=s.top_k, cfg_scale=s.cfg_scale,
+      temperature=s.temperature,
+      num_images={"smoke": 4, "cpu": 16, "gpu": 50, "paper": 50}[size],
+      message_bytes={"smoke": 2, "cpu": 4, "gpu": 48, "paper": 300}[size],
+      channels=("png", "jpeg95", "jpeg85", "jpeg75", "gauss0.01", "scale0.5", "scale2.0")
+      if size != "smoke" else ("png", "jpeg85"),
+      channel="jpeg85",            # embed mode: the channel the sender prepares M3 for
+      m2_steps={"smoke": 20, "cpu": 300, "gpu": 2000, "paper": 10000}[size],
+      m2_lr=0.002,
+      m2_patience=0,               # early stop when tokens are unchanged this long (0: off)
+      m2_batch={"smoke": 4, "cpu": 16, "gpu": 32, "paper": 8}[size],
+      l1=8, l2=8,
+      caption_length={"smoke": 48, "cpu": 200, "gpu": 200, "paper": 200}[size],
+      caption_lengths=(50, 100, 200, 500) if size != "smoke" else (48,),
+      caption_top_k=len(" abcdefghijklmnopqrstuvwxyz,.'-:") + 1,
+      length_table_channel="jpeg95",
+  ))
+  return config

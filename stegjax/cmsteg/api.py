@@ -1,0 +1,173 @@
+"""CMSTEG sender and receiver, batched: what the commands and the evaluation call.
+
+Sender: ``hide`` (M1: frame + encrypt the message, draw the token grid with
+Discop, decode to an image), then ``correction_captions`` (M3: simulate the
+channel and M2, code the tokens the receiver will get wrong, hide that code in
+a caption). Receiver: ``recover.recover`` (M2), then ``reveal`` (read the
+caption's corrections, apply them inside the AR replay, extract the bits,
+verify and decrypt the message).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stegjax.cmsteg import caption as caption_lib
+from stegjax.cmsteg import correct
+from stegjax.cmsteg import embed as m1
+from stegjax.metrics import report
+from stegjax.stego import framing, prf
+from stegjax.train import recipes
+
+CAPTION_INFO = b"stegjax/v1/caption-sampling"
+
+
+class MessageTooLongError(ValueError):
+  """The framed message needs more bits than the image carries."""
+
+
+@dataclasses.dataclass
+class Models:
+  vq: recipes.Trained
+  prior: recipes.Trained
+  captioner: recipes.Trained
+  codebook: np.ndarray
+  sampler: m1.Sampler
+  caption_sampler: m1.Sampler
+  config: object
+
+  @property
+  def grid(self):
+    return tuple(self.prior.info["grid"])
+
+  def caption_prior(self, length: int) -> recipes.Trained:
+    """The caption LM drawing ``length`` characters (same weights; rotary tables only)."""
+    model = recipes.caption_model(self.config, length)
+    return recipes.Trained(model, self.captioner.params, self.captioner.info)
+
+
+def load_models(config, workdir: str) -> Models:
+  """Trains (first run) or loads (later runs) the tokenizer, the prior and the captioner."""
+  vq, prior = recipes.prior(config, workdir)
+  cap = recipes.captioner(config, workdir)
+  cm = config.cmsteg
+  vocab = len(caption_lib.ALPHABET)
+  cap_sampler = m1.Sampler(variant=cm.variant, precision=int(cm.precision),
+                           top_k=min(int(cm.caption_top_k), vocab), cfg_scale=1.0, temperature=1.0)
+  return Models(vq, prior, cap, recipes.vq_codebook(vq), m1.Sampler.from_config(cm), cap_sampler,
+                config)
+
+
+def decode_images(models: Models, tokens) -> np.ndarray:
+  """Token grids [B, T] -> uint8 images [B, H, W, 3] (what is saved as PNG)."""
+  h, w = models.grid
+  x = models.vq.model.apply({"params": models.vq.params}, jnp.asarray(tokens).reshape(-1, h, w),
+                            method="decode_indices")
+  return report.to_uint8(np.clip(np.asarray(x), -1.0, 1.0))
+
+
+def hide(models: Models, messages, secret: bytes, counters, labels, strict: bool = False) -> dict:
+  """M1 for a batch of messages. ``strict`` raises when a message does not fit its image."""
+  framed = [framing.pack(m, secret, int(c)) for m, c in zip(messages, counters)]
+  lengths = np.asarray([len(f) for f in framed], np.int32)
+  bits = np.zeros((len(framed), int(lengths.max())), np.uint8)
+  for i, f in enumerate(framed):
+    bits[i, :len(f)] = f
+  key = framing.sampling_key(secret)
+  tokens, n = m1.embed(models.prior, key, bits, lengths, labels, np.asarray(counters), models.sampler)
+  if strict and np.any(n < lengths):
+    i = int(np.argmax(lengths - n))
+    raise MessageTooLongError(
+        f"message too long for the image: the framed message needs {lengths[i]} bits but the "
+        f"image carried {n[i]} ({len(messages[i])}-byte message; {lengths[i] - 8 * len(messages[i])}"
+        f" bits of framing); shorten it or use a larger config")
+  return {"tokens": tokens, "images": decode_images(models, tokens), "bits": framed,
+          "framed_bits": lengths, "n_embedded": n}
+
+
+def topics_for_labels(models: Models, labels) -> np.ndarray:
+  names = models.prior.info["class_names"]
+  return np.asarray([caption_lib.topic_of_class(names[int(l)]) for l in labels], np.int32)
+
+
+def correction_captions(models: Models, true_tokens, sim_tokens, labels, sim_labels, secret: bytes,
+                        counters, length: int, max_tries: int = 4) -> dict:
+  """M3, sender side: plan corrections, fit them into a caption of ``length`` chars, draw it.
+
+  ``sim_tokens``/``sim_labels`` come from the sender's own channel simulation and M2: the
+  caption is conditioned on the class inferred from them, as the receiver will do.
+  """
+  cm = models.config.cmsteg
+  t = true_tokens.shape[1]
+  allowed = m1.allowed_sets(models.prior, true_tokens, labels, models.sampler)
+  plans = [correct.plan(true_tokens[i], sim_tokens[i], allowed[i], models.codebook, cm.l1, cm.l2)
+           for i in range(len(true_tokens))]
+  cap_prior = models.caption_prior(length)
+  key = prf.make_key(secret, CAPTION_INFO)
+  topics = topics_for_labels(models, sim_labels)
+  limits = [None] * len(plans)
+  for _ in range(max_tries):
+    coded = [correct.encrypt(correct.to_bits(p, t, cm.l1, cm.l2), secret, int(c))
+             for p, c in zip(plans, counters)]
+    lengths = np.asarray([len(c) for c in coded], np.int32)
+    # A fixed width (every token corrected) keeps one compiled caption loop per length.
+    bits = np.zeros((len(coded), correct.coded_bits(t, t, cm.l1, cm.l2)), np.uint8)
+    for i, c in enumerate(coded):
+      bits[i, :len(c)] = c
+    text, n = m1.embed(cap_prior, key, bits, lengths, topics, np.asarray(counters), models.caption_sampler)
+    short = np.nonzero(n < lengths)[0]
+    if len(short) == 0:
+      break
+    for i in short:  # keep the earliest corrections that fit this caption's capacity
+      limits[i] = correct.tau(int(n[i]), t, cm.l1, cm.l2)
+      limits[i] = min(limits[i], len(plans[i].positions) - 1)
+      plans[i] = correct.plan(true_tokens[i], sim_tokens[i], allowed[i], models.codebook,
+                              cm.l1, cm.l2, max_corrections=max(limits[i], 0))
+  else:
+    raise RuntimeError("could not fit the corrections into the caption")
+  return {"captions": text, "plans": plans, "caption_bits": n, "coded_bits": lengths,
+          "topics": topics}
+
+
+def read_corrections(models: Models, captions, topics, secret: bytes, counters, length: int):
+  """Receiver side of M3: ranks int32[B, T] (-1 where no correction)."""
+  cm = models.config.cmsteg
+  b, t = len(captions), models.grid[0] * models.grid[1]
+  key = prf.make_key(secret, CAPTION_INFO)
+  _, bits, _ = m1.extract(models.caption_prior(length), None, key,
+                          np.asarray(captions), topics, np.asarray(counters), models.caption_sampler)
+  ranks = np.full((b, t), -1, np.int32)
+  ok = np.ones(b, bool)
+  for i in range(b):
+    try:
+      pos, rk = correct.from_bits(correct.decrypt(bits[i], secret, int(counters[i])), t, cm.l1, cm.l2)
+      ranks[i, pos] = rk
+    except ValueError:
+      ok[i] = False  # unreadable corrections: extract without them
+  return ranks, ok
+
+
+def reveal_bits(models: Models, tokens, labels, secret: bytes, counters, ranks=None):
+  """Corrected tokens and every bit they carry (M1 extraction with in-loop corrections)."""
+  key = framing.sampling_key(secret)
+  return m1.extract(models.prior, models.codebook, key, tokens, labels, np.asarray(counters),
+                    models.sampler, ranks=ranks)
+
+
+def leading_correct(got, want) -> int:
+  """Cap: number of bits extracted correctly before the first wrong (or missing) bit."""
+  n = min(len(got), len(want))
+  diff = np.nonzero(np.asarray(got[:n]) != np.asarray(want[:n]))[0]
+  return int(diff[0]) if len(diff) else n
+
+
+def try_unpack(bits, secret: bytes, counter: int):
+  """The verified message, or None (never returns unverified bytes)."""
+  try:
+    return framing.unpack(bits, secret, int(counter))
+  except framing.FramingError:
+    return None
