@@ -311,3 +311,385 @@ def test_cli_safetensors_to_orbax_and_back(tmp_path, capsys):
   assert rc == 1 and "missing keys: layers.0.ffn_norm.weight" in err
   with pytest.raises(FileNotFoundError, match="no config.json"):
     cv.load_converted(str(tmp_path))
+
+
+# ------------------------------------------------------------------ with torch: a PyTorch reference
+# of LlamaGen's published layers (its module/attribute names, so state_dict() gives its keys).
+
+def _torch_reference():
+  torch = pytest.importorskip("torch")
+  nn, F = torch.nn, torch.nn.functional
+
+  def gn(c):
+    return nn.GroupNorm(32, c, eps=1e-6, affine=True)
+
+  class ResnetBlock(nn.Module):
+    def __init__(self, cin, cout):
+      super().__init__()
+      self.norm1, self.conv1 = gn(cin), nn.Conv2d(cin, cout, 3, 1, 1)
+      self.norm2, self.dropout, self.conv2 = gn(cout), nn.Dropout(0.0), nn.Conv2d(cout, cout, 3, 1, 1)
+      if cin != cout:
+        self.nin_shortcut = nn.Conv2d(cin, cout, 1)
+      self.cin, self.cout = cin, cout
+
+    def forward(self, x):
+      h = self.conv1(F.silu(self.norm1(x)))
+      h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+      return (self.nin_shortcut(x) if self.cin != self.cout else x) + h
+
+  class AttnBlock(nn.Module):
+    def __init__(self, c):
+      super().__init__()
+      self.norm = gn(c)
+      self.q, self.k, self.v, self.proj_out = (nn.Conv2d(c, c, 1) for _ in range(4))
+
+    def forward(self, x):
+      h = self.norm(x)
+      q, k, v = self.q(h), self.k(h), self.v(h)
+      b, c, hh, ww = q.shape
+      w = torch.bmm(q.reshape(b, c, hh * ww).permute(0, 2, 1), k.reshape(b, c, hh * ww)) * c ** -0.5
+      w = F.softmax(w, dim=2)
+      h = torch.bmm(v.reshape(b, c, hh * ww), w.permute(0, 2, 1)).reshape(b, c, hh, ww)
+      return x + self.proj_out(h)
+
+  class Downsample(nn.Module):
+    def __init__(self, c):
+      super().__init__()
+      self.conv = nn.Conv2d(c, c, 3, 2, 0)
+
+    def forward(self, x):
+      return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+  class Upsample(nn.Module):
+    def __init__(self, c):
+      super().__init__()
+      self.conv = nn.Conv2d(c, c, 3, 1, 1)
+
+    def forward(self, x):
+      return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+  class Encoder(nn.Module):
+    def __init__(self, ch, ch_mult, nres, z):
+      super().__init__()
+      n = len(ch_mult)
+      self.conv_in = nn.Conv2d(3, ch, 3, 1, 1)
+      self.conv_blocks = nn.ModuleList()
+      cin = ch
+      for i in range(n):
+        blk = nn.Module()
+        blk.res, blk.attn = nn.ModuleList(), nn.ModuleList()
+        for _ in range(nres):
+          blk.res.append(ResnetBlock(cin, ch * ch_mult[i]))
+          cin = ch * ch_mult[i]
+          if i == n - 1:
+            blk.attn.append(AttnBlock(cin))
+        if i != n - 1:
+          blk.downsample = Downsample(cin)
+        self.conv_blocks.append(blk)
+      self.mid = nn.ModuleList([ResnetBlock(cin, cin), AttnBlock(cin), ResnetBlock(cin, cin)])
+      self.norm_out, self.conv_out = gn(cin), nn.Conv2d(cin, z, 3, 1, 1)
+      self.n = n
+
+    def forward(self, x):
+      h = self.conv_in(x)
+      for i, blk in enumerate(self.conv_blocks):
+        for j, r in enumerate(blk.res):
+          h = r(h)
+          if len(blk.attn):
+            h = blk.attn[j](h)
+        if i != self.n - 1:
+          h = blk.downsample(h)
+      for m in self.mid:
+        h = m(h)
+      return self.conv_out(F.silu(self.norm_out(h)))
+
+  class Decoder(nn.Module):
+    def __init__(self, ch, ch_mult, nres, z):
+      super().__init__()
+      n = len(ch_mult)
+      cin = ch * ch_mult[-1]
+      self.conv_in = nn.Conv2d(z, cin, 3, 1, 1)
+      self.mid = nn.ModuleList([ResnetBlock(cin, cin), AttnBlock(cin), ResnetBlock(cin, cin)])
+      self.conv_blocks = nn.ModuleList()
+      for i in reversed(range(n)):
+        blk = nn.Module()
+        blk.res, blk.attn = nn.ModuleList(), nn.ModuleList()
+        for _ in range(nres + 1):
+          blk.res.append(ResnetBlock(cin, ch * ch_mult[i]))
+          cin = ch * ch_mult[i]
+          if i == n - 1:
+            blk.attn.append(AttnBlock(cin))
+        if i != 0:
+          blk.upsample = Upsample(cin)
+        self.conv_blocks.append(blk)
+      self.norm_out, self.conv_out = gn(cin), nn.Conv2d(cin, 3, 3, 1, 1)
+      self.n = n
+
+    def forward(self, h):
+      h = self.conv_in(h)
+      for m in self.mid:
+        h = m(h)
+      for i, blk in enumerate(self.conv_blocks):
+        for j, r in enumerate(blk.res):
+          h = r(h)
+          if len(blk.attn):
+            h = blk.attn[j](h)
+        if i != self.n - 1:
+          h = blk.upsample(h)
+      return self.conv_out(F.silu(self.norm_out(h)))
+
+  class VectorQuantizer(nn.Module):
+    def __init__(self, n, d):
+      super().__init__()
+      self.embedding = nn.Embedding(n, d)
+      self.register_buffer("codebook_used", torch.zeros(65536))
+
+  class VQModel(nn.Module):
+    def __init__(self, ch, ch_mult, num_res_blocks, z_channels, codebook_size, codebook_dim):
+      super().__init__()
+      self.encoder = Encoder(ch, ch_mult, num_res_blocks, z_channels)
+      self.decoder = Decoder(ch, ch_mult, num_res_blocks, z_channels)
+      self.quantize = VectorQuantizer(codebook_size, codebook_dim)
+      self.quant_conv = nn.Conv2d(z_channels, codebook_dim, 1)
+      self.post_quant_conv = nn.Conv2d(codebook_dim, z_channels, 1)
+
+    def encode_indices(self, x):  # l2-normalized nearest entry, as LlamaGen's VectorQuantizer
+      z = F.normalize(self.quant_conv(self.encoder(x)).permute(0, 2, 3, 1), dim=-1)
+      e = F.normalize(self.quantize.embedding.weight, dim=-1)
+      d = (z ** 2).sum(-1, keepdim=True) + (e ** 2).sum(-1) - 2 * torch.einsum("bhwd,nd->bhwn", z, e)
+      return z, torch.argmin(d, dim=-1)
+
+    def decode_code(self, idx):
+      e = F.normalize(self.quantize.embedding.weight, dim=-1)
+      return self.decoder(self.post_quant_conv(e[idx].permute(0, 3, 1, 2)))
+
+  # ---- GPT
+  def find_multiple(n, k):
+    return n if n % k == 0 else n + k - n % k
+
+  def freqs_2d(grid, n_elem, base=10000):
+    half = n_elem // 2
+    freqs = 1.0 / (base ** (torch.arange(0, half, 2)[: half // 2].float() / half))
+    f = torch.outer(torch.arange(grid), freqs)
+    g = torch.cat([f[:, None, :].expand(-1, grid, -1), f[None, :, :].expand(grid, -1, -1)], dim=-1)
+    cache = torch.stack([torch.cos(g), torch.sin(g)], dim=-1).flatten(0, 1)
+    return torch.cat([torch.zeros(1, half, 2), cache])  # class token row: cos = sin = 0
+
+  def rope(x, fc):
+    xs = x.float().reshape(*x.shape[:-1], -1, 2)
+    fc = fc.view(1, xs.size(1), 1, xs.size(3), 2)
+    out = torch.stack([xs[..., 0] * fc[..., 0] - xs[..., 1] * fc[..., 1],
+                       xs[..., 1] * fc[..., 0] + xs[..., 0] * fc[..., 1]], dim=-1)
+    return out.flatten(3).type_as(x)
+
+  class RMSNorm(nn.Module):
+    def __init__(self, dim, eps=1e-5):
+      super().__init__()
+      self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+      xf = x.float()
+      return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+  class FeedForward(nn.Module):
+    def __init__(self, dim, multiple_of):
+      super().__init__()
+      hidden = find_multiple(int(2 * 4 * dim / 3), multiple_of)
+      self.w1, self.w3 = nn.Linear(dim, hidden, bias=False), nn.Linear(dim, hidden, bias=False)
+      self.w2 = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x):
+      return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+  class Attention(nn.Module):
+    def __init__(self, dim, n_head, n_kv_head):
+      super().__init__()
+      self.dim, self.n_head, self.n_kv_head, self.hd = dim, n_head, n_kv_head, dim // n_head
+      self.wqkv = nn.Linear(dim, (n_head + 2 * n_kv_head) * self.hd, bias=False)
+      self.wo = nn.Linear(dim, dim, bias=False)
+      self.cache = None
+
+    def forward(self, x, fc, mask, input_pos=None):
+      b, t, _ = x.shape
+      kv = self.n_kv_head * self.hd
+      q, k, v = self.wqkv(x).split([self.dim, kv, kv], dim=-1)
+      q = rope(q.view(b, t, self.n_head, self.hd), fc).transpose(1, 2)
+      k = rope(k.view(b, t, self.n_kv_head, self.hd), fc).transpose(1, 2)
+      v = v.view(b, t, self.n_kv_head, self.hd).transpose(1, 2)
+      if self.cache is not None:  # LlamaGen KVCache.update: index_copy_ at input_pos
+        self.cache[0].index_copy_(2, input_pos, k)
+        self.cache[1].index_copy_(2, input_pos, v)
+        k, v = self.cache
+      g = self.n_head // self.n_kv_head
+      k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
+      o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+      return self.wo(o.transpose(1, 2).contiguous().view(b, t, self.dim))
+
+  class TransformerBlock(nn.Module):
+    def __init__(self, dim, n_head, n_kv_head, multiple_of):
+      super().__init__()
+      self.attention = Attention(dim, n_head, n_kv_head)
+      self.feed_forward = FeedForward(dim, multiple_of)
+      self.attention_norm, self.ffn_norm = RMSNorm(dim), RMSNorm(dim)
+
+    def forward(self, x, fc, mask, input_pos=None):
+      h = x + self.attention(self.attention_norm(x), fc, mask, input_pos)
+      return h + self.feed_forward(self.ffn_norm(h))
+
+  class LabelEmbedder(nn.Module):
+    def __init__(self, num_classes, dim):
+      super().__init__()
+      self.embedding_table = nn.Embedding(num_classes + 1, dim)
+
+  class GPT(nn.Module):
+    def __init__(self, vocab_size, num_classes, dim, n_layer, n_head, n_kv_head=None, multiple_of=256,
+                 grid=(16, 16)):
+      super().__init__()
+      self.cls_embedding = LabelEmbedder(num_classes, dim)
+      self.tok_embeddings = nn.Embedding(vocab_size, dim)
+      self.layers = nn.ModuleList([TransformerBlock(dim, n_head, n_kv_head or n_head, multiple_of)
+                                   for _ in range(n_layer)])
+      self.norm = RMSNorm(dim)
+      self.output = nn.Linear(dim, vocab_size, bias=False)
+      self.freqs_cis = freqs_2d(grid[0], dim // n_head)  # a plain attribute, as in LlamaGen
+      self.num_classes, self.seq = num_classes, 1 + grid[0] * grid[1]
+
+    def forward(self, idx, cond):  # teacher forcing: logits[:, i] predicts token i
+      x = torch.cat([self.cls_embedding.embedding_table(cond)[:, None], self.tok_embeddings(idx[:, :-1])], 1)
+      t = x.shape[1]
+      mask = torch.tril(torch.ones(t, t, dtype=torch.bool))[None, None]
+      for layer in self.layers:
+        x = layer(x, self.freqs_cis[:t], mask)
+      return self.output(self.norm(x)).float()
+
+    @torch.no_grad()
+    def cached_logits(self, tokens, cond, cfg_scale, top_k):
+      """LlamaGen generate(): CFG rows [cond; null], KV cache, one position per step."""
+      b, t = tokens.shape
+      rows = torch.cat([cond, torch.full_like(cond, self.num_classes)])
+      for layer in self.layers:
+        a = layer.attention
+        shape = (2 * b, a.n_kv_head, self.seq, a.hd)
+        a.cache = (torch.zeros(shape), torch.zeros(shape))
+      causal = torch.tril(torch.ones(self.seq, self.seq, dtype=torch.bool))
+      out = []
+      for pos in range(t):
+        if pos == 0:
+          x = self.cls_embedding.embedding_table(rows)[:, None]
+        else:
+          prev = tokens[:, pos - 1]
+          x = self.tok_embeddings(torch.cat([prev, prev]))[:, None]
+        ip = torch.tensor([pos])
+        for layer in self.layers:
+          x = layer(x, self.freqs_cis[ip], causal[None, None, ip], ip)
+        logits = self.output(self.norm(x)).float()[:, -1]
+        c, u = torch.split(logits, b, dim=0)
+        logits = u + (c - u) * cfg_scale
+        kth = torch.topk(logits, top_k)[0][..., -1, None]
+        out.append(logits.masked_fill(logits < kth, -float("inf")))
+      for layer in self.layers:
+        layer.attention.cache = None
+      return torch.stack(out, 1)
+
+  def randomize(module, seed):
+    """Random weights everywhere (norm gains and biases too, so a mix-up would show)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+      for name, p in module.named_parameters():
+        if name.endswith("weight") and p.ndim == 1:  # GroupNorm / RMSNorm gains
+          p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+        elif name.endswith("bias"):
+          p.copy_(0.2 * torch.randn(p.shape, generator=g))
+        else:
+          fan_in = p[0].numel() if p.ndim > 1 and "embedding" not in name else 1
+          p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+    return module.eval()
+
+  return torch, VQModel, GPT, randomize
+
+
+@pytest.fixture(scope="module")
+def torch_ref():
+  return _torch_reference()
+
+
+def _state_dict_numpy(module):
+  return {k: v.detach().numpy() for k, v in module.state_dict().items()}
+
+
+def test_vq_matches_pytorch_reference(torch_ref):
+  torch, VQModel, _, randomize = torch_ref
+  ref = randomize(VQModel(**VQ_TINY), seed=0)
+  sd = _state_dict_numpy(ref)
+  assert _expected_shapes(vq_lib.VQModel(**VQ_TINY)) == llamagen_vq_keys(**VQ_TINY)
+  assert set(sd) == set(llamagen_vq_keys(**VQ_TINY)) | {"quantize.codebook_used"}
+  model, params = cv.convert_vq(sd)
+  assert model.ch_mult == VQ_TINY["ch_mult"] and model.codebook_size == 64
+  rng = np.random.default_rng(0)
+  x = rng.uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+  idx = rng.integers(0, 64, (2, 4, 4))
+  with torch.no_grad():
+    z_ref, idx_ref = ref.encode_indices(torch.from_numpy(x).permute(0, 3, 1, 2))
+    img_ref = ref.decode_code(torch.from_numpy(idx)).permute(0, 2, 3, 1).numpy()
+  variables = {"params": params}
+  img = np.asarray(model.apply(variables, jnp.asarray(idx, jnp.int32), method="decode_indices"))
+  assert np.abs(img_ref).max() > 0.1  # a real signal, not a vanishing one
+  np.testing.assert_allclose(img, img_ref, atol=1e-4, rtol=1e-4)
+  z = model.apply(variables, jnp.asarray(x), method="encode")
+  got_idx, _ = model.apply(variables, z, method="quantize")
+  z_n = np.asarray(z) / np.linalg.norm(np.asarray(z), axis=-1, keepdims=True)
+  np.testing.assert_allclose(z_n, z_ref.numpy(), atol=1e-4)
+  np.testing.assert_array_equal(np.asarray(got_idx), idx_ref.numpy())
+
+
+@pytest.mark.parametrize("n_kv_head", [None, 2])
+def test_gpt_matches_pytorch_reference(torch_ref, n_kv_head):
+  torch, _, GPT, randomize = torch_ref
+  ref = randomize(GPT(**GPT_TINY, n_kv_head=n_kv_head), seed=1)
+  sd = _state_dict_numpy(ref)
+  model, params, _ = cv.convert_gpt(sd, image_size=64, downsample=16, n_head=4)
+  assert model.kv_heads == (n_kv_head or 4) and model.grid == (4, 4)
+  rng = np.random.default_rng(1)
+  tokens = rng.integers(0, 64, (3, 16))
+  labels = np.asarray([0, 3, 9])
+  with torch.no_grad():
+    want = ref(torch.from_numpy(tokens), torch.from_numpy(labels)).numpy()
+  variables = {"params": jax.tree.map(jnp.asarray, params)}
+  got = np.asarray(model.apply(variables, jnp.asarray(tokens, jnp.int32), jnp.asarray(labels, jnp.int32)))
+  assert np.std(want) > 0.3
+  np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+  # KV-cached generation with CFG and top-k, as transformer.generate runs it
+  want = ref.cached_logits(torch.from_numpy(tokens), torch.from_numpy(labels), 2.5, 12).numpy()
+  got = np.asarray(tr.logits_for_tokens(model, variables, jnp.asarray(labels, jnp.int32),
+                                        jnp.asarray(tokens, jnp.int32), cfg_scale=2.5, top_k=12))
+  np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+  assert np.isfinite(got).sum(-1).min() == 12
+  fin = np.isfinite(want)
+  np.testing.assert_allclose(got[fin], want[fin], atol=1e-4, rtol=1e-4)
+
+
+def test_reads_torch_files(torch_ref, tmp_path):
+  torch, _, GPT, randomize = torch_ref
+  from safetensors.torch import save_file
+  ref = randomize(GPT(**GPT_TINY), seed=2)
+  sd = ref.state_dict()
+  # a LlamaGen training checkpoint: DDP-prefixed keys under "model", with its args Namespace
+  pt = str(tmp_path / "c2i.pt")
+  torch.save({"model": {f"module.{k}": v for k, v in sd.items()}, "steps": 10,
+              "args": argparse.Namespace(gpt_model="GPT-B", image_size=256)}, pt)
+  got = cv.read_state_dict(pt)
+  assert set(got) == set(sd)
+  np.testing.assert_array_equal(got["output.weight"], sd["output.weight"].numpy())
+  # bf16 safetensors written by the safetensors package: floats come back as float32
+  st = str(tmp_path / "c2i.safetensors")
+  save_file({k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}, st)
+  got = cv.read_state_dict(st)
+  assert got["norm.weight"].dtype == np.float32
+  np.testing.assert_array_equal(got["norm.weight"], sd["norm.weight"].to(torch.bfloat16).float().numpy())
+  # a pickled object outside torch's safe list is refused unless the file is trusted
+  import fractions
+  bad = str(tmp_path / "bad.pt")
+  torch.save({"model": dict(sd), "extra": fractions.Fraction(1, 3)}, bad)
+  with pytest.raises(ValueError, match="--trust_pickle"):
+    cv.read_state_dict(bad)
+  assert set(cv.read_state_dict(bad, trust_pickle=True)) == set(sd)
