@@ -1,0 +1,90 @@
+r"""Stego semantic communication (issue 8): DeepJSCC + CNN/GAN/INN stego codecs, eavesdroppers.
+
+  python -m stegjax.main --config=configs/semcom.py:smoke          # ~1-2 minutes, used by tests
+  python -m stegjax.main --config=configs/semcom.py                # CPU default (< 30 min on 2 cores)
+  python -m stegjax.main --config=configs/semcom.py:gpu            # trains to convergence on a GPU
+  python -m stegjax.main --config=configs/semcom.py --config.runs='("inn:two_stage+key",)'
+
+Runs are 'family:strategy[+key][+hf]' with family cnn | gan | inn and strategy
+two_stage (frozen DeepJSCC) | end_to_end; +key scrambles the secret with a shared
+key, +hf hides only in the Haar high bands. GAN runs add the discriminator.
+``configs/semcom_{cnn,gan,inn}.py`` keep one family's runs.
+"""
+
+import ml_collections
+
+from stegjax import config_lib
+from stegjax import data as data_lib
+
+ALL_RUNS = (
+    "cnn:two_stage+key",
+    "gan:two_stage+key",
+    "inn:two_stage+key",
+    "inn:two_stage",          # no key: shows what the key buys against eavesdroppers
+    "inn:end_to_end+key",
+    "inn:two_stage+key+hf",
+)
+
+
+def _train(size, steps, lr, batch):
+  cfg = config_lib.train(size, steps=steps, lr=lr, batch=batch)
+  cfg.b2 = 0.999
+  return cfg
+
+
+def get_config(arg=None):
+  size = config_lib.parse_size(arg)
+  pick = lambda **kw: kw[size if size in kw else "gpu"]
+  c = ml_collections.ConfigDict()
+  c.experiment = "semcom"
+  c.name = "semcom" if size == "cpu" else f"semcom_{size}"
+  c.size = size
+  c.seed = 0
+  c.mesh = config_lib.mesh()
+
+  c.data = data_lib.default_config()
+  c.data.patch_size = pick(smoke=16, cpu=32, gpu=64)
+  c.data.patches_per_photo = pick(smoke=16, cpu=256, gpu=4096)
+  c.data.heldout_patches_per_photo = pick(smoke=8, cpu=64, gpu=512)
+
+  c.channel = ml_collections.ConfigDict(dict(
+      train_snr_min=0.0, train_snr_max=20.0, train_channel="mixed",
+      eval_snrs=(0.0, 5.0, 10.0, 15.0, 20.0)))
+
+  # DeepJSCC; the first ratio carries the stego runs, every ratio gets the baseline curves.
+  c.jscc = ml_collections.ConfigDict(dict(
+      features=pick(smoke=8, cpu=32, gpu=128),
+      ratios=pick(smoke=(1 / 6,), cpu=(1 / 6, 1 / 12), gpu=(1 / 6, 1 / 12)),
+      train=_train(size, {"smoke": 3, "cpu": 1500, "gpu": 40000, "paper": 100000}, 2e-3,
+                   {"smoke": 4, "cpu": 32, "gpu": 64, "paper": 64})))
+
+  # Family sizes. gpu: CNN hide+reveal ~0.6M, GAN adds a ~1.1M discriminator, INN 3 HiNet
+  # blocks ~0.76M (survey Table II: ~0.5M, >1M, ~0.6M). `paper` INN = HiNet (4,050,240).
+  c.families = ml_collections.ConfigDict(dict(
+      cnn=dict(features=pick(smoke=8, cpu=32, gpu=64), depth=pick(smoke=2, cpu=5, gpu=9)),
+      gan=dict(features=pick(smoke=8, cpu=32, gpu=64), depth=pick(smoke=2, cpu=5, gpu=9),
+               disc_features=pick(smoke=4, cpu=16, gpu=48)),
+      inn=dict(num_blocks=pick(smoke=1, cpu=2, gpu=3, paper=16), growth=pick(smoke=4, cpu=16, gpu=32),
+               num_convs=5, clamp=2.0),
+  ))
+  c.runs = ALL_RUNS
+  c.key_block = 4           # keyed scramble works on 4x4 pixel blocks
+  c.secret_key_seed = 1234  # the legitimate pair's shared key (the eavesdropper guesses another)
+
+  c.loss = ml_collections.ConfigDict(dict(
+      stego=1.0, secret=1.0, received=0.5, low_freq=1.0, adversarial=pick(smoke=0.01, cpu=0.01,
+                                                                            gpu=0.01)))
+  c.hide_train = _train(size, {"smoke": 3, "cpu": 800, "gpu": 30000, "paper": 100000}, 1e-3,
+                        {"smoke": 4, "cpu": 16, "gpu": 32, "paper": 32})
+
+  c.eve = ml_collections.ConfigDict(dict(
+      features=pick(smoke=8, cpu=32, gpu=64), depth=pick(smoke=2, cpu=5, gpu=9),
+      train=_train(size, {"smoke": 3, "cpu": 300, "gpu": 10000, "paper": 20000}, 1e-3,
+                   {"smoke": 4, "cpu": 16, "gpu": 32, "paper": 32}),
+      steganalyzer="xunet",
+      steganalyzer_cfg=dict(features=pick(smoke=(2, 4, 4), cpu=(8, 16, 32, 64), gpu=(8, 16, 32, 64, 128))),
+      steganalyzer_train=_train(size, {"smoke": 3, "cpu": 300, "gpu": 10000, "paper": 20000}, 1e-3,
+                                {"smoke": 4, "cpu": 16, "gpu": 32, "paper": 32}),
+  ))
+  c.eval = ml_collections.ConfigDict(dict(num_pairs=pick(smoke=8, cpu=96, gpu=256)))
+  return c

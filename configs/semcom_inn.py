@@ -1,0 +1,24 @@
+r"""Stego semcom, INN family (survey Fig. 1d): HiNet-style couplings; `:paper` is HiNet size (4,050,240 params).
+
+  python -m stegjax.main --config=configs/semcom_inn.py:smoke
+  python -m stegjax.main --config=configs/semcom_inn.py
+  python -m stegjax.main --config=configs/semcom_inn.py:gpu
+"""
+
+import importlib.util
+import os
+
+
+def _base():
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "semcom.py")
+  spec = importlib.util.spec_from_file_location("stegjax_configs_semcom", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg=None):
+  config = _base().get_config(arg)
+  config.name = config.name.replace("semcom", "semcom_inn", 1)
+  config.runs = ("inn:two_stage+key", "inn:two_stage", "inn:end_to_end+key", "inn:two_stage+key+hf")
+  return config
