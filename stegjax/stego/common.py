@@ -12,7 +12,7 @@ import numpy as np
 
 from stegjax.stego.quantize import MAX_PRECISION
 
-__all__ = ["EmbedState", "init_embed_state", "message_window", "compact",
+__all__ = ["EmbedState", "init_embed_state", "message_window", "ranked", "rank_to_id", "id_to_rank",
            "frac_mul", "check_precision", "validate_freqs", "validate_bits",
            "broadcast_nonce", "run_embed", "run_extract", "run_sample", "n_embedded"]
 
@@ -51,11 +51,44 @@ def message_window(state: EmbedState, width: int):
   return jnp.where(valid, got.astype(jnp.int32), 0)
 
 
-def compact(freqs, support: int | None):
-  """Top-``support`` frequencies, descending (ties by lower id): (int32[B, K], ids int32[B, K])."""
-  k = freqs.shape[-1] if support is None else min(int(support), freqs.shape[-1])
-  f, ids = jax.lax.top_k(freqs.astype(jnp.int32), k)
-  return f, ids.astype(jnp.int32)
+def ranked(freqs, support: int | None):
+  """The K largest frequencies in descending order: int32[B, K] (K = ``support`` or V).
+
+  Only the sorted masses are needed to build trees and cumulative intervals; token
+  ids are recovered with ``rank_to_id`` / ``id_to_rank`` (ties ranked by lower id), so a
+  single-operand sort of the packed nonzero entries suffices (far cheaper on CPU than
+  ``lax.top_k`` or a keyed two-operand sort). Rows with more than K nonzero entries
+  would lose mass: callers pass a ``support`` bounding the kept tokens (the
+  sequence-level API checks it).
+  """
+  b, v = freqs.shape
+  k = v if support is None else min(int(support), v)
+  f = freqs.astype(jnp.int32)
+  if k < v:
+    nz = f > 0
+    slot = jnp.cumsum(nz.astype(jnp.int32), axis=1) - 1
+    slot = jnp.where(nz & (slot < k), slot, k)                  # k: dropped
+    f = jnp.zeros((b, k), jnp.int32).at[jnp.arange(b)[:, None], slot].set(f, mode="drop")
+  return jnp.flip(jnp.sort(f, axis=1), axis=1)
+
+
+def rank_to_id(freqs, f_desc, pos):
+  """Token id at rank ``pos`` (ties by lower id): int32[B]."""
+  fr = jnp.take_along_axis(f_desc, pos[:, None], axis=1)             # [B, 1]
+  j = pos - (f_desc > fr).sum(1)                                     # rank among equal masses
+  eq = freqs == fr
+  hit = eq & (jnp.cumsum(eq.astype(jnp.int32), axis=1) == (j + 1)[:, None])
+  return jnp.argmax(hit, axis=1).astype(jnp.int32)
+
+
+def id_to_rank(freqs, tokens):
+  """(rank int32[B], found bool[B]) of each token: #{larger} + #{equal with lower id}."""
+  tok = tokens.astype(jnp.int32)[:, None]
+  fx = jnp.take_along_axis(freqs, jnp.clip(tok, 0, freqs.shape[1] - 1), axis=1)
+  ids = jnp.arange(freqs.shape[1], dtype=jnp.int32)[None]
+  rank = ((freqs > fx) | ((freqs == fx) & (ids < tok))).sum(1).astype(jnp.int32)
+  found = (fx[:, 0] > 0) & (tok[:, 0] >= 0) & (tok[:, 0] < freqs.shape[1])
+  return rank, found
 
 
 def frac_mul(hi, lo, m):

@@ -42,7 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from stegjax.stego import prf, quantize
-from stegjax.stego.common import (broadcast_nonce, EmbedState, check_precision, compact, frac_mul,
+from stegjax.stego.common import (broadcast_nonce, EmbedState, check_precision, frac_mul, id_to_rank,
+                                  rank_to_id, ranked,
                                   init_embed_state, message_window, run_embed,
                                   run_extract, run_sample, validate_bits, validate_freqs)
 
@@ -112,12 +113,6 @@ def _draws(key, nonce, t, n_words, prf_impl):
   if prf_impl == "threefry":
     return prf.threefry_draw_words(key, nonce, t, n_words)
   raise ValueError(f"unknown prf {prf_impl!r}; expected one of {PRFS}")
-
-
-def _find(f, ids, tokens):
-  """Rank position of each token among the kept (nonzero) ones: (pos int32[B], found bool[B])."""
-  hit = (ids == tokens[:, None].astype(jnp.int32)) & (f > 0)
-  return jnp.argmax(hit, axis=1).astype(jnp.int32), hit.any(axis=1)
 
 
 # ------------------------------------------------------------------ basic
@@ -357,8 +352,7 @@ def _prep(freqs, variant, precision, support):
   check_precision(precision)
   chex.assert_rank(freqs, 2)
   k = _support(freqs.shape[-1], support)
-  f, ids = compact(freqs, k)
-  return f, ids, k
+  return ranked(freqs, k), k
 
 
 def embed_step(freqs, t, state: EmbedState, key, variant: str = "recursive", *,
@@ -373,14 +367,14 @@ def embed_step(freqs, t, state: EmbedState, key, variant: str = "recursive", *,
   Returns:
     (tokens int32[B], state with the cursor advanced by the bits this token carries).
   """
-  f, ids, k = _prep(freqs, variant, precision, support)
+  f, k = _prep(freqs, variant, precision, support)
   b = f.shape[0]
   chex.assert_shape(state.cursor, (b,))
   width = max_bits_per_step(variant, precision, k)
   window = message_window(state, width)
   draws = _draws(key, state.nonce, t, _n_words(variant, precision, k), prf_impl)
   pos, n, _, _ = _IMPL[variant](f, draws, precision, window=window)
-  tokens = jnp.take_along_axis(ids, pos[:, None], axis=1)[:, 0]
+  tokens = rank_to_id(freqs, f, pos)
   return tokens, state._replace(cursor=state.cursor + n)
 
 
@@ -388,11 +382,13 @@ def extract_step_checked(freqs, tokens, t, key, nonce, variant: str = "recursive
                          precision: int = 24, support: int | None = None, prf_impl: str = "chacha20"):
   """Like ``extract_step`` plus ``ok bool[B]``: False where the token could not have been
   produced at this step under this key (zero frequency, or inconsistent with the draws)."""
-  f, ids, k = _prep(freqs, variant, precision, support)
+  f, k = _prep(freqs, variant, precision, support)
   b = f.shape[0]
   chex.assert_shape(tokens, (b,))
   nonce = jnp.broadcast_to(jnp.asarray(nonce).astype(jnp.uint32), (b,))
-  pos, found = _find(f, ids, tokens)
+  pos, found = id_to_rank(freqs, tokens)
+  found = found & (pos < k)
+  pos = jnp.minimum(pos, k - 1)
   draws = _draws(key, nonce, t, _n_words(variant, precision, k), prf_impl)
   _, n, bits, ok = _IMPL[variant](f, draws, precision, target=pos)
   n = jnp.where(found | (variant == "basic"), n, 0)  # basic keeps its n so later bits stay aligned
