@@ -12,7 +12,8 @@ fused as ``transformer.Attention`` expects), drops buffers (``freqs_cis``,
     OUT/config.json      model kwargs, source files, parameter counts
     OUT/vq/, OUT/gpt/    orbax checkpoints of the bare ``params`` trees (float32)
 
-``load_converted(OUT)`` returns ``(vq_model, vq_params, gpt_model, gpt_params)``;
+``load_converted(OUT)`` returns ``(vq_model, vq_params, gpt_model, gpt_params)``
+(``load_checkpoints(vq, gpt)`` takes either converted directories or the raw files);
 apply them as ``model.apply({"params": params}, ...)``. Shapes not stored in the files
 (the GPT's head count and token grid) come from the published presets
 (``stegjax.models.presets``) and ``--image_size``; everything else is read from the
@@ -459,6 +460,42 @@ def load_converted(out_dir: str, dtype: Any = jnp.float32):
       raise CheckpointMismatchError(f"{out_dir}/{name} does not match its config.json: {e}") from None
     result += [model, params]
   return tuple(result)
+
+
+def load_checkpoints(vq: str = "", gpt: str = "", image_size: int | None = None, dtype: Any = jnp.float32,
+                     trust_pickle: bool = False):
+  """``(vq_model, vq_params, gpt_model, gpt_params)`` for ``--config.checkpoints.vq/gpt``.
+
+  Each path may be a directory written by this module's CLI (its ``vq``/``gpt`` part is
+  used) or a LlamaGen ``.pt``/``.safetensors`` file (converted in memory: no cache is
+  written). An empty path gives ``(None, None)`` for that part. ``image_size`` (default:
+  the converted grid, or 384 for a raw file) must agree with a converted GPT's grid.
+  """
+  out: list = [None, None, None, None]
+  downsample = 16
+  for i, (name, path) in enumerate((("vq", vq), ("gpt", gpt))):
+    if not path:
+      continue
+    if os.path.isdir(path):
+      loaded = load_converted(path, dtype)
+      model, params = loaded[2 * i], loaded[2 * i + 1]
+      if model is None:
+        raise ValueError(f"{path} holds no converted {name.upper()} (config.json has no {name!r} entry)")
+    else:
+      sd = read_state_dict(path, trust_pickle)
+      if name == "vq":
+        model, params = convert_vq(sd, dtype=dtype)
+      else:
+        model, params, _ = convert_gpt(sd, image_size or 384, downsample, dtype=dtype)
+      params = jax.tree.map(jnp.asarray, params)
+      del sd
+    if name == "vq":
+      downsample = model.downsample_factor
+    elif image_size is not None and tuple(model.grid) != (image_size // downsample,) * 2:
+      raise ValueError(f"{path} was converted for a {model.grid[0]}x{model.grid[1]} token grid, not "
+                       f"image_size={image_size} / {downsample}; convert it again with --image_size")
+    out[2 * i], out[2 * i + 1] = model, params
+  return tuple(out)
 
 
 def convert_files(vq_path: str | None = None, gpt_path: str | None = None, image_size: int = 384,

@@ -693,3 +693,22 @@ def test_reads_torch_files(torch_ref, tmp_path):
   with pytest.raises(ValueError, match="--trust_pickle"):
     cv.read_state_dict(bad)
   assert set(cv.read_state_dict(bad, trust_pickle=True)) == set(sd)
+
+
+def test_load_checkpoints_from_dirs_and_files(tmp_path):
+  vq_sd = _random_sd(llamagen_vq_keys(**VQ_TINY), seed=5)
+  gpt_sd = _random_sd(llamagen_gpt_keys(64, 10, 64, 2, 4, multiple_of=32), seed=6)
+  vq_path = str(tmp_path / "vq.safetensors")
+  _write_safetensors(vq_path, {k: ("F32", v) for k, v in vq_sd.items()})
+  vq_model, vq_params = cv.convert_vq(vq_sd)
+  gpt_model, gpt_params, _ = cv.convert_gpt(gpt_sd, image_size=16, downsample=4, n_head=4)
+  out = cv.save_converted(str(tmp_path / "conv"), gpt=(gpt_model, gpt_params))
+  vm, vp, gm, gp = cv.load_checkpoints(vq=vq_path, gpt=out, dtype=jnp.bfloat16)
+  assert vm.dtype == jnp.bfloat16 and gm.dtype == jnp.bfloat16 and gm.grid == (4, 4)
+  chex_equal = jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), b), (vp, gp), (vq_params, gpt_params))
+  assert all(jax.tree.leaves(chex_equal))
+  assert cv.load_checkpoints(gpt=out)[:2] == (None, None)
+  with pytest.raises(ValueError, match="converted for a 4x4 token grid, not image_size=384"):
+    cv.load_checkpoints(gpt=out, image_size=384)
+  with pytest.raises(ValueError, match="holds no converted VQ"):
+    cv.load_checkpoints(vq=out)
