@@ -138,19 +138,19 @@ def _generate_tokens(smp: _Samplers, config, labels_all, key) -> dict:
   m = int(sa.num_token_sequences)
   lab = np.full((m,), labels_all[0], np.int32)
   k1, k2, k3, k4 = jax.random.split(k_tok, 4)
-  out["tt_cover"] = _batched(lambda i, b: smp.cover(lab[:b], jax.random.fold_in(k1, i)), m, gb)
+  out["tt_cover"] = _batched(lambda i, b: smp.cover(_pad(lab, i, b), jax.random.fold_in(k1, i)), m, gb)
   fixed_msg = _random_bits(k2, 1, smp.max_bits)
   # Counters for these sets start past the main set's, so no (key, counter) pair repeats.
   out["tt_discop_fixed_msg"], _ = _batched(lambda i, b: smp.discop(
-      lab[:b], np.repeat(fixed_msg, b, 0), np.arange(n + i, n + i + b, dtype=np.uint32)), m, gb)
+      _pad(lab, i, b), np.repeat(fixed_msg, b, 0), np.arange(n + i, n + i + b, dtype=np.uint32)), m, gb)
   out["tt_naive_fixed_msg"], _ = _batched(lambda i, b: smp.naive(
-      lab[:b], np.repeat(fixed_msg[:, :smp.num_tokens * smp.naive_bits], b, 0)), m, gb)
+      _pad(lab, i, b), np.repeat(fixed_msg[:, :smp.num_tokens * smp.naive_bits], b, 0)), m, gb)
   # The ablation: every message with the same key AND the same counter (public Discop's flaw).
   out["tt_discop_fixed_nonce"], _ = _batched(lambda i, b: smp.discop(
-      lab[:b], _random_bits(jax.random.fold_in(k3, i), b, smp.max_bits),
+      _pad(lab, i, b), _random_bits(jax.random.fold_in(k3, i), b, smp.max_bits),
       np.full((b,), 2 ** 31, np.uint32)), m, gb)
   out["tt_discop_fresh_nonce"], _ = _batched(lambda i, b: smp.discop(
-      lab[:b], _random_bits(jax.random.fold_in(k4, i), b, smp.max_bits),
+      _pad(lab, i, b), _random_bits(jax.random.fold_in(k4, i), b, smp.max_bits),
       np.arange(n + m + i, n + m + i + b, dtype=np.uint32)), m, gb)
   out["tt_label"] = lab
   return out
