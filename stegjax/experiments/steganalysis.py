@@ -268,10 +268,11 @@ def _verdicts(det_results: dict, token: dict, alpha: float) -> list[tuple[str, b
   for det, r in det_results.get("discop", {}).items():
     lo, hi = r["pe_fixed_ci"]
     nlo, nhi = r["pe_min_null_interval"]
+    # min-P_E is only evidence of detection when it falls BELOW its null interval.
     v.append((f"discop/{det}: 0.5 in the {r['ci_level']:.0%} CI of P_E at the train threshold "
-              f"[{lo:.3f}, {hi:.3f}] and min-P_E {r['pe_min']:.3f} in its null interval "
-              f"[{nlo:.3f}, {nhi:.3f}]",
-              bool(lo <= 0.5 <= hi and nlo <= r["pe_min"] <= nhi)))
+              f"[{lo:.3f}, {hi:.3f}], and min-P_E {r['pe_min']:.3f} not below its null interval "
+              f"[{nlo:.3f}, {nhi:.3f}] (permutation p {r['pe_min_pvalue']:.2g})",
+              bool(lo <= 0.5 <= hi and r["pe_min"] >= nlo)))
   for sc in ("naive", "lsb"):
     for det, r in det_results.get(sc, {}).items():
       v.append((f"{sc}/{det}: P_E at the train threshold {r['pe_fixed']:.3f} <= 0.2",
