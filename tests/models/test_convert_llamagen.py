@@ -712,3 +712,34 @@ def test_load_checkpoints_from_dirs_and_files(tmp_path):
     cv.load_checkpoints(gpt=out, image_size=384)
   with pytest.raises(ValueError, match="holds no converted VQ"):
     cv.load_checkpoints(vq=out)
+
+
+@pytest.mark.slow
+def test_published_shapes_through_cli_match_pytorch(torch_ref, tmp_path):
+  """GPT-B (24x24 grid) and VQ-16 at their published shapes: .pt -> CLI -> orbax -> load."""
+  torch, VQModel, GPT, randomize = torch_ref
+  gref = randomize(GPT(16384, 1000, 768, 12, 12, grid=(24, 24)), seed=7)
+  vref = randomize(VQModel(**{k: v for k, v in presets.vq_config("VQ-16").items()
+                              if k in ("ch", "ch_mult", "num_res_blocks", "z_channels", "codebook_size",
+                                       "codebook_dim")}), seed=8)
+  gpt_pt, vq_pt = str(tmp_path / "c2i_B_384.pt"), str(tmp_path / "vq_ds16_c2i.pt")
+  torch.save({"model": gref.state_dict(), "args": argparse.Namespace(gpt_model="GPT-B")}, gpt_pt)
+  torch.save({"model": vref.state_dict()}, vq_pt)
+  out = str(tmp_path / "conv")
+  assert cv.main([f"--vq={vq_pt}", f"--gpt={gpt_pt}", f"--out={out}"]) == 0
+  vq_model, vq_params, gpt_model, gpt_params = cv.load_converted(out)
+  assert gpt_model.n_head == 12 and gpt_model.num_tokens == 576 and vq_model.ch_mult == (1, 1, 2, 2, 4)
+  assert presets.param_count(gpt_model) == 110_888_448
+  rng = np.random.default_rng(2)
+  tokens, labels = rng.integers(0, 16384, (2, 40)), np.asarray([1, 999])
+  with torch.no_grad():
+    want = gref(torch.from_numpy(tokens), torch.from_numpy(labels)).numpy()
+  got = np.asarray(jax.jit(gpt_model.apply)({"params": gpt_params}, jnp.asarray(tokens, jnp.int32),
+                                            jnp.asarray(labels, jnp.int32)))
+  np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+  idx = rng.integers(0, 16384, (1, 2, 2))
+  with torch.no_grad():
+    img_ref = vref.decode_code(torch.from_numpy(idx)).permute(0, 2, 3, 1).numpy()
+  img = np.asarray(jax.jit(lambda p, i: vq_model.apply(p, i, method="decode_indices"))(
+      {"params": vq_params}, jnp.asarray(idx, jnp.int32)))
+  np.testing.assert_allclose(img, img_ref, atol=1e-4, rtol=1e-4)
