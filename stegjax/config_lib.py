@@ -27,7 +27,7 @@ def data(size: str) -> ml_collections.ConfigDict:
   """The real-photo patch dataset (DESIGN.md "Data"); fields from ``stegjax.data.default_config``."""
   from stegjax import data as data_lib
   cfg = data_lib.default_config()
-  cfg.patch_size = {"smoke": 32, "cpu": 32, "gpu": 64, "paper": 256}[size]
+  cfg.patch_size = {"smoke": 32, "cpu": 32, "gpu": 64, "paper": 384}[size]
   cfg.patches_per_photo = {"smoke": 32, "cpu": 2048, "gpu": 8192, "paper": 8192}[size]
   cfg.heldout_patches_per_photo = {"smoke": 16, "cpu": 256, "gpu": 1024, "paper": 1024}[size]
   return cfg

@@ -50,9 +50,33 @@ class Models:
     return recipes.Trained(model, self.captioner.params, self.captioner.info)
 
 
+def published_models(config):
+  """(tokenizer, prior) from LlamaGen checkpoints (``--config.checkpoints.vq/gpt``)."""
+  from stegjax.models import convert_llamagen  # pylint: disable=g-import-not-at-top
+  ck = config.checkpoints
+  if not (ck.vq and ck.gpt):
+    raise ValueError("--config.checkpoints.vq and --config.checkpoints.gpt are both needed")
+  dtype = jnp.bfloat16 if jax.default_backend() != "cpu" else jnp.float32
+  vq_m, vq_p, gpt_m, gpt_p = convert_llamagen.load_checkpoints(
+      ck.vq, ck.gpt, image_size=int(config.data.patch_size), dtype=dtype)
+  vq = recipes.Trained(vq_m, vq_p, {"downsample": vq_m.downsample_factor})
+  classes = list(range(gpt_m.num_classes))
+  prior = recipes.Trained(gpt_m, gpt_p, dict(
+      grid=tuple(gpt_m.grid), num_classes=gpt_m.num_classes, train_labels=classes,
+      class_names=[f"class{c}" for c in classes], patch_size=int(config.data.patch_size)))
+  return vq, prior
+
+
 def load_models(config, workdir: str) -> Models:
-  """Trains (first run) or loads (later runs) the tokenizer, the prior and the captioner."""
-  vq, prior = recipes.prior(config, workdir)
+  """Trains (first run) or loads (later runs) the tokenizer, the prior and the captioner.
+
+  With ``config.checkpoints.vq/gpt`` set, the tokenizer and prior are LlamaGen's
+  published models (converted on the fly or from a converted directory).
+  """
+  if config.checkpoints.vq or config.checkpoints.gpt:
+    vq, prior = published_models(config)
+  else:
+    vq, prior = recipes.prior(config, workdir)
   cap = recipes.captioner(config, workdir)
   cm = config.cmsteg
   vocab = len(caption_lib.ALPHABET)

@@ -355,9 +355,6 @@ def run(config, workdir: str):
   os.makedirs(workdir, exist_ok=True)
   if config.mode not in ("evaluate", "embed", "extract"):
     raise ValueError(f"unknown --config.mode={config.mode!r}; valid: evaluate, embed, extract")
-  if config.checkpoints.vq or config.checkpoints.gpt:
-    raise ValueError("loading published LlamaGen checkpoints needs the converter "
-                     "(stegjax.models.convert_llamagen), not available in this build")
   t0 = time.time()
   models = api.load_models(config, workdir)
   t_models = time.time() - t0
