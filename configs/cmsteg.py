@@ -59,7 +59,8 @@ def get_config(arg=None):
       m2_patience=0,               # early stop when tokens are unchanged this long (0: off)
       m2_batch={"smoke": 4, "cpu": 16, "gpu": 32, "paper": 8}[size],
       l1=8, l2=8,
-      caption_length={"smoke": 48, "cpu": 200, "gpu": 200, "paper": 200}[size],
+      # smoke: long enough to correct every token, so its round trip holds even for untrained models
+      caption_length={"smoke": 640, "cpu": 200, "gpu": 200, "paper": 200}[size],
       caption_lengths=(50, 100, 200, 500) if size != "smoke" else (48,),
       caption_top_k=len(" abcdefghijklmnopqrstuvwxyz,.'-:") + 1,
       length_table_channel="jpeg95",
