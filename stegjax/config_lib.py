@@ -48,8 +48,8 @@ def vq(size: str) -> ml_collections.ConfigDict:
   model = {
       "smoke": dict(ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=32,
                     codebook_size=64, codebook_dim=8, norm_groups=8),
-      "cpu": dict(ch=64, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=128,
-                  codebook_size=512, codebook_dim=8),
+      "cpu": dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=64,
+                  codebook_size=512, codebook_dim=8, norm_groups=16),
       "gpu": dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
                   codebook_size=4096, codebook_dim=8),
       "paper": dict(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
@@ -58,9 +58,9 @@ def vq(size: str) -> ml_collections.ConfigDict:
   model.update(beta=0.25, l2_norm=True, dropout=0.0)
   cfg = ml_collections.ConfigDict(dict(
       model=model,
-      train=train(size, steps={"smoke": 12, "cpu": 2500, "gpu": 40000, "paper": 400000},
-                  lr={"smoke": 1e-3, "cpu": 1e-3, "gpu": 2e-4, "paper": 1e-4}[size],
-                  batch={"smoke": 8, "cpu": 32, "gpu": 128, "paper": 128}),
+      train=train(size, steps={"smoke": 12, "cpu": 1500, "gpu": 40000, "paper": 400000},
+                  lr={"smoke": 1e-3, "cpu": 2e-3, "gpu": 2e-4, "paper": 1e-4}[size],
+                  batch={"smoke": 8, "cpu": 16, "gpu": 128, "paper": 128}),
       # Optional PatchGAN hinge loss from a configured step (0 weight disables it).
       gan_weight={"smoke": 0.0, "cpu": 0.0, "gpu": 0.1, "paper": 0.5}[size],
       gan_start_step={"smoke": 0, "cpu": 0, "gpu": 20000, "paper": 20000}[size],
@@ -74,7 +74,7 @@ def prior(size: str, num_classes: int = 0) -> ml_collections.ConfigDict:
   """Class-conditional Llama-style AR prior over the tokenizer's tokens."""
   model = {
       "smoke": dict(dim=32, n_layer=2, n_head=2),
-      "cpu": dict(dim=192, n_layer=4, n_head=4),
+      "cpu": dict(dim=128, n_layer=3, n_head=4),
       "gpu": dict(dim=768, n_layer=12, n_head=12),   # LlamaGen-B
       "paper": dict(dim=3200, n_layer=24, n_head=32, head_dim=100),  # LlamaGen-3B
   }[size]
@@ -84,9 +84,9 @@ def prior(size: str, num_classes: int = 0) -> ml_collections.ConfigDict:
   model.update(num_classes=num_classes)
   return ml_collections.ConfigDict(dict(
       model=model,
-      train=train(size, steps={"smoke": 12, "cpu": 3000, "gpu": 50000, "paper": 300000},
+      train=train(size, steps={"smoke": 12, "cpu": 1500, "gpu": 50000, "paper": 300000},
                   lr={"smoke": 3e-3, "cpu": 2e-3, "gpu": 3e-4, "paper": 1e-4}[size],
-                  batch={"smoke": 8, "cpu": 64, "gpu": 256, "paper": 256}),
+                  batch={"smoke": 8, "cpu": 32, "gpu": 256, "paper": 256}),
       sample=dict(cfg_scale={"smoke": 1.5, "cpu": 1.5, "gpu": 2.0, "paper": 4.0}[size],
                   top_k={"smoke": 32, "cpu": 256, "gpu": 1000, "paper": 2000}[size],
                   temperature=1.0),
@@ -97,15 +97,15 @@ def caption(size: str) -> ml_collections.ConfigDict:
   """The M3 caption LM (characters, topic-conditioned) and how captions are drawn."""
   model = {
       "smoke": dict(dim=32, n_layer=1, n_head=2),
-      "cpu": dict(dim=128, n_layer=3, n_head=4),
+      "cpu": dict(dim=128, n_layer=2, n_head=4),
       "gpu": dict(dim=384, n_layer=6, n_head=6),
       "paper": dict(dim=768, n_layer=12, n_head=12),
   }[size]
   model.update(multiple_of=32, norm_eps=1e-5, rope_base=10000)
   return ml_collections.ConfigDict(dict(
       model=model,
-      window={"smoke": 64, "cpu": 256, "gpu": 512, "paper": 512}[size],
-      train=train(size, steps={"smoke": 8, "cpu": 1500, "gpu": 20000, "paper": 50000},
-                  lr={"smoke": 3e-3, "cpu": 2e-3, "gpu": 5e-4, "paper": 3e-4}[size],
-                  batch={"smoke": 8, "cpu": 32, "gpu": 128, "paper": 256}),
+      window={"smoke": 64, "cpu": 128, "gpu": 512, "paper": 512}[size],
+      train=train(size, steps={"smoke": 8, "cpu": 1000, "gpu": 20000, "paper": 50000},
+                  lr={"smoke": 3e-3, "cpu": 3e-3, "gpu": 5e-4, "paper": 3e-4}[size],
+                  batch={"smoke": 8, "cpu": 16, "gpu": 128, "paper": 256}),
   ))
