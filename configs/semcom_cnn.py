@@ -20,5 +20,6 @@ def _base():
 def get_config(arg=None):
   config = _base().get_config(arg)
   config.name = config.name.replace("semcom", "semcom_cnn", 1)
-  config.runs = ("cnn:two_stage+key", "cnn:two_stage+key+hf", "cnn:end_to_end+key")
+  runs = ("cnn:two_stage+key", "cnn:two_stage+key+hf", "cnn:end_to_end+key")
+  config.runs = runs if config.size != "smoke" else runs[:1]
   return config

@@ -20,5 +20,6 @@ def _base():
 def get_config(arg=None):
   config = _base().get_config(arg)
   config.name = config.name.replace("semcom", "semcom_gan", 1)
-  config.runs = ("gan:two_stage+key", "gan:end_to_end+key")
+  runs = ("gan:two_stage+key", "gan:end_to_end+key")
+  config.runs = runs if config.size != "smoke" else runs[:1]
   return config

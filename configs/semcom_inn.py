@@ -20,5 +20,6 @@ def _base():
 def get_config(arg=None):
   config = _base().get_config(arg)
   config.name = config.name.replace("semcom", "semcom_inn", 1)
-  config.runs = ("inn:two_stage+key", "inn:two_stage", "inn:end_to_end+key", "inn:two_stage+key+hf")
+  runs = ("inn:two_stage+key", "inn:two_stage", "inn:end_to_end+key", "inn:two_stage+key+hf")
+  config.runs = runs if config.size != "smoke" else runs[:1]
   return config

@@ -1,0 +1,76 @@
+"""The semcom experiment end to end at the smoke size: report, table, plots, and the cache."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+from stegjax.experiments import semcom
+
+
+def _config(arg):
+  path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "semcom.py")
+  spec = importlib.util.spec_from_file_location("semcom_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def _check_run_and_cache(config, tmp_path):
+  workdir = str(tmp_path / "semcom")
+  semcom.run(config, workdir)
+  for f in ("report.md", "report.json", "psnr_vs_snr_jscc.png", "psnr_vs_snr_secret.png"):
+    assert os.path.getsize(os.path.join(workdir, f)) > 0, f
+  with open(os.path.join(workdir, "report.json")) as f:
+    rep = json.load(f)
+  snrs = list(config.channel.eval_snrs)
+  # Every (run, channel, SNR) cell is filled with finite figures.
+  cells = {(r["run"], r["channel"], r["snr"]) for r in rep["table"]}
+  runs = {r.replace(":", "_").replace("+", "_") for r in config.runs}
+  assert cells == {(r, c, s) for r in runs for c in ("awgn", "rayleigh") for s in snrs}
+  for row in rep["table"]:
+    for k in ("stego_psnr", "legit_psnr", "eve_naive_psnr", "eve_inverse_psnr",
+              "steganalyzer_pe_fixed"):
+      assert row[k] == row[k] and abs(row[k]) < 1e3, (k, row)
+    assert 0.0 <= row["steganalyzer_pe_min"] <= 0.5
+  assert len(rep["jscc"]) == 2 * len(snrs) * len(config.jscc.ratios)
+  # The INN hides only in the high bands here, so its LL band is the cover's: high PSNR.
+  inn = [r for r in rep["table"] if r["family"] == "inn"]
+  assert not inn or min(r["stego_psnr"] for r in inn) > 25.0
+  for info in rep["runs"].values():
+    assert info["n_params"]["hider"] > 0 and info["train_seconds"]["hider"] > 0
+
+  # Second run: every model is restored from workdir/models, nothing trains again.
+  models = os.path.join(workdir, "models")
+  stamp = {d: sorted(os.listdir(os.path.join(models, d))) for d in os.listdir(models)}
+  logs = {d: open(os.path.join(models, d, "metrics.jsonl")).read() for d in os.listdir(models)}
+  semcom.run(config, workdir)
+  assert {d: sorted(os.listdir(os.path.join(models, d))) for d in os.listdir(models)} == stamp
+  assert {d: open(os.path.join(models, d, "metrics.jsonl")).read() for d in os.listdir(models)} == logs
+  with open(os.path.join(workdir, "report.json")) as f:
+    rep2 = json.load(f)
+  assert rep2["runs"] == rep["runs"]  # same (cached) training times and sizes
+  # Same models, same keys: the same table.
+  for a, b in zip(rep["table"], rep2["table"]):
+    assert a["legit_psnr"] == pytest.approx(b["legit_psnr"], abs=1e-3)
+
+
+def test_smoke_one_run_fills_table_and_reuses_cache(tmp_path):
+  config = _config("smoke")
+  with config.unlocked():
+    config.runs = ("inn:end_to_end+key+hf",)  # one run keeps the default suite fast
+  _check_run_and_cache(config, tmp_path)
+
+
+@pytest.mark.slow
+def test_smoke_config_as_shipped(tmp_path):
+  _check_run_and_cache(_config("smoke"), tmp_path)
+
+
+def test_bad_run_spec_is_a_clear_error(tmp_path):
+  config = _config("smoke")
+  with config.unlocked():
+    config.runs = ("mlp:two_stage",)
+  with pytest.raises(ValueError, match="unknown stego family"):
+    semcom.run(config, str(tmp_path))
