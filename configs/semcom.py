@@ -55,7 +55,7 @@ def get_config(arg=None):
   c.jscc = ml_collections.ConfigDict(dict(
       features=pick(smoke=8, cpu=32, gpu=128),
       ratios=pick(smoke=(1 / 6,), cpu=(1 / 6, 1 / 12), gpu=(1 / 6, 1 / 12)),
-      train=_train(size, {"smoke": 3, "cpu": 1500, "gpu": 40000, "paper": 100000}, 2e-3,
+      train=_train(size, {"smoke": 3, "cpu": 1200, "gpu": 40000, "paper": 100000}, 2e-3,
                    {"smoke": 4, "cpu": 32, "gpu": 64, "paper": 64})))
 
   # Family sizes. gpu: CNN hide+reveal ~0.6M, GAN adds a ~1.1M discriminator, INN 3 HiNet
@@ -76,16 +76,16 @@ def get_config(arg=None):
   c.loss = ml_collections.ConfigDict(dict(
       stego=1.0, secret=1.0, received=0.5, low_freq=1.0, adversarial=pick(smoke=0.01, cpu=0.01,
                                                                             gpu=0.01)))
-  c.hide_train = _train(size, {"smoke": 3, "cpu": 800, "gpu": 30000, "paper": 100000}, 1e-3,
+  c.hide_train = _train(size, {"smoke": 3, "cpu": 700, "gpu": 30000, "paper": 100000}, 1e-3,
                         {"smoke": 4, "cpu": 16, "gpu": 32, "paper": 32})
 
   c.eve = ml_collections.ConfigDict(dict(
       features=pick(smoke=8, cpu=32, gpu=64), depth=pick(smoke=2, cpu=5, gpu=9),
-      train=_train(size, {"smoke": 3, "cpu": 300, "gpu": 10000, "paper": 20000}, 1e-3,
+      train=_train(size, {"smoke": 3, "cpu": 250, "gpu": 10000, "paper": 20000}, 1e-3,
                    {"smoke": 4, "cpu": 16, "gpu": 32, "paper": 32}),
       steganalyzer="xunet",
       steganalyzer_cfg=dict(features=pick(smoke=(2, 4, 4), cpu=(8, 16, 32, 64), gpu=(8, 16, 32, 64, 128))),
-      steganalyzer_train=_train(size, {"smoke": 3, "cpu": 300, "gpu": 10000, "paper": 20000}, 1e-3,
+      steganalyzer_train=_train(size, {"smoke": 3, "cpu": 250, "gpu": 10000, "paper": 20000}, 1e-3,
                                 {"smoke": 4, "cpu": 16, "gpu": 32, "paper": 32}),
   ))
   c.eval = ml_collections.ConfigDict(dict(num_pairs=pick(smoke=8, cpu=96, gpu=256)))
