@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from stegjax.stego import prf
-from stegjax.stego.common import (check_precision, init_embed_state as _init_common, message_window,
+from stegjax.stego.common import (cumsum as _cumsum, check_precision, init_embed_state as _init_common, message_window,
                                   n_embedded, broadcast_nonce, validate_bits, validate_freqs)
 
 __all__ = ["ArithState", "init_embed_state", "init_extract_state", "embed_step", "extract_step",
@@ -46,7 +46,7 @@ def init_extract_state(batch: int, *, precision: int = 24):
 
 def _bounds(freqs, low, high, precision):
   # b_j = low + floor(width * C_j / 2**p), C inclusive; width * C < 2**60 via hi/lo words.
-  c = jnp.cumsum(freqs.astype(jnp.int32), axis=1).astype(jnp.uint32)
+  c = _cumsum(freqs.astype(jnp.int32), axis=1).astype(jnp.uint32)
   w = (high - low)[:, None]
   lo_w, hi_w = w * c, jax.lax.mulhi(w, c)
   scaled = (hi_w << jnp.uint32(32 - precision)) | (lo_w >> jnp.uint32(precision)) if precision < 32 else hi_w
@@ -92,7 +92,7 @@ def extract_step(freqs, tokens, t, key, nonce, interval, *, precision: int = 24)
 
 def sample_step(freqs, t, key, nonce, *, precision: int = 24):
   """Plain inverse-CDF sampling with the PRF draw."""
-  c_incl = jnp.cumsum(freqs.astype(jnp.int32), axis=1).astype(jnp.uint32)
+  c_incl = _cumsum(freqs.astype(jnp.int32), axis=1).astype(jnp.uint32)
   r = jnp.broadcast_to(prf.draw(key, nonce, t, 0) >> jnp.uint32(32 - precision), (freqs.shape[0],))
   return jax.vmap(lambda c, v: jnp.searchsorted(c, v, side="right"))(c_incl, r).astype(jnp.int32)
 
@@ -125,7 +125,7 @@ def _extract_jit(freqs, tokens, precision):
   _, (bits, n) = jax.lax.scan(body, init_extract_state(b, precision=precision),
                               (jnp.swapaxes(f, 0, 1), tk.T, jnp.arange(t_len)))
   bits, n = jnp.swapaxes(bits, 0, 1), n.T
-  offs = jnp.cumsum(n, axis=1) - n
+  offs = _cumsum(n, axis=1) - n
   k = jnp.arange(precision)
   total = t_len * precision
   pos = jnp.where(k < n[..., None], offs[..., None] + k, total)

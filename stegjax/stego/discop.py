@@ -42,7 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from stegjax.stego import prf, quantize
-from stegjax.stego.common import (broadcast_nonce, EmbedState, check_precision, frac_mul, id_to_rank,
+from stegjax.stego.common import (cumsum as _cumsum, broadcast_nonce, EmbedState,
+                                  check_precision, frac_mul, id_to_rank,
                                   rank_to_id, ranked,
                                   init_embed_state, message_window, run_embed,
                                   run_extract, run_sample, validate_bits, validate_freqs)
@@ -125,7 +126,7 @@ def _basic(f, draws, precision, window=None, target=None):
   b, k = f.shape
   n_lv = _basic_levels(precision, k)
   total = 2 ** precision
-  c_incl = jnp.cumsum(f, axis=1).astype(jnp.uint32)                # C[1..K]
+  c_incl = _cumsum(f, axis=1).astype(jnp.uint32)                # C[1..K]
   r = draws[:, 0] >> np.uint32(32 - precision)                    # exact uniform on [0, 2**p)
   i = jnp.arange(2 ** n_lv, dtype=jnp.uint32)
   pts = (r[:, None] + i * np.uint32(total >> n_lv)) & np.uint32(total - 1)
@@ -303,7 +304,7 @@ def _bisect(f, draws, precision, window=None, target=None):
   b, k = f.shape
   depth = _bisect_depth(precision, k)
   m = (f > 0).sum(1).astype(jnp.int32)
-  c = jnp.concatenate([jnp.zeros((b, 1), jnp.uint32), jnp.cumsum(f, axis=1).astype(jnp.uint32)], axis=1)
+  c = jnp.concatenate([jnp.zeros((b, 1), jnp.uint32), _cumsum(f, axis=1).astype(jnp.uint32)], axis=1)
   n_search = max(1, (k + 1).bit_length())
   at = lambda idx: jnp.take_along_axis(c, idx[:, None], axis=1)[:, 0]
 
@@ -465,7 +466,8 @@ def embed(freqs, bits, key, nonce, variant: str = "recursive", *, bit_len=None,
   freqs = _seq_checks(freqs, variant, precision, support, key)
   bits = jnp.asarray(bits)
   validate_bits(bits)
-  return _embed_jit(freqs, bits.astype(jnp.uint8), bit_len, jnp.asarray(key, jnp.uint32), broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2]),
+  return _embed_jit(freqs, bits.astype(jnp.uint8), bit_len, jnp.asarray(key, jnp.uint32),
+                    broadcast_nonce(nonce, freqs.shape[:-2]),
                     variant=variant, precision=precision, support=support, prf_impl=prf_impl)
 
 
@@ -476,7 +478,8 @@ def extract(freqs, tokens, key, nonce, variant: str = "recursive", *,
   ``N = T * max_bits_per_step(...)``; the first ``n_embedded`` bits equal the message.
   """
   freqs = _seq_checks(freqs, variant, precision, support, key)
-  return _extract_jit(freqs, jnp.asarray(tokens, jnp.int32), jnp.asarray(key, jnp.uint32), broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2]),
+  return _extract_jit(freqs, jnp.asarray(tokens, jnp.int32), jnp.asarray(key, jnp.uint32),
+                    broadcast_nonce(nonce, freqs.shape[:-2]),
                       variant=variant, precision=precision, support=support, prf_impl=prf_impl)
 
 
@@ -484,7 +487,8 @@ def sample(freqs, key, nonce, variant: str = "recursive", *,
            precision: int = 24, support: int | None = None, prf_impl: str = "chacha20"):
   """Plain sampling with the same randomness as ``embed``: tokens int32[..., T]."""
   freqs = _seq_checks(freqs, variant, precision, support, key)
-  return _sample_jit(freqs, jnp.asarray(key, jnp.uint32), broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2]),
+  return _sample_jit(freqs, jnp.asarray(key, jnp.uint32),
+                    broadcast_nonce(nonce, freqs.shape[:-2]),
                      variant=variant, precision=precision, support=support, prf_impl=prf_impl)
 
 

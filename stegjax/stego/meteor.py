@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from stegjax.stego import prf
-from stegjax.stego.common import (broadcast_nonce, EmbedState, check_precision, init_embed_state, message_window,
+from stegjax.stego.common import (cumsum as _cumsum, broadcast_nonce, EmbedState,
+                                  check_precision, init_embed_state, message_window,
                                   run_embed, run_extract, run_sample, validate_bits, validate_freqs)
 
 __all__ = ["EmbedState", "init_embed_state", "embed_step", "extract_step", "extract_step_checked",
@@ -29,7 +30,7 @@ def max_bits_per_step(precision: int = 24) -> int:
 def _setup(freqs, t, key, nonce, precision):
   check_precision(precision)
   chex.assert_rank(freqs, 2)
-  c_incl = jnp.cumsum(freqs.astype(jnp.int32), axis=1).astype(jnp.uint32)
+  c_incl = _cumsum(freqs.astype(jnp.int32), axis=1).astype(jnp.uint32)
   mask = prf.draw(key, nonce, t, 0) >> jnp.uint32(32 - precision)
   return c_incl, mask
 
@@ -116,4 +117,5 @@ def extract(freqs, tokens, key, nonce, *, precision: int = 24):
 
 def sample(freqs, key, nonce, *, precision: int = 24):
   validate_freqs(freqs, precision)
-  return _sample_jit(jnp.asarray(freqs), jnp.asarray(key, jnp.uint32), broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2]), precision=precision)
+  return _sample_jit(jnp.asarray(freqs), jnp.asarray(key, jnp.uint32),
+                     broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2]), precision=precision)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from stegjax.stego import prf
-from stegjax.stego.common import (EmbedState, check_precision, init_embed_state, message_window,
+from stegjax.stego.common import (cumsum as _cumsum, EmbedState, check_precision, init_embed_state, message_window,
                                   run_embed, run_extract, run_sample, validate_bits, validate_freqs)
 
 __all__ = ["EmbedState", "init_embed_state", "embed_step", "extract_step", "sample_step",
@@ -61,7 +61,7 @@ def extract_step(freqs, tokens, t=None, key=None, nonce=None, *, n_bits: int = 2
 def sample_step(freqs, t, key, nonce, *, n_bits: int = 2, precision: int = 24):
   """Plain inverse-CDF sampling with the PRF draw (the distribution naive embedding distorts)."""
   check_precision(precision)
-  c_incl = jnp.cumsum(freqs.astype(jnp.int32), axis=1).astype(jnp.uint32)
+  c_incl = _cumsum(freqs.astype(jnp.int32), axis=1).astype(jnp.uint32)
   r = prf.draw(key, nonce, t, 0) >> jnp.uint32(32 - precision)
   r = jnp.broadcast_to(r, (freqs.shape[0],))
   return jax.vmap(lambda c, v: jnp.searchsorted(c, v, side="right"))(c_incl, r).astype(jnp.int32)
