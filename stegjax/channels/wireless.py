@@ -64,7 +64,7 @@ def awgn(x, snr_db, key, signal_power: float = 1.0):
   """
   x = _check(x)
   sigma = noise_std(_per_example(snr_db, x, "snr_db"), signal_power)
-  return x + sigma * jax.random.normal(key, x.shape, x.dtype)
+  return (x + sigma * jax.random.normal(key, x.shape, x.dtype)).astype(x.dtype)
 
 
 def _to_complex(x):
