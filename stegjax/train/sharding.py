@@ -12,7 +12,13 @@ One code path for one CPU, one GPU and many hosts: the mesh has axes
 A rule's spec is a tuple of mesh-axis names / ``None`` per dimension, or the
 string ``"largest"`` (shard the largest divisible dimension over ``data``).
 Dimensions that the mesh axis does not divide are replicated instead, so one
-rule set works at every device count.
+rule set works at every device count. A tuple rule whose length differs from a
+parameter's rank does not apply to it: the next matching rule is tried (so the
+2D transformer rules and the 4D conv rules can share a preset).
+
+Batch-leading pytrees (data batches, the KV cache, Discop states, CMSTEG's M2
+latents) are sharded over ``data`` on their leading dimension with
+``batch_specs`` / ``shard_batch`` (outside jit) or ``constrain_batch`` (inside).
 """
 
 from __future__ import annotations
@@ -30,12 +36,23 @@ PRESETS: dict[str, list[Rule]] = {
     "replicate": [],
     "fsdp": [(r".*", "largest")],
     "fsdp_tp": [
+        # --- AR prior (models/transformer.py), 2D kernels [in, out].
         # Column-parallel: output features over 'model' (heads / MLP hidden).
         (r"attention/wqkv/kernel$", ("data", "model")),
         (r"feed_forward/w[13]/kernel$", ("data", "model")),
         # Row-parallel: input features over 'model'.
         (r"attention/wo/kernel$", ("model", "data")),
         (r"feed_forward/w2/kernel$", ("model", "data")),
+        # Vocabulary-parallel token embedding [V, D] and output head [D, V].
+        (r"tok_embeddings/embedding$", ("model", "data")),
+        (r"output/kernel$", ("data", "model")),
+        # --- VQ tokenizer (models/vq.py), conv kernels HWIO: channel-parallel pairs like
+        # the MLP above (each ResnetBlock's conv1 splits its output channels, conv2 its input; the
+        # attention q/k/v 1x1 convs split channels, proj_out gathers them back).
+        (r"/conv1/kernel$", (None, None, "data", "model")),
+        (r"/conv2/kernel$", (None, None, "model", "data")),
+        (r"/(q|k|v)/kernel$", (None, None, "data", "model")),
+        (r"/proj_out/kernel$", (None, None, "model", "data")),
         (r".*", "largest"),
     ],
 }
@@ -98,8 +115,7 @@ def _spec_for(shape, spec, mesh: Mesh) -> P:
     return P()
   spec = tuple(spec)
   if len(spec) != len(shape):
-    # Rules are written for 2D kernels; leave other ranks replicated.
-    return P()
+    return None  # written for another rank: the caller tries the next rule
   out = []
   used = set()
   for dim, axis in zip(shape, spec):
@@ -120,15 +136,78 @@ def tree_specs(tree, mesh: Mesh, rules) -> Any:
     name = path_str(path)
     for pattern, spec in rules:
       if re.search(pattern, name):
-        return _spec_for(shape, spec, mesh)
+        out = _spec_for(shape, spec, mesh)
+        if out is not None:
+          return out
     return P()
 
   return jax.tree_util.tree_map_with_path(leaf_spec, tree)
 
 
+def rule_matches(tree, rules) -> dict[str, list[str]]:
+  """For each rule pattern, the leaf paths it decides (first applicable rule wins).
+
+  Use it to check that a rule set really addresses a model's parameter paths:
+  a pattern that decides no path is a typo or a stale rule.
+  """
+  rules = resolve_rules(rules)
+  out: dict[str, list[str]] = {p: [] for p, _ in rules}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    name, rank = path_str(path), len(getattr(leaf, "shape", ()))
+    for pattern, spec in rules:
+      if re.search(pattern, name) and (spec == "largest" or rank == 0 or len(tuple(spec)) == rank):
+        out[pattern].append(name)
+        break
+  return out
+
+
+def describe(tree, mesh: Mesh, rules) -> dict[str, P]:
+  """{path: PartitionSpec} for every leaf, for logs and tests."""
+  specs = tree_specs(tree, mesh, rules)
+  return {path_str(p): s for p, s in jax.tree_util.tree_leaves_with_path(
+      specs, is_leaf=lambda x: isinstance(x, P))}
+
+
 def tree_shardings(tree, mesh: Mesh, rules) -> Any:
   return jax.tree.map(lambda s: NamedSharding(mesh, s), tree_specs(tree, mesh, rules),
                       is_leaf=lambda x: isinstance(x, P))
+
+
+def _leading_spec(shape, mesh: Mesh) -> P:
+  # Leading dimension over 'data' when it divides; otherwise replicated (e.g. scalars, keys).
+  size = mesh.shape["data"]
+  if len(shape) == 0 or size == 1 or shape[0] % size:
+    return P()
+  return P("data")
+
+
+def batch_specs(tree, mesh: Mesh) -> Any:
+  """PartitionSpecs putting every leaf's leading (batch) dimension over 'data'.
+
+  For batch-leading pytrees: the KV cache (per layer ``(k, v)`` of ``[B, S, Hkv, hd]``),
+  a Discop ``EmbedState``, M2 latents ``[B, h, w, d]``. Leaves whose leading size
+  'data' does not divide (and scalars) are replicated.
+  """
+  return jax.tree.map(lambda x: _leading_spec(np.shape(x), mesh), tree)
+
+
+def shard_batch(tree, mesh: Mesh) -> Any:
+  """Global arrays (the same full value on every process) -> arrays sharded by ``batch_specs``."""
+  def put(x):
+    sharding = NamedSharding(mesh, _leading_spec(np.shape(x), mesh))
+    if isinstance(x, jax.Array):
+      return jax.device_put(x, sharding)
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+  return jax.tree.map(put, tree)
+
+
+def constrain_batch(tree, mesh: Mesh) -> Any:
+  """Inside jit: ``with_sharding_constraint`` of every leaf to ``batch_specs``."""
+  return jax.tree.map(
+      lambda x: jax.lax.with_sharding_constraint(x, NamedSharding(mesh, _leading_spec(x.shape, mesh))),
+      tree)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
