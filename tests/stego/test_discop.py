@@ -312,3 +312,24 @@ def test_errors():
     discop.embed(f, bits + 2, KEY, 0, "basic", precision=12)
   with pytest.raises(ValueError, match="support"):
     discop.embed(f, bits, KEY, 0, "basic", precision=12, support=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_slow_chi_square_larger_vocabulary(variant):
+  rng = np.random.default_rng(9)
+  f = np.asarray(quantize.to_frequencies(rng.dirichlet(np.full(256, 0.2), size=1).astype(np.float32),
+                                         precision=20, top_k=64))
+  n_keys = 40000
+  freqs = np.broadcast_to(f, (n_keys, 1, 256))
+  bits = np.broadcast_to(np.array([0, 1, 1, 0, 1, 0, 0, 1] * 4, np.uint8), (n_keys, 32))
+  tokens, n = discop.embed(freqs, bits, KEY, np.arange(n_keys), variant, precision=20, support=64)
+  out, _ = discop.extract(freqs, tokens, KEY, np.arange(n_keys), variant, precision=20, support=64)
+  obs = np.bincount(np.asarray(tokens)[:, 0], minlength=256)
+  exp = f[0] / 2**20 * n_keys
+  keep = exp > 0
+  assert obs[~keep].sum() == 0
+  chi2 = ((obs[keep] - exp[keep]) ** 2 / exp[keep]).sum()
+  assert chi2 < 118.0, chi2                      # 63 dof, significance 1e-4
+  n, out = np.asarray(n), np.asarray(out)
+  assert all(np.array_equal(out[i, :n[i]], bits[i, :n[i]]) for i in range(0, n_keys, 331))
