@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from stegjax.stego import prf
-from stegjax.stego.common import (cumsum as _cumsum, check_precision, init_embed_state as _init_common, message_window,
+from stegjax.stego.common import (mulhi as _mulhi, cumsum as _cumsum, check_precision, init_embed_state as _init_common, message_window,
                                   n_embedded, broadcast_nonce, validate_bits, validate_freqs)
 
 __all__ = ["ArithState", "init_embed_state", "init_extract_state", "embed_step", "extract_step",
@@ -48,7 +48,7 @@ def _bounds(freqs, low, high, precision):
   # b_j = low + floor(width * C_j / 2**p), C inclusive; width * C < 2**60 via hi/lo words.
   c = _cumsum(freqs.astype(jnp.int32), axis=1).astype(jnp.uint32)
   w = (high - low)[:, None]
-  lo_w, hi_w = w * c, jax.lax.mulhi(w, c)
+  lo_w, hi_w = w * c, _mulhi(w, c)
   scaled = (hi_w << jnp.uint32(32 - precision)) | (lo_w >> jnp.uint32(precision)) if precision < 32 else hi_w
   return low[:, None] + scaled                                        # upper bounds b_{j+1}
 

@@ -13,7 +13,7 @@ import numpy as np
 from stegjax.stego.quantize import MAX_PRECISION
 
 __all__ = ["EmbedState", "init_embed_state", "message_window", "cumsum", "ranked", "rank_to_id", "id_to_rank",
-           "frac_mul", "check_precision", "validate_freqs", "validate_bits",
+           "mulhi", "frac_mul", "check_precision", "validate_freqs", "validate_bits",
            "broadcast_nonce", "run_embed", "run_extract", "run_sample", "n_embedded"]
 
 
@@ -97,13 +97,28 @@ def id_to_rank(freqs, tokens):
   return rank, found
 
 
+def mulhi(a, b):
+  """High 32 bits of the 64-bit product of uint32 ``a`` and ``b``, from 16-bit limbs.
+
+  Written with plain uint32 multiply/add/shift instead of ``lax.mulhi`` because jax
+  0.10's Shardy partitioner cannot lower ``chlo.mulhi`` on sharded arrays.
+  """
+  a, b = a.astype(jnp.uint32), b.astype(jnp.uint32)
+  m16 = jnp.uint32(0xFFFF)
+  a0, a1 = a & m16, a >> 16
+  b0, b1 = b & m16, b >> 16
+  p00, p01, p10, p11 = a0 * b0, a0 * b1, a1 * b0, a1 * b1
+  mid = (p00 >> 16) + (p01 & m16) + (p10 & m16)                  # < 3 * 2**16
+  return p11 + (p01 >> 16) + (p10 >> 16) + (mid >> 16)
+
+
 def frac_mul(hi, lo, m):
   """floor((hi * 2**32 + lo) * m / 2**64) for uint32 hi, lo, m: an exact integer draw in [0, m)."""
   hi, lo, m = (x.astype(jnp.uint32) for x in (hi, lo, m))
   a = hi * m                          # low word of hi*m
-  s = a + jax.lax.mulhi(lo, m)
+  s = a + mulhi(lo, m)
   carry = (s < a).astype(jnp.uint32)
-  return jax.lax.mulhi(hi, m) + carry
+  return mulhi(hi, m) + carry
 
 
 def check_precision(precision):

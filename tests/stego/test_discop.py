@@ -333,3 +333,22 @@ def test_slow_chi_square_larger_vocabulary(variant):
   assert chi2 < 118.0, chi2                      # 63 dof, significance 1e-4
   n, out = np.asarray(n), np.asarray(out)
   assert all(np.array_equal(out[i, :n[i]], bits[i, :n[i]]) for i in range(0, n_keys, 331))
+
+
+def test_integer_products_exact_at_the_extremes():
+  from stegjax.stego.common import frac_mul, mulhi
+  edge = [0, 1, 2, 0xFFFF, 0x10000, 0x10001, 2**24 - 1, 2**24, 2**30, 2**31 - 1, 2**31, 2**32 - 2, 2**32 - 1]
+  rng = np.random.default_rng(7)
+  vals = np.array(edge + list(rng.integers(0, 2**32, 40, dtype=np.uint64)), np.uint64)
+  a, b = np.meshgrid(vals, vals)
+  a, b = a.ravel(), b.ravel()
+  got = np.asarray(jax.jit(mulhi)(a.astype(np.uint32), b.astype(np.uint32)))
+  want = [(int(x) * int(y)) >> 32 for x, y in zip(a, b)]
+  np.testing.assert_array_equal(got.astype(np.uint64), np.array(want, np.uint64))
+  m = np.array([1, 2, 3, 2**24 - 1, 2**24, 2**30, 2**30 + 7], np.uint64)
+  hi, lo, mm = np.meshgrid(vals, vals[:12], m)
+  got = np.asarray(jax.jit(frac_mul)(hi.ravel().astype(np.uint32), lo.ravel().astype(np.uint32),
+                                     mm.ravel().astype(np.uint32)))
+  want = [((int(h) << 32 | int(l)) * int(q)) >> 64 for h, l, q in zip(hi.ravel(), lo.ravel(), mm.ravel())]
+  np.testing.assert_array_equal(got.astype(np.uint64), np.array(want, np.uint64))
+  assert np.all(got.astype(np.uint64) < mm.ravel())
