@@ -113,6 +113,11 @@ def hide(models: Models, messages, secret: bytes, counters, labels, strict: bool
           "framed_bits": lengths, "n_embedded": n}
 
 
+def label_bits(models: Models) -> int:
+  """Bits of the class label the caption carries ahead of the corrections."""
+  return max(1, int(np.ceil(np.log2(max(2, models.prior.model.num_classes)))))
+
+
 def topics_for_labels(models: Models, labels) -> np.ndarray:
   names = models.prior.info["class_names"]
   return np.asarray([caption_lib.topic_of_class(names[int(l)]) for l in labels], np.int32)
@@ -123,7 +128,9 @@ def correction_captions(models: Models, true_tokens, sim_tokens, labels, sim_lab
   """M3, sender side: plan corrections, fit them into a caption of ``length`` chars, draw it.
 
   ``sim_tokens``/``sim_labels`` come from the sender's own channel simulation and M2: the
-  caption is conditioned on the class inferred from them, as the receiver will do.
+  caption is conditioned on the class inferred from them, as the receiver will do. The
+  caption's payload is the true class label (so the receiver replays the prior under the
+  right class even when its own inference is wrong), then the coded corrections.
   """
   cm = models.config.cmsteg
   t = true_tokens.shape[1]
@@ -135,11 +142,12 @@ def correction_captions(models: Models, true_tokens, sim_tokens, labels, sim_lab
   topics = topics_for_labels(models, sim_labels)
   limits = [None] * len(plans)
   for _ in range(max_tries):
-    coded = [correct.encrypt(correct.to_bits(p, t, cm.l1, cm.l2), secret, int(c))
-             for p, c in zip(plans, counters)]
+    lb = label_bits(models)
+    coded = [correct.encrypt(np.concatenate([_uint(int(l), lb), correct.to_bits(p, t, cm.l1, cm.l2)]),
+                             secret, int(c)) for p, c, l in zip(plans, counters, labels)]
     lengths = np.asarray([len(c) for c in coded], np.int32)
     # A fixed width (every token corrected) keeps one compiled caption loop per length.
-    bits = np.zeros((len(coded), correct.coded_bits(t, t, cm.l1, cm.l2)), np.uint8)
+    bits = np.zeros((len(coded), lb + correct.coded_bits(t, t, cm.l1, cm.l2)), np.uint8)
     for i, c in enumerate(coded):
       bits[i, :len(c)] = c
     text, n = m1.embed(cap_prior, key, bits, lengths, topics, np.asarray(counters), models.caption_sampler)
@@ -147,7 +155,7 @@ def correction_captions(models: Models, true_tokens, sim_tokens, labels, sim_lab
     if len(short) == 0:
       break
     for i in short:  # keep the earliest corrections that fit this caption's capacity
-      limits[i] = correct.tau(int(n[i]), t, cm.l1, cm.l2)
+      limits[i] = correct.tau(int(n[i]) - lb, t, cm.l1, cm.l2)
       limits[i] = min(limits[i], len(plans[i].positions) - 1)
       plans[i] = correct.plan(true_tokens[i], sim_tokens[i], allowed[i], models.codebook,
                               cm.l1, cm.l2, max_corrections=max(limits[i], 0))
@@ -157,22 +165,35 @@ def correction_captions(models: Models, true_tokens, sim_tokens, labels, sim_lab
           "topics": topics}
 
 
+def _uint(value: int, width: int) -> np.ndarray:
+  return np.asarray([(value >> (width - 1 - i)) & 1 for i in range(width)], np.uint8)
+
+
 def read_corrections(models: Models, captions, topics, secret: bytes, counters, length: int):
-  """Receiver side of M3: ranks int32[B, T] (-1 where no correction)."""
+  """Receiver side of M3: (labels int32[B] (-1 if unreadable), ranks int32[B, T], ok bool[B])."""
   cm = models.config.cmsteg
   b, t = len(captions), models.grid[0] * models.grid[1]
   key = prf.make_key(secret, CAPTION_INFO)
   _, bits, _ = m1.extract(models.caption_prior(length), None, key,
                           np.asarray(captions), topics, np.asarray(counters), models.caption_sampler)
   ranks = np.full((b, t), -1, np.int32)
+  labels = np.full(b, -1, np.int32)
   ok = np.ones(b, bool)
+  lb = label_bits(models)
   for i in range(b):
     try:
-      pos, rk = correct.from_bits(correct.decrypt(bits[i], secret, int(counters[i])), t, cm.l1, cm.l2)
+      plain = correct.decrypt(bits[i], secret, int(counters[i]))
+      if len(plain) < lb:
+        raise ValueError("caption too short")
+      label = int("".join(map(str, plain[:lb])), 2)
+      pos, rk = correct.from_bits(plain[lb:], t, cm.l1, cm.l2)
+      if label >= models.prior.model.num_classes:
+        raise ValueError("label out of range")
       ranks[i, pos] = rk
+      labels[i] = label
     except ValueError:
-      ok[i] = False  # unreadable corrections: extract without them
-  return ranks, ok
+      ok[i] = False  # unreadable caption: extract without corrections, with the inferred label
+  return labels, ranks, ok
 
 
 def reveal_bits(models: Models, tokens, labels, secret: bytes, counters, ranks=None):

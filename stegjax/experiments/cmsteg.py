@@ -77,14 +77,16 @@ def evaluate_channel(models: api.Models, sent: dict, labels, secret: bytes, coun
   t0 = time.time()
   m3 = api.correction_captions(models, true, tok_sim, labels, sim_labels, secret, counters, length)
   recv_topics = api.topics_for_labels(models, recv_labels)
-  ranks, caption_ok = api.read_corrections(models, m3["captions"], recv_topics, secret, counters,
-                                           length)
+  cap_labels, ranks, caption_ok = api.read_corrections(models, m3["captions"], recv_topics, secret,
+                                                       counters, length)
   times["m3_s"] = time.time() - t0
 
   t0 = time.time()
   results = {}
-  for stage, toks, rk in (("M1", tok_m1, None), ("M1+M2", tok_m2, None), ("M1+M2+M3", tok_m2, ranks)):
-    fixed, bits, _ = api.reveal_bits(models, toks, recv_labels, secret, counters, ranks=rk)
+  m3_labels = np.where(caption_ok, cap_labels, recv_labels)
+  for stage, toks, rk, lab in (("M1", tok_m1, None, recv_labels), ("M1+M2", tok_m2, None, recv_labels),
+                               ("M1+M2+M3", tok_m2, ranks, m3_labels)):
+    fixed, bits, _ = api.reveal_bits(models, toks, lab, secret, counters, ranks=rk)
     rq = np.mean(fixed == true, axis=1)
     cap = [api.leading_correct(bits[i], sent["bits"][i][:sent["n_embedded"][i]])
            for i in range(len(true))]
@@ -97,6 +99,7 @@ def evaluate_channel(models: api.Models, sent: dict, labels, secret: bytes, coun
   return {
       "stages": results,
       "label_accuracy_receiver": float(np.mean(recv_labels == labels)),
+      "label_accuracy_with_caption": float(np.mean(m3_labels == labels)),
       "caption_condition_mismatch": float(np.mean(recv_topics != m3["topics"])),
       "caption_bits": _stats(m3["caption_bits"]),
       "corrections": _stats(n_corr),
@@ -123,15 +126,16 @@ def caption_length_table(models, sent, labels, secret, counters, name, lengths, 
   rows = []
   for length in lengths:
     m3 = api.correction_captions(models, true, tok, labels, recv_labels, secret, counters, length)
-    ranks, _ = api.read_corrections(models, m3["captions"], api.topics_for_labels(models, recv_labels),
-                                    secret, counters, length)
-    fixed, bits, _ = api.reveal_bits(models, tok, recv_labels, secret, counters, ranks=ranks)
+    cap_labels, ranks, cap_ok = api.read_corrections(
+        models, m3["captions"], api.topics_for_labels(models, recv_labels), secret, counters, length)
+    fixed, bits, _ = api.reveal_bits(models, tok, np.where(cap_ok, cap_labels, recv_labels), secret,
+                                     counters, ranks=ranks)
     rho = float(np.mean(m3["caption_bits"])) / length
     rows.append({
         "length": int(length), "bits_per_char": rho,
         "caption_bits": float(np.mean(m3["caption_bits"])),
         "tau_eq16_paper": correct.tau_paper(rho, length, h, w, cm.l1, cm.l2),
-        "tau_exact": float(np.mean([correct.tau(int(n), h * w, cm.l1, cm.l2)
+        "tau_exact": float(np.mean([correct.tau(int(n) - api.label_bits(models), h * w, cm.l1, cm.l2)
                                     for n in m3["caption_bits"]])),
         "corrections_made": float(np.mean([len(p.positions) for p in m3["plans"]])),
         "errors": float(np.mean([p.num_errors for p in m3["plans"]])),
@@ -332,8 +336,9 @@ def _extract_command(config, models: api.Models):
   if text:
     ids = caption_lib.encode_text(text)
     topics = api.topics_for_labels(models, labels)
-    ranks, _ = api.read_corrections(models, np.repeat(ids[None], b, 0), topics, key["secret"],
-                                    counters, len(ids))
+    cap_labels, ranks, cap_ok = api.read_corrections(models, np.repeat(ids[None], b, 0), topics,
+                                                     key["secret"], counters, len(ids))
+    labels = np.where(cap_ok, cap_labels, labels)
   _, bits, _ = api.reveal_bits(models, toks, labels, key["secret"], counters, ranks=ranks)
   for i, c in enumerate(counters):
     msg = api.try_unpack(bits[i], key["secret"], int(c))

@@ -11,7 +11,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
+
+from stegjax.channels import real
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -56,8 +60,11 @@ def test_embed_extract_real_file(workdir, tmp_path):
              f"--config.out={out}"], workdir)
   assert "hid 3 bytes" in p.stdout
   assert json.load(open(key))["counter"] == 1  # advanced
+  # The real channel the sender prepared for (the config's cmsteg.channel): PIL JPEG at QF 85.
+  stego = np.asarray(Image.open(out / "stego.png").convert("RGB"))
+  (tmp_path / "received.jpg").write_bytes(real.jpeg_bytes(stego, 85))
   got = tmp_path / "got.bin"
-  _main(["--config.mode=extract", f"--config.image={out}/stego.png",
+  _main(["--config.mode=extract", f"--config.image={tmp_path}/received.jpg",
          f"--config.caption={out}/caption.txt", f"--config.key_file={key}",
          f"--config.out={got}"], workdir)
   assert got.read_bytes() == b"hi!"
