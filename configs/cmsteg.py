@@ -49,12 +49,12 @@ def get_config(arg=None):
   config.cmsteg = ml_collections.ConfigDict(dict(
       variant="recursive", precision=24, top_k=s.top_k, cfg_scale=s.cfg_scale,
       temperature=s.temperature,
-      num_images={"smoke": 4, "cpu": 16, "gpu": 50, "paper": 50}[size],
-      message_bytes={"smoke": 2, "cpu": 4, "gpu": 48, "paper": 300}[size],
+      num_images={"smoke": 4, "cpu": 8, "gpu": 50, "paper": 50}[size],
+      message_bytes={"smoke": 2, "cpu": 1, "gpu": 48, "paper": 300}[size],
       channels=("png", "jpeg95", "jpeg85", "jpeg75", "gauss0.01", "scale0.5", "scale2.0")
       if size != "smoke" else ("png", "jpeg85"),
       channel="jpeg85",            # embed mode: the channel the sender prepares M3 for
-      m2_steps={"smoke": 20, "cpu": 150, "gpu": 2000, "paper": 10000}[size],
+      m2_steps={"smoke": 20, "cpu": 100, "gpu": 2000, "paper": 10000}[size],
       m2_lr=0.002,
       m2_patience=0,               # early stop when tokens are unchanged this long (0: off)
       m2_batch={"smoke": 4, "cpu": 16, "gpu": 32, "paper": 8}[size],
