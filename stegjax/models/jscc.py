@@ -17,7 +17,6 @@ from fractions import Fraction
 import chex
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from stegjax.channels import wireless
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

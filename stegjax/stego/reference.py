@@ -7,7 +7,6 @@ uses it as the per-token loop baseline.
 from __future__ import annotations
 
 import collections
-import math
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms

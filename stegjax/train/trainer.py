@@ -26,7 +26,6 @@ from typing import Any, Callable
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from absl import logging

@@ -1,7 +1,6 @@
 """Trainer: learning, exact resume, NaN detection, 8-device equivalence."""
 
 import json
-import os
 
 import chex
 import jax
