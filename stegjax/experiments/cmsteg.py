@@ -213,7 +213,7 @@ def _write_report(workdir, config, res, timings):
                         "Cap M1+M2", "Cap M1+M2+M3", "message ok", "corrections",
                         "caption bits", "caption cond. mismatch"], rows)
   t4 = report.md_table(
-      ["caption chars", "bits/char", "caption bits", "tau eq.16 (paper)", "tau (exact coding)",
+      ["caption chars", "payload bits/char", "payload bits", "tau eq.16 (paper)", "tau (exact coding)",
        "corrections made", "errors", "R_q", "message ok"],
       [[r["length"], r["bits_per_char"], r["caption_bits"], r["tau_eq16_paper"], r["tau_exact"],
         r["corrections_made"], r["errors"], f"{100 * r['R_q']:.2f}%",
@@ -240,7 +240,8 @@ def _write_report(workdir, config, res, timings):
        "\n\nEq. (16) as printed counts the first position in floor(log2(h*w)) bits and adds l2; "
        "the exact count of this coding (count prefix, first position in ceil(log2(h*w)) bits) is "
        "`tau (exact coding)`; `corrections made` is what the sender actually coded (at most the "
-       "errors there were)."),
+       "errors there were). Payload = label + coded corrections actually hidden (a caption's "
+       "capacity is larger when there is less to correct)."),
       ("Timings", f"M1 {res['m1_seconds_per_image']:.3f} s/image vs plain sampling "
                   f"{res['plain_sampling_seconds_per_image']:.3f} s/image (same loop, all-zero "
                   f"message); models trained/loaded in {timings['models_s']:.0f} s; total "
