@@ -26,6 +26,7 @@ def get_config(arg=None):
   c.size = size
   c.seed = 0
   c.mesh = config_lib.mesh()
+  c.model_dir = config_lib.model_dir(size)  # trained models, shared with cmsteg
   c.data = config_lib.data(size)
   c.vq = config_lib.vq(size)
   c.prior = config_lib.prior(size)

@@ -17,6 +17,7 @@ def get_config(arg=None):
   config.size = size
   config.seed = 0
   config.mesh = config_lib.mesh()
+  config.model_dir = config_lib.model_dir(size)  # trained models, shared across experiments
   config.data = config_lib.data(size)
   config.vq = config_lib.vq(size)
   return config

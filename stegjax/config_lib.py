@@ -23,13 +23,26 @@ def mesh(rules: str = "replicate") -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(data=-1, model=1, rules=rules))
 
 
+def model_dir(size: str) -> str:
+  """Where trained tokenizers/priors/captioners are cached, shared across experiments.
+
+  Relative to the working directory, like the default workdir; "" keeps them
+  inside each experiment's workdir (smoke: tests run in temporary folders).
+  """
+  return "" if size == "smoke" else f"workdir/models_{size}"
+
+
 def data(size: str) -> ml_collections.ConfigDict:
-  """The real-photo patch dataset (DESIGN.md "Data"); fields from ``stegjax.data.default_config``."""
+  """The real-photo patch dataset (DESIGN.md "Data"); fields from ``stegjax.data.default_config``.
+
+  The patch size is the stego image size: cpu 48 px = 12x12 tokens (144 tokens carry a
+  framed message; 8x8 carried too few bits for the 176 bits of framing).
+  """
   from stegjax import data as data_lib
   cfg = data_lib.default_config()
-  cfg.patch_size = {"smoke": 32, "cpu": 32, "gpu": 64, "paper": 384}[size]
-  cfg.patches_per_photo = {"smoke": 32, "cpu": 2048, "gpu": 8192, "paper": 8192}[size]
-  cfg.heldout_patches_per_photo = {"smoke": 16, "cpu": 256, "gpu": 1024, "paper": 1024}[size]
+  cfg.patch_size = {"smoke": 32, "cpu": 48, "gpu": 256, "paper": 384}[size]
+  cfg.patches_per_photo = {"smoke": 32, "cpu": 2048, "gpu": 2048, "paper": 8192}[size]
+  cfg.heldout_patches_per_photo = {"smoke": 16, "cpu": 256, "gpu": 256, "paper": 1024}[size]
   return cfg
 
 
@@ -56,11 +69,15 @@ def vq(size: str) -> ml_collections.ConfigDict:
                     codebook_size=16384, codebook_dim=8),
   }[size]
   model.update(beta=0.25, l2_norm=True, dropout=0.0)
+  vq_train = train(size, steps={"smoke": 12, "cpu": 1500, "gpu": 40000, "paper": 400000},
+                   lr={"smoke": 1e-3, "cpu": 2e-3, "gpu": 2e-4, "paper": 1e-4}[size],
+                   batch={"smoke": 8, "cpu": 16, "gpu": 128, "paper": 128})
+  # Train on random crops (the VQ is fully convolutional): cpu 32 px windows of the 48 px
+  # patches cost what 32 px patches did; gpu 128 of 256 as LlamaGen trains at 256 for 384.
+  vq_train.crop = {"smoke": 0, "cpu": 32, "gpu": 128, "paper": 256}[size]
   cfg = ml_collections.ConfigDict(dict(
       model=model,
-      train=train(size, steps={"smoke": 12, "cpu": 1500, "gpu": 40000, "paper": 400000},
-                  lr={"smoke": 1e-3, "cpu": 2e-3, "gpu": 2e-4, "paper": 1e-4}[size],
-                  batch={"smoke": 8, "cpu": 16, "gpu": 128, "paper": 128}),
+      train=vq_train,
       # Optional PatchGAN hinge loss from a configured step (0 weight disables it).
       gan_weight={"smoke": 0.0, "cpu": 0.0, "gpu": 0.1, "paper": 0.5}[size],
       gan_start_step={"smoke": 0, "cpu": 0, "gpu": 20000, "paper": 20000}[size],
@@ -86,7 +103,7 @@ def prior(size: str, num_classes: int = 0) -> ml_collections.ConfigDict:
       model=model,
       train=train(size, steps={"smoke": 12, "cpu": 1500, "gpu": 50000, "paper": 300000},
                   lr={"smoke": 3e-3, "cpu": 2e-3, "gpu": 3e-4, "paper": 1e-4}[size],
-                  batch={"smoke": 8, "cpu": 32, "gpu": 256, "paper": 256}),
+                  batch={"smoke": 8, "cpu": 16, "gpu": 256, "paper": 256}),
       sample=dict(cfg_scale={"smoke": 1.5, "cpu": 1.5, "gpu": 2.0, "paper": 4.0}[size],
                   top_k={"smoke": 32, "cpu": 256, "gpu": 1000, "paper": 2000}[size],
                   temperature=1.0),

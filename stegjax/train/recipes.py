@@ -1,10 +1,17 @@
 """Training recipes for the two CMSTEG models, shared by every experiment that needs them.
 
-``tokenizer(config, workdir)`` trains (or loads from ``workdir/tokenizer``) the VQ
-tokenizer; ``prior(config, workdir)`` trains (or loads from ``workdir/prior``)
-the class-conditional AR prior on the tokenizer's tokens of the patch dataset
-(cached as ``.npy``). A rerun with the same workdir restores the final
-checkpoint and trains nothing. Both use the one trainer in ``trainer.py``.
+``tokenizer(config, workdir)`` trains (or loads) the VQ tokenizer;
+``prior(config, workdir)`` trains (or loads) the class-conditional AR prior on
+the tokenizer's tokens of the patch dataset (cached as ``.npy``);
+``captioner`` the M3 caption LM. A rerun restores the final checkpoint and
+trains nothing. All use the one trainer in ``trainer.py``.
+
+Where models live: ``workdir/{tokenizer,prior,captioner}``, or, when
+``config.model_dir`` is set, ``model_dir/<kind>_<fingerprint>`` with the
+fingerprint of everything that shapes the model (data, architecture, training,
+seed): experiments with the same model settings (cmsteg, steganalysis,
+ar_prior) then share one trained copy, and a changed setting never restores
+a checkpoint trained under another.
 """
 
 from __future__ import annotations
@@ -41,8 +48,8 @@ def to_model_range(images_uint8) -> jax.Array:
 
 
 def dataset(config, workdir: str):
-  """The patch dataset (built once under ``workdir/data``)."""
-  return data_lib.get_dataset(config.data, os.path.join(workdir, "data"))
+  """The patch dataset (built once under ``workdir/data``, or ``model_dir/data`` when shared)."""
+  return data_lib.get_dataset(config.data, os.path.join(config.get("model_dir", "") or workdir, "data"))
 
 
 def _batch_fn(arrays, batch_size: int, seed: int, keys):
@@ -65,6 +72,30 @@ def _fingerprint(*parts) -> str:
   return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
+def model_path(config, workdir: str, kind: str) -> str:
+  """Checkpoint directory of model ``kind`` (tokenizer, prior, captioner); see the module doc."""
+  shared = config.get("model_dir", "")
+  if not shared:
+    return os.path.join(workdir, kind)
+  parts = {
+      "tokenizer": (config.data, config.vq, config.seed),
+      "prior": (config.data, config.vq, config.seed, config.get("prior", {}).get("model"),
+                config.get("prior", {}).get("train")),
+      "captioner": (config.get("captioner"), config.seed),
+  }[kind]
+  return os.path.join(shared, f"{kind}_{_fingerprint(*parts)}")
+
+
+def random_crops(images: np.ndarray, size: int, seed: int, step: int) -> np.ndarray:
+  """One random ``size x size`` window per image, a deterministic function of (seed, step)."""
+  n, h, w = images.shape[:3]
+  if not 0 < size <= min(h, w):
+    raise ValueError(f"crop size {size} must be in 1..{min(h, w)} for {h}x{w} patches")
+  rng = np.random.default_rng([seed, step])
+  ys, xs = rng.integers(0, h - size + 1, n), rng.integers(0, w - size + 1, n)
+  return np.stack([images[i, y:y + size, x:x + size] for i, (y, x) in enumerate(zip(ys, xs))])
+
+
 # ----------------------------------------------------------------------------- tokenizer
 
 def vq_model(config) -> vq_lib.VQModel:
@@ -79,7 +110,8 @@ def tokenizer(config, workdir: str, train_arrays=None) -> Trained:
     train_arrays, _, _ = dataset(config, workdir)
   use_gan = cfg.get("gan_weight", 0.0) > 0
   disc = vq_lib.PatchDiscriminator(ndf=cfg.get("disc_ch", 64)) if use_gan else None
-  p = int(config.data.patch_size)
+  crop = int(cfg.train.get("crop", 0))
+  p = crop or int(config.data.patch_size)
 
   def init_fn(rng):
     x = jnp.zeros((1, p, p, 3), jnp.float32)
@@ -107,9 +139,13 @@ def tokenizer(config, workdir: str, train_arrays=None) -> Trained:
       metrics.update(g_adv=g_adv, d_loss=d_loss)
     return loss, (metrics, extra)
 
-  params = _fit(config, cfg.train, os.path.join(workdir, "tokenizer"), init_fn, loss_fn,
-                _batch_fn(train_arrays, cfg.train.batch_size, config.seed, ("image",)),
-                desc="tokenizer")
+  batch_fn = _batch_fn(train_arrays, cfg.train.batch_size, config.seed, ("image",))
+  if crop:  # the VQ is fully convolutional: train on windows, apply to whole patches
+    full_batch_fn = batch_fn
+    batch_fn = lambda step: {"image": random_crops(full_batch_fn(step)["image"], crop,
+                                                   config.seed, step)}
+  params = _fit(config, cfg.train, model_path(config, workdir, "tokenizer"), init_fn, loss_fn,
+                batch_fn, desc="tokenizer")
   return Trained(model, params["g"], {"downsample": model.downsample_factor})
 
 
@@ -151,7 +187,7 @@ def encode_tokens(vq: Trained, images_uint8, batch_size: int = 256) -> np.ndarra
 def cached_tokens(config, workdir: str, vq: Trained, arrays, split: str) -> np.ndarray:
   """Tokens of a split, cached as .npy keyed by the tokenizer/data config."""
   key = _fingerprint(config.vq, config.data, config.seed)
-  path = os.path.join(workdir, "prior", f"tokens_{split}_{key}.npy")
+  path = os.path.join(model_path(config, workdir, "prior"), f"tokens_{split}_{key}.npy")
   if os.path.exists(path):
     return np.load(path)
   tokens = encode_tokens(vq, arrays["image"])
@@ -200,7 +236,7 @@ def prior(config, workdir: str) -> tuple[Trained, Trained]:
     return loss, ({"nll": loss, "bits_per_token": loss / np.log(2)}, extra)
 
   cfg = config.prior
-  params = _fit(config, cfg.train, os.path.join(workdir, "prior"), init_fn, loss_fn,
+  params = _fit(config, cfg.train, model_path(config, workdir, "prior"), init_fn, loss_fn,
                 _batch_fn(flat, cfg.train.batch_size, config.seed + 1, ("tokens", "label")),
                 desc="prior")
   pinfo = dict(grid=(h, w), num_classes=info["num_classes"], class_names=info["class_names"],
@@ -245,6 +281,6 @@ def captioner(config, workdir: str) -> Trained:
                                            step)
     return {"topic": topic, "text": text}
 
-  params = _fit(config, cfg.train, os.path.join(workdir, "captioner"), init_fn, loss_fn, batch_fn,
+  params = _fit(config, cfg.train, model_path(config, workdir, "captioner"), init_fn, loss_fn, batch_fn,
                 desc="captioner")
   return Trained(model, params, {"topics": caption.topics()})

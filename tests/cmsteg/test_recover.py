@@ -1,0 +1,82 @@
+"""M2 latent optimization: what it starts from, that it lowers the loss, batching, compiles."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stegjax.channels import real
+from stegjax.cmsteg import recover
+from stegjax.models import vq as vq_lib
+from stegjax.train.recipes import Trained, encode_tokens
+
+
+@pytest.fixture(scope="module")
+def vq():
+  model = vq_lib.VQModel(ch=8, ch_mult=(1, 2), num_res_blocks=1, z_channels=8, codebook_size=32,
+                         codebook_dim=4, norm_groups=4)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+  return Trained(model, params, {})
+
+
+@pytest.fixture(scope="module")
+def images():
+  return np.random.RandomState(0).randint(0, 256, (3, 16, 16, 3)).astype(np.uint8)
+
+
+# One step count and lr everywhere: every test reuses a few compiled loops.
+STEPS, LR = 10, 0.05
+
+
+@pytest.fixture(scope="module")
+def png(vq, images):
+  return recover.recover(vq, images, "png", steps=STEPS, lr=LR)
+
+
+def test_m1_tokens_are_plain_reencoding(vq, images, png):
+  np.testing.assert_array_equal(png["tokens_m1"], encode_tokens(vq, images))
+  assert png["steps"] == STEPS
+
+
+def _loss_of(vq, tokens, images):
+  x = vq.model.apply({"params": vq.params}, jnp.asarray(tokens), method="decode_indices")
+  return np.mean(np.square((np.asarray(x) + 1) / 2 - images / 255.0), axis=(1, 2, 3))
+
+
+def test_m2_keeps_the_best_iterate(vq, images, png):
+  out = png
+  before = _loss_of(vq, out["tokens_m1"], images)
+  after = _loss_of(vq, out["tokens"], images)
+  np.testing.assert_allclose(after, out["loss"], rtol=1e-4)
+  assert np.all(after <= before + 1e-7)  # never worse than where it started
+  assert np.any(after < before - 1e-6)   # and it does move
+
+
+def test_batch_equals_one_by_one(vq, images):
+  together = recover.recover(vq, images, "jpeg75", steps=STEPS, lr=LR, batch_size=3)
+  alone = [recover.recover(vq, images[i:i + 1], "jpeg75", steps=STEPS, lr=LR) for i in range(3)]
+  np.testing.assert_array_equal(together["tokens"], np.concatenate([a["tokens"] for a in alone]))
+
+
+def test_every_jpeg_quality_shares_one_compiled_loop(vq, images):
+  recover.recover(vq, images, "jpeg90", steps=STEPS, lr=LR)
+  size = recover._optimize._cache_size()
+  for q in (95, 30):
+    recover.recover(vq, images, f"jpeg{q}", steps=STEPS, lr=LR)
+  assert recover._optimize._cache_size() == size
+  assert recover.stand_in("jpeg60") == ("jpeg", 60.0)
+  assert recover.stand_in("gauss0.01") == recover.stand_in("png")
+
+
+def test_traced_quality_matches_the_named_channel(vq, images):
+  x = jnp.asarray(images, jnp.float32) / 255.0
+  want = real.differentiable("jpeg60")(x)
+  got = jax.jit(lambda x, q: recover.jpeg_lib.diff_jpeg(x, q, "ss"))(x, jnp.float32(60.0))
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_bad_input(vq, images):
+  with pytest.raises(ValueError, match="channel"):
+    recover.recover(vq, images, "jpeg-ish", steps=1)
+  with pytest.raises(ValueError, match="uint8"):
+    recover.recover(vq, images.astype(np.float32), "png", steps=1)
