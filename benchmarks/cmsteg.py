@@ -9,6 +9,11 @@ is plain sampling by construction); M2 at batch 1 and a larger batch for a fixed
 of Adam steps (per-step time scales linearly, so 10,000-step figures are extrapolated
 and labelled so); M3 is the sender's planning (top-k sets + distance ranks) plus the
 caption's embedding. Prints and writes JSON with device and versions.
+
+``--early_stop`` (needs the trained models of ``configs/cmsteg.py`` in
+``--model_dir``, i.e. a finished default run) also runs M2 on real stego images
+through ``--channel`` with and without the early stop (``--patience`` steps with
+no token changing in any image) and reports the steps each ran and R_q.
 """
 
 from __future__ import annotations
@@ -64,8 +69,40 @@ def _random_models(config):
   return vq, prior
 
 
+def early_stop(config, args) -> dict:
+  """R_q and steps of M2 with and without the early stop, on the trained models."""
+  from stegjax.channels import real  # pylint: disable=g-import-not-at-top
+  from stegjax.cmsteg import api  # pylint: disable=g-import-not-at-top
+  config.model_dir = args.model_dir
+  for kind in ("tokenizer", "prior", "captioner"):
+    if not os.path.isdir(recipes.model_path(config, "", kind)):
+      raise SystemExit(f"--early_stop: no trained {kind} under {args.model_dir} for this config; "
+                       f"run python -m stegjax.main --config=configs/cmsteg.py first")
+  models = api.load_models(config, "")
+  n = args.images
+  labels = np.asarray(models.prior.info["train_labels"])[np.arange(n) % len(models.prior.info["train_labels"])]
+  sent = api.hide(models, [b"x"] * n, b"bench-early-stop", np.arange(n), labels)
+  x = real.apply(args.channel, sent["images"], jax.random.PRNGKey(0))
+  cm = config.cmsteg
+  out = {"channel": args.channel, "images": n, "patience": args.patience}
+  for name, pat in (("full", 0), ("early_stop", args.patience)):
+    t0 = time.perf_counter()
+    r = recover.recover(models.vq, x, args.channel, args.steps, cm.m2_lr, pat, cm.m2_batch)
+    out[name] = {"steps_run": int(r["steps"]), "seconds_incl_compile": time.perf_counter() - t0,
+                 "R_q": float(np.mean(r["tokens"].reshape(n, -1) == sent["tokens"])),
+                 "R_q_m1": float(np.mean(r["tokens_m1"].reshape(n, -1) == sent["tokens"]))}
+  out["steps_saved"] = out["full"]["steps_run"] - out["early_stop"]["steps_run"]
+  return out
+
+
 def main():
   ap = argparse.ArgumentParser()
+  ap.add_argument("--early_stop", action="store_true", help="also measure M2's early stop")
+  ap.add_argument("--model_dir", default="workdir/models_cpu")
+  ap.add_argument("--channel", default="jpeg75")
+  ap.add_argument("--steps", type=int, default=400)
+  ap.add_argument("--patience", type=int, default=50)
+  ap.add_argument("--images", type=int, default=8)
   ap.add_argument("--size", default="cpu", choices=sorted(SIZES))
   ap.add_argument("--out", default="bench_out/cmsteg.json")
   args = ap.parse_args()
@@ -110,6 +147,8 @@ def main():
     return [correct.plan(toks[i], rec[i], allowed[i], cb) for i in range(n)]
 
   res["m3_plan_s_per_image"] = _timed(plan, repeats=1) / n
+  if args.early_stop:
+    res["early_stop"] = early_stop(config, args)
   print(json.dumps(res, indent=2))
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   with open(args.out, "w") as f:
