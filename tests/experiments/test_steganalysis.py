@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 
+import numpy as np
 import pytest
 
 from stegjax.experiments import steganalysis
@@ -19,6 +20,47 @@ def _smoke():
   c.steganalysis.detectors = "xunet"     # one detector keeps the compile time down
   c.steganalysis.scenarios = "discop,lsb"
   return c
+
+
+def test_pairs_share_flip_rotation_and_crop():
+  rng = np.random.default_rng(0)
+  cover = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+  stego = cover.copy()
+  stego[:, 3, 5, 1] ^= 1                        # one changed value per image
+  t = np.arange(6) + 2                           # transforms 2..7 (rotations and flips)
+  off = rng.integers(0, 3, (6, 2))
+  c = steganalysis._d4_crop(cover, t, off, 6)
+  s = steganalysis._d4_crop(stego, t, off, 6)
+  assert c.shape == s.shape == (6, 6, 6, 3)
+  # Same transform and window for both halves of a pair: they differ only where the
+  # embedding changed the cover (here inside or outside the window, never elsewhere).
+  diff = (c != s).sum(axis=(1, 2, 3))
+  assert set(diff.tolist()) <= {0, 1}
+  whole = steganalysis._d4_crop(cover, t, np.zeros((6, 2), int), 0)
+  assert whole.shape == cover.shape
+  np.testing.assert_array_equal(whole[0], np.rot90(cover[0], 2, axes=(0, 1)))
+  np.testing.assert_array_equal(whole[3], np.rot90(cover[3], 1, axes=(0, 1))[:, ::-1])
+
+
+def test_verdicts_on_hand_made_results():
+  def res(pe, lo, hi, pe_min, null_lo):
+    return dict(pe_fixed=pe, pe_fixed_ci=(lo, hi), pe_min=pe_min, pe_min_null_interval=(null_lo, 0.5),
+                pe_min_pvalue=0.5, auc=0.5, ci_level=0.95)
+  det = {"discop": {"a": res(0.49, 0.44, 0.54, 0.45, 0.43),    # undetected
+                    "b": res(0.40, 0.35, 0.45, 0.38, 0.43)},   # caught: 0.5 outside its CI
+         "naive": {"a": res(0.05, 0.02, 0.08, 0.04, 0.43)},
+         "lsb": {"a": res(0.25, 0.20, 0.30, 0.24, 0.43)}}      # missed: above 0.2
+  tok = {"loglik": {"naive": {"min_pvalue": 1e-9}, "discop": {"min_pvalue": 0.3}},
+         "chi2_fixed_message": {"naive": {"bonferroni_pvalue": 1.0},
+                                "discop": {"bonferroni_pvalue": 0.02}},
+         "coincidence": {"fixed_nonce": {"pvalue": 1e-5}, "fresh_nonce": {"pvalue": 0.5}}}
+  v = steganalysis._verdicts(det, tok, alpha=0.01)
+  got = [(x["target"], x["pass"]) for x in v]
+  assert got == [("a", True), ("a", False), ("b", True), ("b", False), ("c", True), ("c", True),
+                 ("d", True)]
+  tok["coincidence"]["fresh_nonce"]["pvalue"] = 0.001  # the counter design flagged too
+  v = steganalysis._verdicts(det, tok, alpha=0.01)
+  assert [x["pass"] for x in v if x["target"] in "cd"] == [True, False, False]
 
 
 def test_bad_names_raise(tmp_path):
@@ -61,3 +103,8 @@ def test_smoke_end_to_end(tmp_path):
   assert tok["chi2_fixed_message"]["discop"]["bonferroni_pvalue"] > 0.01
   assert tok["coincidence"]["fresh_nonce"]["pvalue"] > 0.01
   assert any("token tests reject naive" in v["check"] and v["pass"] for v in data["verdicts"])
+  assert {v["target"] for v in data["verdicts"]} == {"a", "b", "c", "d"}
+  assert not data["models_cached"]   # smoke trains its own models in the test's folder
+  with open(os.path.join(wd, "report.md")) as f:
+    text = f.read()
+  assert "Small-N SMOKE run" in text and "N = 16+16 train" in text and "MET" in text

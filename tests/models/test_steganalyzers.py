@@ -85,6 +85,26 @@ def test_forward_shapes_train_and_eval(name, cfg):
     m.apply({"params": params, **extra}, x[0])
 
 
+def test_srnet_high_pass_init_keeps_the_architecture():
+  hp = S.high_pass_3x3()
+  assert hp.shape == (17, 3, 3) and len({k.tobytes() for k in hp}) == 17
+  np.testing.assert_allclose(hp.sum(axis=(1, 2)), 0.0, atol=1e-6)
+  # Same layers and parameter count with and without the high-pass start.
+  n0, _ = _count("srnet", SMALL_SRNET, (16, 16, 3))
+  n1, _ = _count("srnet", dict(SMALL_SRNET, hp_init=True), (16, 16, 3))
+  assert n0 == n1
+  # Without the tie-breaking noise every output filter is a high-pass kernel split over
+  # the input channels (so a flat image gives zero response), cycling through the 17.
+  k = np.asarray(S._high_pass_init(noise=0.0)(jax.random.key(0), (3, 3, 3, 20)))
+  np.testing.assert_allclose(k.sum(axis=(0, 1)), 0.0, atol=1e-6)
+  np.testing.assert_allclose(k[:, :, 0, 18] * 3, hp[1], atol=1e-6)
+  m = S.make_steganalyzer("srnet", dict(SMALL_SRNET, hp_init=True))
+  params, _ = S.init_steganalyzer(m, _key(0), (16, 16, 3))
+  first = np.asarray(params["_SRNetType1_0"]["Conv_0"]["kernel"])
+  # The noise is a small fraction of the kernel: the filters still nearly kill flat regions.
+  assert np.abs(first.sum(axis=(0, 1))).max() < 0.5 * np.abs(first).sum(axis=(0, 1)).min()
+
+
 def test_xunet_invariances_from_fixed_kv_and_abs():
   """ABS after the fixed KV filter makes x -> 255 - x (negated residuals) invisible."""
   m = S.make_steganalyzer("xunet", dict(features=(4, 4, 8)))
