@@ -58,10 +58,26 @@ def sample_snr(key: jax.Array, batch: int, lo: float, hi: float) -> jax.Array:
   return jax.random.uniform(key, (batch,), minval=lo, maxval=hi)
 
 
-def make_jscc(features: int, ratio: float) -> jscc_lib.DeepJSCC:
-  """DeepJSCC at bandwidth ratio k/n = ``ratio`` (1/6 -> 16 latent channels)."""
-  return jscc_lib.DeepJSCC(features=int(features),
-                           latent_channels=jscc_lib.latent_channels_for_ratio(ratio))
+def make_jscc(features: int, ratio: float, arch: str = "conv"):
+  """DeepJSCC at bandwidth ratio k/n = ``ratio`` (1/6 -> 16 latent channels).
+
+  ``arch``: 'conv' (``jscc.DeepJSCC``, Bourtsoulatze et al.) or 'pilot' (``jscc.PilotJSCC``:
+  analog linear path + conv residual + pilot; trains far faster on a CPU budget).
+  """
+  c = jscc_lib.latent_channels_for_ratio(ratio)
+  if arch == "conv":
+    return jscc_lib.DeepJSCC(features=int(features), latent_channels=c)
+  if arch == "pilot":
+    return jscc_lib.PilotJSCC(features=int(features), latent_channels=c)
+  raise ValueError(f"unknown JSCC arch {arch!r}; valid: 'conv', 'pilot'")
+
+
+def init_jscc(model, rng, image_size: int, images=None):
+  """Initial JSCC params; ``PilotJSCC`` gets its PCA init from ``images`` when given."""
+  params = model.init(rng, jnp.zeros((1, image_size, image_size, 3)))
+  if isinstance(model, jscc_lib.PilotJSCC) and images is not None:
+    params = jscc_lib.pca_init(params, images, model.latent_channels)
+  return params
 
 
 def transmit(model: jscc_lib.DeepJSCC, params, x, snr_db, key, channel: str) -> jax.Array:
@@ -240,12 +256,20 @@ def stego_loss_fn(spec: RunSpec, hider: Hider, jscc_model, chan_cfg, w, block: i
   return loss_fn
 
 
+def eve_input(hider: Hider, p_hider, received: jax.Array) -> jax.Array:
+  """What the closed-box eavesdropper's network sees: the received image and the public
+  revealing network's output on it (for keyed runs, the secret still scrambled)."""
+  return jnp.concatenate([received, hider.reveal(p_hider, received)], axis=-1)
+
+
 def inverse_eve_loss_fn(spec: RunSpec, hider: Hider, jscc_model, eve_net, chan_cfg,
                         block: int) -> Callable:
-  """Closed-box eavesdropper: learns received stego -> secret from intercepted pairs.
+  """Closed-box inverse (model-inversion) eavesdropper: learns received stego -> secret.
 
-  The pairs are produced with keys the legitimate pair never uses (fresh random keys),
-  with the trained hider and DeepJSCC frozen in ``extra``.
+  It trains on intercepted (received stego, secret) pairs produced with keys the
+  legitimate pair never uses (a fresh random key per pair), with the trained hider
+  and DeepJSCC frozen in ``extra``; its input also carries the public revealing
+  network's output (``eve_input``), so it is at least as informed as the naive one.
   """
   def loss_fn(params, extra, batch, rng, step):
     del step
@@ -256,7 +280,8 @@ def inverse_eve_loss_fn(spec: RunSpec, hider: Hider, jscc_model, eve_net, chan_c
     _, _, received, _ = stego_forward(spec, hider, jscc_model, extra["hider"], extra["jscc"],
                                       cover, secret, jax.random.split(k_key, b), snr, k_ch,
                                       chan_cfg.train_channel, block)
-    guess = eve_net.apply(params["eve"], jax.lax.stop_gradient(received))
+    guess = eve_net.apply(params["eve"],
+                          jax.lax.stop_gradient(eve_input(hider, extra["hider"], received)))
     loss = mse(guess, secret)
     return loss, ({"mse": loss}, extra)
   return loss_fn
