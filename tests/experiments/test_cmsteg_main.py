@@ -86,3 +86,22 @@ def test_errors_are_one_line(workdir, tmp_path):
   assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("stegjax: error:")
   p = _main(["--config.mode=sideways"], workdir, check=False)
   assert p.returncode == 2 and "unknown --config.mode" in p.stderr
+
+
+def test_acceptance_verdicts():
+  from stegjax.experiments import cmsteg
+  rq = lambda m1, m2, m3: {"M1": {"R_q": {"mean": m1}}, "M1+M2": {"R_q": {"mean": m2}},
+                           "M1+M2+M3": {"R_q": {"mean": m3}, "message_ok": 1.0}}
+  res = {"channels": {"png": {"stages": rq(0.8, 0.9, 0.995)},
+                      "jpeg95": {"stages": rq(0.8, 0.9, 0.985)},
+                      "jpeg75": {"stages": rq(0.7, 0.7, 0.98)}}}
+  res["channels"]["jpeg95"]["stages"]["M1+M2+M3"]["message_ok"] = 0.875
+  got = {c: ok for c, _, ok in cmsteg.acceptance(res)}
+  assert got["R_q after M1+M2+M3 >= 99% on png"]
+  assert not got["R_q after M1+M2+M3 >= 99% on jpeg95"]
+  assert got["R_q after M1+M2+M3 >= 97% on jpeg75"]
+  assert got["message extracted and authenticated on >= 90% of images on png"]
+  assert not got["message extracted and authenticated on >= 90% of images on jpeg95"]
+  assert not got["M2 raises R_q over M1 on every lossy channel"]  # jpeg75: 0.7 -> 0.7
+  assert got["M3 raises R_q over M1+M2 on every lossy channel"]
+  assert not any("scale0.5" in c for c in got)  # not measured: no verdict
