@@ -124,13 +124,17 @@ def topics_for_labels(models: Models, labels) -> np.ndarray:
 
 
 def correction_captions(models: Models, true_tokens, sim_tokens, labels, sim_labels, secret: bytes,
-                        counters, length: int, max_tries: int = 4) -> dict:
+                        counters, length: int) -> dict:
   """M3, sender side: plan corrections, fit them into a caption of ``length`` chars, draw it.
 
   ``sim_tokens``/``sim_labels`` come from the sender's own channel simulation and M2: the
   caption is conditioned on the class inferred from them, as the receiver will do. The
   caption's payload is the true class label (so the receiver replays the prior under the
   right class even when its own inference is wrong), then the coded corrections.
+
+  A caption's capacity depends on the bits it carries (they pick the characters), so a
+  payload that does not fit is cut to what the last draw carried and drawn again; each
+  retry keeps strictly fewer corrections, so the loop ends (at worst with the label alone).
   """
   cm = models.config.cmsteg
   t = true_tokens.shape[1]
@@ -140,27 +144,29 @@ def correction_captions(models: Models, true_tokens, sim_tokens, labels, sim_lab
   cap_prior = models.caption_prior(length)
   key = prf.make_key(secret, CAPTION_INFO)
   topics = topics_for_labels(models, sim_labels)
-  limits = [None] * len(plans)
-  for _ in range(max_tries):
-    lb = label_bits(models)
+  lb = label_bits(models)
+  # A fixed width (every token corrected) keeps one compiled caption loop per length.
+  width = lb + correct.coded_bits(t, t, cm.l1, cm.l2)
+  while True:
     coded = [correct.encrypt(np.concatenate([_uint(int(l), lb), correct.to_bits(p, t, cm.l1, cm.l2)]),
                              secret, int(c)) for p, c, l in zip(plans, counters, labels)]
     lengths = np.asarray([len(c) for c in coded], np.int32)
-    # A fixed width (every token corrected) keeps one compiled caption loop per length.
-    bits = np.zeros((len(coded), lb + correct.coded_bits(t, t, cm.l1, cm.l2)), np.uint8)
+    bits = np.zeros((len(coded), width), np.uint8)
     for i, c in enumerate(coded):
       bits[i, :len(c)] = c
-    text, n = m1.embed(cap_prior, key, bits, lengths, topics, np.asarray(counters), models.caption_sampler)
+    text, n = m1.embed(cap_prior, key, bits, lengths, topics, np.asarray(counters),
+                       models.caption_sampler)
     short = np.nonzero(n < lengths)[0]
     if len(short) == 0:
       break
-    for i in short:  # keep the earliest corrections that fit this caption's capacity
-      limits[i] = correct.tau(int(n[i]) - lb, t, cm.l1, cm.l2)
-      limits[i] = min(limits[i], len(plans[i].positions) - 1)
+    for i in short:  # keep the earliest corrections that fit what this caption carried
+      have = len(plans[i].positions)
+      if have == 0:
+        raise RuntimeError(f"a {length}-char caption cannot carry even the {lb}-bit class label "
+                           f"({n[i]} bits carried); use longer captions")
+      limit = min(correct.tau(int(n[i]) - lb, t, cm.l1, cm.l2), have - 1)
       plans[i] = correct.plan(true_tokens[i], sim_tokens[i], allowed[i], models.codebook,
-                              cm.l1, cm.l2, max_corrections=max(limits[i], 0))
-  else:
-    raise RuntimeError("could not fit the corrections into the caption")
+                              cm.l1, cm.l2, max_corrections=limit)
   return {"captions": text, "plans": plans, "caption_bits": n, "coded_bits": lengths,
           "topics": topics}
 

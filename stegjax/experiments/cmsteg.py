@@ -185,6 +185,9 @@ def _evaluate(config, workdir: str, models: api.Models) -> dict:
     captions[name] = r.pop("_captions")
     received[name] = r.pop("_received")
     per_channel[name] = r
+    if report.is_writer():  # a long run that stops later still leaves its finished channels
+      with open(os.path.join(workdir, "partial.json"), "w") as f:
+        json.dump({"channels": per_channel}, f, indent=1)
   t0 = time.time()
   table4 = caption_length_table(models, sent, labels, secret, counters, cm.length_table_channel,
                                 tuple(cm.caption_lengths), config.seed,
