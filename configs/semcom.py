@@ -1,7 +1,7 @@
 r"""Stego semantic communication (issue 8): DeepJSCC + CNN/GAN/INN stego codecs, eavesdroppers.
 
   python -m stegjax.main --config=configs/semcom.py:smoke          # ~1-2 minutes, used by tests
-  python -m stegjax.main --config=configs/semcom.py                # CPU default (< 30 min on 2 cores)
+  python -m stegjax.main --config=configs/semcom.py                # CPU default (~20 min on 2 idle cores)
   python -m stegjax.main --config=configs/semcom.py:gpu            # trains to convergence on a GPU
   python -m stegjax.main --config=configs/semcom.py --config.runs='("inn:two_stage+key",)'
 
@@ -74,10 +74,15 @@ def get_config(arg=None):
 
   # Family sizes. gpu: CNN hide+reveal ~0.6M, GAN adds a ~1.1M discriminator, INN 3 HiNet
   # blocks ~0.76M (survey Table II: ~0.5M, >1M, ~0.6M). `paper` INN = HiNet (4,050,240).
+  # CNN/GAN loss overrides: with the shared weights the CNN hider stays at stego == cover
+  # (nothing to reveal, so no gradient to hide; measured: secret MSE stuck at the mean-image
+  # level); lighter cover-side penalties let the hide/reveal pair co-adapt.
+  cnn_loss = dict(stego=0.25, received=0.1, low_freq=0.0)
   c.families = ml_collections.ConfigDict(dict(
-      cnn=dict(features=pick(smoke=8, cpu=32, gpu=64), depth=pick(smoke=2, cpu=5, gpu=9)),
+      cnn=dict(features=pick(smoke=8, cpu=32, gpu=64), depth=pick(smoke=2, cpu=5, gpu=9),
+               loss=cnn_loss),
       gan=dict(features=pick(smoke=8, cpu=32, gpu=64), depth=pick(smoke=2, cpu=5, gpu=9),
-               disc_features=pick(smoke=4, cpu=16, gpu=48)),
+               disc_features=pick(smoke=4, cpu=16, gpu=48), loss=cnn_loss),
       inn=dict(num_blocks=pick(smoke=1, cpu=2, gpu=3, paper=16), growth=pick(smoke=4, cpu=16, gpu=32),
                num_convs=5, clamp=2.0),
   ))

@@ -18,6 +18,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import logging
 
@@ -172,7 +173,10 @@ def _train_run(spec, config, train_imgs, mesh, rng, workdir, jscc_model, jscc_pa
     extra = {} if spec.end_to_end else {"jscc": jscc_params}
     return params, extra
 
-  loss_fn = system.stego_loss_fn(spec, hider, jscc_model, config.channel, config.loss,
+  weights = config.loss.to_dict()
+  weights.update(dict(fam.get("loss", {}) or {}))  # per-family overrides
+  weights = ml_collections.ConfigDict(weights)
+  loss_fn = system.stego_loss_fn(spec, hider, jscc_model, config.channel, weights,
                                  int(config.key_block), disc)
   bs = int(config.hide_train.batch_size)
   params, _, secs = _fit(spec.name, workdir, init_fn, loss_fn,

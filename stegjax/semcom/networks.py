@@ -30,8 +30,11 @@ class HideNet(nn.Module):
     chex.assert_equal_shape([cover, secret])
     chex.assert_rank(cover, 4)
     h = _convs(jnp.concatenate([cover, secret], axis=-1) * 2.0 - 1.0, self.features, self.depth - 1)
-    # Zero init: training starts from stego == cover.
-    r = nn.Conv(cover.shape[-1], (3, 3), kernel_init=nn.initializers.zeros)(h)
+    # Small random init: stego starts near the cover but already carries a trace of the
+    # secret. (A zero init starts at an equilibrium: no residual, so nothing for the
+    # revealing network to read, so no gradient to hide; the CNN never leaves it.)
+    r = nn.Conv(cover.shape[-1], (3, 3),
+                kernel_init=nn.initializers.variance_scaling(0.1, "fan_in", "truncated_normal"))(h)
     return cover + r
 
 

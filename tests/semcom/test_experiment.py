@@ -34,7 +34,20 @@ def _check_run_and_cache(config, tmp_path):
               "steganalyzer_pe_fixed"):
       assert row[k] == row[k] and abs(row[k]) < 1e3, (k, row)
     assert 0.0 <= row["steganalyzer_pe_min"] <= 0.5
-  assert len(rep["jscc"]) == 2 * len(snrs) * len(config.jscc.ratios)
+  assert len(rep["jscc"]) == 2 * len(config.channel.jscc_eval_snrs) * len(config.jscc.ratios)
+  for row in rep["jscc"]:
+    # The baselines are all there; counting the JPEG headers, a 16x16 image never fits.
+    for k in ("jscc_psnr", "sep_psnr", "sep_ergodic_psnr", "sep_file_psnr"):
+      assert row[k] == row[k] and 5.0 < row[k] < 100.0, (k, row)
+    assert row["sep_file_delivered"] == 0.0
+    assert row["sep_best_psnr"] >= row["sep_psnr"]
+  # One verdict per acceptance criterion, stated as measured.
+  checks = "\n".join(rep["checks"])
+  for tag in ("(a)", "(a')", "(b)", "(c)", "(d)"):
+    assert tag in checks, tag
+  assert checks.count("MET") >= 5
+  md = open(os.path.join(workdir, "report.md")).read()
+  assert "Acceptance (issue 8), measured" in md and "eve inverse PSNR" in md
   # The INN hides only in the high bands here, so its LL band is the cover's: high PSNR.
   inn = [r for r in rep["table"] if r["family"] == "inn"]
   assert not inn or min(r["stego_psnr"] for r in inn) > 25.0
@@ -60,6 +73,8 @@ def test_smoke_one_run_fills_table_and_reuses_cache(tmp_path):
   config = _config("smoke")
   with config.unlocked():
     config.runs = ("inn:end_to_end+key+hf",)  # one run keeps the default suite fast
+    config.channel.eval_snrs = (0.0, 20.0)
+    config.channel.jscc_eval_snrs = (-5.0, 0.0, 20.0)
   _check_run_and_cache(config, tmp_path)
 
 
