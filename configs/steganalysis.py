@@ -51,7 +51,9 @@ def get_config(arg=None):
   s.num_resamples = pick(smoke=50, cpu=1000, gpu=2000, paper=2000)
   s.save_png = True
   # Token tests: sequences per set (one class label, to sharpen per-position histograms).
-  s.num_token_sequences = pick(smoke=32, cpu=300, gpu=2000, paper=2000)
+  s.num_token_sequences = pick(smoke=32, cpu=200, gpu=2000, paper=2000)
+  # Fixed-nonce ablation: framed messages of this many bytes (cmsteg's default length).
+  s.ablation_message_bytes = 1
   s.num_permutations = pick(smoke=200, cpu=2000, gpu=5000, paper=5000)
   s.alpha = 0.01
   # Detector sizes (paper sizes on gpu/paper; narrower on CPU).
@@ -85,5 +87,10 @@ def get_config(arg=None):
   s.train.augment = True                                        # D4 flips/rotations
   s.train.crop = pick(smoke=0, cpu=32, gpu=0, paper=0)          # px; 0 = whole image
   s.train.checkpoint_every = s.train.num_steps                  # only the final one
+  # Per-detector changes to that recipe (still the same in every scenario): XuNet sees
+  # whole images, as the content-level positive control (naive) needs its global pooling
+  # over the whole image, and it is cheap enough.
+  s.detector_train = ml_collections.ConfigDict(dict(
+      xunet=dict(crop=0), srnet=dict(), lwenet=dict()))
   c.steganalysis = s
   return c

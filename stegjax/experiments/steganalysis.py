@@ -24,6 +24,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -83,6 +84,7 @@ class _Samplers:
     self.naive_bits = int(st.naive_bits)
     self.naive_choose = naive.make_choose_fn(None, n_bits=self.naive_bits,
                                              precision=int(st.precision), top_k=int(st.top_k))
+    self._loglik = jax.jit(self._loglik_fn)
     self.max_bits = self.num_tokens * discop.max_bits_per_step(
         st.variant, int(st.precision), int(st.top_k))
 
@@ -98,6 +100,17 @@ class _Samplers:
                        nonces, self.sampler)
     return toks, n
 
+  def discop_framed(self, labels, messages, counters, secret: bytes):
+    """Discop on framed messages (``framing.pack`` with each counter), as ``cmsteg.api.hide``."""
+    framed = [framing.pack(bytes(msg), secret, int(c)) for msg, c in zip(messages, counters)]
+    lengths = np.asarray([len(f) for f in framed], np.int32)
+    bits = np.zeros((len(framed), int(lengths.max())), np.uint8)
+    for i, f in enumerate(framed):
+      bits[i, :len(f)] = f
+    toks, _ = m1.embed(self.prior, self.key, bits, lengths, labels, np.asarray(counters, np.uint32),
+                       self.sampler)
+    return toks
+
   def naive(self, labels, bits):
     s = self.sampler
     state = discop.init_embed_state(jnp.asarray(bits, jnp.uint8), 0)
@@ -108,16 +121,40 @@ class _Samplers:
                                        choose_state=state)
     return np.asarray(toks), np.asarray(jnp.minimum(state.cursor, state.bit_len))
 
-  def mean_loglik(self, labels, tokens):
-    """Mean log p(token_t | prefix) per sequence under the sampling distribution (top-k, CFG)."""
+  def mean_loglik(self, labels, tokens, replay: bool = False):
+    """Mean log p(token_t | prefix) per sequence under the sampling distribution (CFG,
+    temperature, top-k as ``transformer.process_logits``).
+
+    One teacher-forced pass (all positions at once); ``replay=True`` replays the KV-cached
+    sampling scan instead (``transformer.logits_for_tokens``: bit-identical to what the
+    sampler saw, ~T times slower), used to check the fast path.
+    """
     s = self.sampler
-    logits = transformer.logits_for_tokens(self.prior.model, {"params": self.prior.params},
-                                           jnp.asarray(labels, jnp.int32),
-                                           jnp.asarray(tokens, jnp.int32), cfg_scale=s.cfg_scale,
-                                           top_k=s.top_k, temperature=s.temperature)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    ll = jnp.take_along_axis(logp, jnp.asarray(tokens, jnp.int32)[..., None], -1)[..., 0]
-    return np.asarray(jnp.mean(ll, axis=-1))
+    labels = jnp.asarray(labels, jnp.int32)
+    tokens = jnp.asarray(tokens, jnp.int32)
+    if replay:
+      logits = transformer.logits_for_tokens(self.prior.model, {"params": self.prior.params},
+                                             labels, tokens, cfg_scale=s.cfg_scale,
+                                             top_k=s.top_k, temperature=s.temperature)
+      return np.asarray(_mean_token_loglik(logits, tokens))
+    return np.asarray(self._loglik(self.prior.params, labels, tokens))
+
+  def _loglik_fn(self, params, labels, tokens):
+    s, model = self.sampler, self.prior.model
+    b = labels.shape[0]
+    use_cfg = s.cfg_scale != 1.0
+    rows = jnp.concatenate([labels, jnp.full_like(labels, model.num_classes)]) if use_cfg else labels
+    toks = jnp.concatenate([tokens, tokens]) if use_cfg else tokens
+    raw = model.apply({"params": params}, toks, rows)  # [B or 2B, T, V], teacher-forced
+    logits = jax.vmap(lambda r: transformer.process_logits(r, b, use_cfg, s.cfg_scale, s.top_k,
+                                                           s.temperature),
+                      in_axes=1, out_axes=1)(raw)
+    return _mean_token_loglik(logits, tokens)
+
+
+def _mean_token_loglik(logits, tokens):
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  return jnp.mean(jnp.take_along_axis(logp, tokens[..., None], -1)[..., 0], axis=-1)
 
 
 def _random_bits(key, n: int, length: int) -> np.ndarray:
@@ -144,7 +181,7 @@ def _generate_tokens(smp: _Samplers, config, labels_all, key) -> dict:
   # Token-test sets, one label: covers, fixed message (fresh counters), fixed counter.
   m = int(sa.num_token_sequences)
   lab = np.full((m,), labels_all[0], np.int32)
-  k1, k2, k3, k4 = jax.random.split(k_tok, 4)
+  k1, k2, k3 = jax.random.split(k_tok, 3)
   out["tt_cover"] = _batched(lambda i, b: smp.cover(_pad(lab, i, b), jax.random.fold_in(k1, i)), m, gb)
   fixed_msg = _random_bits(k2, 1, smp.max_bits)
   # Counters for these sets start past the main set's, so no (key, counter) pair repeats.
@@ -152,13 +189,18 @@ def _generate_tokens(smp: _Samplers, config, labels_all, key) -> dict:
       _pad(lab, i, b), np.repeat(fixed_msg, b, 0), np.arange(n + i, n + i + b, dtype=np.uint32)), m, gb)
   out["tt_naive_fixed_msg"], _ = _batched(lambda i, b: smp.naive(
       _pad(lab, i, b), np.repeat(fixed_msg[:, :smp.num_tokens * smp.naive_bits], b, 0)), m, gb)
-  # The ablation: every message with the same key AND the same counter (public Discop's flaw).
-  out["tt_discop_fixed_nonce"], _ = _batched(lambda i, b: smp.discop(
-      _pad(lab, i, b), _random_bits(jax.random.fold_in(k3, i), b, smp.max_bits),
-      np.full((b,), 2 ** 31, np.uint32)), m, gb)
-  out["tt_discop_fresh_nonce"], _ = _batched(lambda i, b: smp.discop(
-      _pad(lab, i, b), _random_bits(jax.random.fold_in(k4, i), b, smp.max_bits),
-      np.arange(n + m + i, n + m + i + b, dtype=np.uint32)), m, gb)
+  # The ablation, through the real framing (as ``cmsteg.api.hide``): many messages under one
+  # key with the SAME counter (the public Discop code's one seed for every message) vs the
+  # counter design (a fresh counter per message). The counter keys both the header/AEAD
+  # keystream and the sampler's PRF, so reusing it repeats both.
+  nbytes = int(sa.ablation_message_bytes)
+  secret = str(config.stego.secret).encode()
+  msgs = np.asarray(jax.random.randint(k3, (m, nbytes), 0, 256), np.uint8)
+  fixed = np.full((m,), 2 ** 31, np.uint32)
+  fresh = np.arange(n + m, n + 2 * m, dtype=np.uint32)
+  for name, counters in (("fixed", fixed), ("fresh", fresh)):
+    out[f"tt_discop_{name}_nonce"] = _batched(lambda i, b, c=counters: smp.discop_framed(
+        _pad(lab, i, b), _pad(msgs, i, b), _pad(c, i, b), secret), m, gb)
   out["tt_label"] = lab
   return out
 
@@ -166,7 +208,7 @@ def _generate_tokens(smp: _Samplers, config, labels_all, key) -> dict:
 def _pad(labels, start, size):
   x = labels[start:start + size]
   if len(x) < size:
-    x = np.concatenate([x, np.repeat(labels[-1:], size - len(x))])
+    x = np.concatenate([x, np.repeat(labels[-1:], size - len(x), axis=0)])
   return x
 
 
@@ -205,76 +247,107 @@ def _d4_crop(images: np.ndarray, transforms: np.ndarray, offsets: np.ndarray, cr
   return np.ascontiguousarray(np.stack(out))
 
 
-def _train_detector(name, config, cover_tr, stego_tr, ckpt_dir: str, seed: int):
-  """Trains one detector with the one recipe every scenario shares.
+def _detector_train_cfg(sa, name: str):
+  """The training recipe of detector ``name``: ``steganalysis.train`` updated with
+  ``steganalysis.detector_train[name]`` (e.g. its own crop), the same in every scenario."""
+  tcfg = ml_collections.ConfigDict(sa.train.to_dict())
+  over = dict(sa.get("detector_train", {}).get(name, {}))
+  bad = sorted(set(over) - set(tcfg))
+  if bad:
+    raise ValueError(f"steganalysis.detector_train.{name}: unknown fields {bad}")
+  tcfg.update(over)
+  if "num_steps" in over:
+    tcfg.warmup_steps = min(int(tcfg.warmup_steps), int(tcfg.num_steps) // 10)
+    tcfg.checkpoint_every = int(tcfg.num_steps)
+  return tcfg
 
+
+class _Detector:
+  """One detector and its training recipe, compiled once and trained afresh per scenario.
+
+  Every scenario starts from the same initial state (same seed) and draws the same batch
+  indices, flips/rotations and crops, so scenarios differ only in their stego images.
   Batches are pair-constrained: cover i and stego i enter the same batch (they share
   the class label; for LSB the stego *is* cover i plus the embedding), under the same
   random flip/rotation and the same random crop (``train.crop`` px, 0 = whole image),
   so a batch differs between its halves only by what the embedding did. The detector
   is fully convolutional with global pooling, so it is evaluated on whole images.
   """
-  sa = config.steganalysis
-  tcfg = sa.train
-  model = steganalyzers.make_steganalyzer(name, sa.models[name].to_dict())
-  if len(cover_tr) != len(stego_tr):
-    raise ValueError(f"pairs need as many covers as stegos, got {len(cover_tr)} and "
-                     f"{len(stego_tr)}")
-  h, w, ch = cover_tr.shape[1:]
-  crop = int(tcfg.get("crop", 0))
-  if crop and not (0 < crop <= min(h, w)):
-    raise ValueError(f"steganalysis.train.crop must be in 1..{min(h, w)} (0: none), got {crop}")
-  shape = (crop, crop, ch) if crop else (h, w, ch)
-  bs = int(tcfg.batch_size)
-  if bs % 2 or bs // 2 > len(cover_tr):
-    raise ValueError(f"steganalysis.train.batch_size must be even and at most 2 * num_train, "
-                     f"got {bs}")
-  half = bs // 2
-  mesh = sharding.make_mesh(config.mesh)
 
-  def init_fn(rng):
-    # An 'rbg' key for the init: XLA on CPU compiles a threefry-driven init of a deep conv
-    # net several times slower (the init values are as random, and still key-determined).
-    r = jax.random.wrap_key_data(jax.random.bits(rng, (4,), jnp.uint32), impl="rbg")
-    v = model.init(r, jnp.zeros((1, *shape), jnp.uint8), train=False)
-    return v["params"], {"batch_stats": v["batch_stats"]}
+  def __init__(self, name: str, config, image_shape, seed: int):
+    sa = config.steganalysis
+    self.name, self.seed, self.config = name, seed, config
+    self.tcfg = tcfg = _detector_train_cfg(sa, name)
+    self.model = model = steganalyzers.make_steganalyzer(name, sa.models[name].to_dict())
+    h, w, ch = image_shape
+    self.hw = (h, w)
+    self.crop = crop = int(tcfg.get("crop", 0))
+    if crop and not (0 < crop <= min(h, w)):
+      raise ValueError(f"steganalysis.train.crop must be in 1..{min(h, w)} (0: none), got {crop}")
+    shape = (crop, crop, ch) if crop else (h, w, ch)
+    self.batch_size = bs = int(tcfg.batch_size)
+    if bs % 2 or bs < 2:
+      raise ValueError(f"steganalysis.train.batch_size must be even, got {bs}")
+    self.mesh = sharding.make_mesh(config.mesh)
 
-  def loss_fn(params, extra, batch, rng, step):
-    logits, upd = model.apply({"params": params, **extra}, batch["image"], train=True,
-                              mutable=["batch_stats"])
-    loss = optax.sigmoid_binary_cross_entropy(logits, batch["label"]).mean()
-    acc = jnp.mean((logits > 0) == (batch["label"] > 0.5))
-    return loss, ({"acc": acc}, {"batch_stats": upd["batch_stats"]})
+    def init_fn(rng):
+      # An 'rbg' key for the init: XLA on CPU compiles a threefry-driven init of a deep conv
+      # net several times slower (the init values are as random, and still key-determined).
+      r = jax.random.wrap_key_data(jax.random.bits(rng, (4,), jnp.uint32), impl="rbg")
+      v = model.init(r, jnp.zeros((1, *shape), jnp.uint8), train=False)
+      return v["params"], {"batch_stats": v["batch_stats"]}
 
-  labels = np.concatenate([np.zeros(half, np.float32), np.ones(half, np.float32)])
-  augment = bool(tcfg.get("augment", True))
+    def loss_fn(params, extra, batch, rng, step):
+      logits, upd = model.apply({"params": params, **extra}, batch["image"], train=True,
+                                mutable=["batch_stats"])
+      loss = optax.sigmoid_binary_cross_entropy(logits, batch["label"]).mean()
+      acc = jnp.mean((logits > 0) == (batch["label"] > 0.5))
+      return loss, ({"acc": acc}, {"batch_stats": upd["batch_stats"]})
 
-  def batch_fn(step):
-    i = data_lib.batch_indices(len(cover_tr), half, seed, step)
-    rng = np.random.default_rng([seed, step])
-    t = rng.integers(0, 8 if augment else 1, half)
-    off = rng.integers(0, max(1, min(h, w) - crop + 1), (half, 2)) if crop else np.zeros((half, 2), int)
-    return {"image": np.concatenate([_d4_crop(cover_tr[i], t, off, crop),
-                                     _d4_crop(stego_tr[i], t, off, crop)]), "label": labels}
+    self.tx = trainer.make_optimizer(tcfg)
+    self.state0 = trainer.create_train_state(init_fn, self.tx, jax.random.PRNGKey(seed), self.mesh,
+                                             config.mesh.get("rules", "replicate"))
+    self.step_fn = trainer.make_train_step(loss_fn, self.tx, self.mesh, self.state0)
+    self._score = jax.jit(lambda params, extra, x: model.apply({"params": params, **extra}, x,
+                                                               train=False))
 
-  tx = trainer.make_optimizer(tcfg)
-  state = trainer.create_train_state(init_fn, tx, jax.random.PRNGKey(seed), mesh,
-                                     config.mesh.get("rules", "replicate"))
-  step_fn = trainer.make_train_step(loss_fn, tx, mesh, state)
-  state = trainer.fit(state, step_fn, batch_fn, int(tcfg.num_steps), ckpt_dir, tcfg, mesh,
-                      desc=f"detector {os.path.basename(ckpt_dir)}")
-  return model, state.params, state.extra
+  def train(self, cover_tr, stego_tr, ckpt_dir: str):
+    """(params, extra) trained on the pairs (cover_tr[i], stego_tr[i])."""
+    if len(cover_tr) != len(stego_tr):
+      raise ValueError(f"pairs need as many covers as stegos, got {len(cover_tr)} and "
+                       f"{len(stego_tr)}")
+    half = self.batch_size // 2
+    if half > len(cover_tr):
+      raise ValueError(f"steganalysis.train.batch_size must be at most 2 * num_train, got "
+                       f"{self.batch_size}")
+    labels = np.concatenate([np.zeros(half, np.float32), np.ones(half, np.float32)])
+    augment = bool(self.tcfg.get("augment", True))
+    crop, seed = self.crop, self.seed
+    span = max(1, min(self.hw) - crop + 1)
 
+    def batch_fn(step):
+      i = data_lib.batch_indices(len(cover_tr), half, seed, step)
+      rng = np.random.default_rng([seed, step])
+      t = rng.integers(0, 8 if augment else 1, half)
+      off = rng.integers(0, span, (half, 2)) if crop else np.zeros((half, 2), int)
+      return {"image": np.concatenate([_d4_crop(cover_tr[i], t, off, crop),
+                                       _d4_crop(stego_tr[i], t, off, crop)]), "label": labels}
 
-def _scores(model, params, extra, images: np.ndarray, batch: int) -> np.ndarray:
-  f = jax.jit(lambda x: model.apply({"params": params, **extra}, x, train=False))
+    state = jax.tree.map(jnp.copy, self.state0)  # the step donates its input state
+    state = trainer.fit(state, self.step_fn, batch_fn, int(self.tcfg.num_steps), ckpt_dir,
+                        self.tcfg, self.mesh, desc=f"detector {os.path.basename(ckpt_dir)}")
+    return state.params, state.extra
 
-  def one(i, b):
-    x = images[i:i + b]
-    if len(x) < b:
-      x = np.concatenate([x, np.repeat(x[-1:], b - len(x), 0)])
-    return np.asarray(f(jnp.asarray(x)))
-  return _batched(one, len(images), min(batch, len(images)))
+  def scores(self, params, extra, images: np.ndarray) -> np.ndarray:
+    """Logits of whole images, in fixed-size batches (one compile)."""
+    b = min(self.batch_size, len(images))
+
+    def one(i, size):
+      x = images[i:i + size]
+      if len(x) < size:
+        x = np.concatenate([x, np.repeat(x[-1:], size - len(x), 0)])
+      return np.asarray(self._score(params, extra, jnp.asarray(x)))
+    return _batched(one, len(images), b)
 
 
 # ----------------------------------------------------------------------------- report
@@ -367,7 +440,9 @@ def run(config, workdir: str):
 
   # 2. tokens (cached by config) -> images.
   fp = _fingerprint(config.seed, config.data, config.vq, config.prior, config.stego,
-                    {k: sa[k] for k in ("num_train", "num_test", "num_token_sequences", "gen_batch")})
+                    {k: sa.get(k) for k in ("num_train", "num_test", "num_token_sequences",
+                                            "gen_batch", "ablation_message_bytes")},
+                    "tokens-v2")  # v2: the fixed-nonce ablation goes through framing
   cache_dir = os.path.join(workdir, "steganalysis")
   cache = os.path.join(cache_dir, f"tokens_{fp}.npz")
   root = jax.random.PRNGKey(config.seed + 101)
@@ -404,29 +479,27 @@ def run(config, workdir: str):
 
   t_dec = time.time() - t0
 
-  # 3. detectors: train split = first n_tr of each set, test = the rest.
-  det_results: dict = {}
+  # 3. detectors: train split = first n_tr of each set, test = the rest. Detector-major:
+  # each detector compiles once and is retrained from the same start for every scenario.
+  det_results: dict = {sc: {} for sc in scenarios}
   t0 = time.time()
-  for si, sc in enumerate(scenarios):
-    det_results[sc] = {}
-    cov, stg = images["cover"], images[sc]
-    for di, det in enumerate(detectors):
-      # Keyed by the data AND the detector's size and recipe: a changed recipe retrains.
-      dfp = _fingerprint(fp, sa.models[det], sa.train)
-      ckpt = os.path.join(cache_dir, f"{sc}_{det}_{dfp}")
-      seed = config.seed + 10 * di  # the same init and batch order in every scenario
-      model, params, extra = _train_detector(det, config, cov[:n_tr], stg[:n_tr], ckpt_dir=ckpt,
-                                             seed=seed)
-      bs = int(sa.train.batch_size)
-      s_tr = np.concatenate([_scores(model, params, extra, cov[:n_tr], bs),
-                             _scores(model, params, extra, stg[:n_tr], bs)])
-      s_te = np.concatenate([_scores(model, params, extra, cov[n_tr:], bs),
-                             _scores(model, params, extra, stg[n_tr:], bs)])
-      y_tr = np.r_[np.zeros(n_tr, int), np.ones(n_tr, int)]
-      y_te = np.r_[np.zeros(n_te, int), np.ones(n_te, int)]
+  y_tr = np.r_[np.zeros(n_tr, int), np.ones(n_tr, int)]
+  y_te = np.r_[np.zeros(n_te, int), np.ones(n_te, int)]
+  cov = images["cover"]
+  for di, det in enumerate(detectors):
+    d = _Detector(det, config, cov.shape[1:], seed=config.seed + 10 * di)
+    # Keyed by the data AND the detector's size and recipe: a changed recipe retrains.
+    dfp = _fingerprint(fp, sa.models[det], d.tcfg)
+    for si, sc in enumerate(scenarios):
+      stg = images[sc]
+      params, extra = d.train(cov[:n_tr], stg[:n_tr], os.path.join(cache_dir, f"{sc}_{det}_{dfp}"))
+      s_tr = np.concatenate([d.scores(params, extra, cov[:n_tr]), d.scores(params, extra, stg[:n_tr])])
+      s_te = np.concatenate([d.scores(params, extra, cov[n_tr:]), d.scores(params, extra, stg[n_tr:])])
       r = detection.evaluate(jax.random.fold_in(k_eval, 10 * si + di), s_tr, y_tr, s_te, y_te,
                              level=float(sa.ci_level), num_resamples=int(sa.num_resamples))
       r["params"] = steganalyzers.param_count(params)
+      r["train_steps"] = int(d.tcfg.num_steps)
+      r["train_crop"] = d.crop
       r["train_min_pe"] = detection.min_pe(s_tr, y_tr)[0]
       det_results[sc][det] = r
   t_det = time.time() - t0
@@ -438,6 +511,10 @@ def run(config, workdir: str):
   vocab = int(prior.model.vocab_size)
   ll = {k: _batched(lambda i, b, t=toks[k]: smp.mean_loglik(_pad(labels, i, b), _pad(t, i, b)),
                     n, gb) for k in ("cover", "discop", "naive")}
+  # The fast teacher-forced pass against the sampler's own KV-cached replay, on a few rows.
+  nc = min(4, n)
+  token["loglik_fast_vs_replay_max_abs_diff"] = float(np.max(np.abs(
+      ll["discop"][:nc] - smp.mean_loglik(labels[:nc], toks["discop"][:nc], replay=True))))
   token["loglik"] = {
       "discop": stats.two_sample_tests(ll["cover"], ll["discop"], ks[0], int(sa.num_permutations)),
       "naive": stats.two_sample_tests(ll["cover"], ll["naive"], ks[1], int(sa.num_permutations)),
@@ -507,12 +584,12 @@ def _write(workdir, config, results, det_results, token, verdicts, timing):
         f"{c2['discop']['num_rejected']}/{c2['discop']['num_positions']} positions at p<{sa.alpha}"],
        ["chi-square per position, fixed message, naive", c2["naive"]["bonferroni_pvalue"],
         f"{c2['naive']['num_rejected']}/{c2['naive']['num_positions']} positions at p<{sa.alpha}"],
-       ["token coincidence, discop fixed counter", co["fixed_nonce"]["pvalue"],
+       ["token coincidence, discop framed, one fixed counter", co["fixed_nonce"]["pvalue"],
         f"pair coincidence {co['fixed_nonce']['mean_coincidence_test']:.3f} vs cover "
         f"{co['fixed_nonce']['mean_coincidence_ref']:.3f}; common prefix "
         f"{co['fixed_nonce']['mean_common_prefix_test']:.2f} vs "
         f"{co['fixed_nonce']['mean_common_prefix_ref']:.2f}"],
-       ["token coincidence, discop fresh counters", co["fresh_nonce"]["pvalue"],
+       ["token coincidence, discop framed, fresh counters", co["fresh_nonce"]["pvalue"],
         f"pair coincidence {co['fresh_nonce']['mean_coincidence_test']:.3f} vs cover "
         f"{co['fresh_nonce']['mean_coincidence_ref']:.3f}; common prefix "
         f"{co['fresh_nonce']['mean_common_prefix_test']:.2f} vs "
@@ -532,6 +609,10 @@ def _write(workdir, config, results, det_results, token, verdicts, timing):
   ver = "; ".join(summary) + ".\n\n" + ver
   n_tr, n_te = results["num_train_per_class"], results["num_test_per_class"]
   tcfg = sa.train
+  steps_txt = "; ".join(
+      f"{det} {r['train_steps']} steps on " + (f"random {r['train_crop']}x{r['train_crop']} crops"
+                                             if r["train_crop"] else "whole images")
+      for det, r in next(iter(det_results.values())).items())
   small = config.size != "paper"
   setup = (f"{'**Small-N ' + config.size.upper() + ' run.** ' if small else ''}"
            f"Size `{config.size}`: N = {n_tr}+{n_tr} train and {n_te}+{n_te} test images (cover+stego) "
@@ -541,13 +622,15 @@ def _write(workdir, config, results, det_results, token, verdicts, timing):
            f"({token['bits_per_token']['discop']:.2f} bits/token), naive {config.stego.naive_bits} "
            f"bits/token, LSB matching {config.stego.lsb_bpp} bits per pixel value. Covers: plain "
            f"categorical sampling with fresh keys, from the same prior, labels, CFG and top-k; "
-           f"stegos: random messages, fresh counters.\n\n"
-           f"Detectors: one recipe for every scenario: {tcfg.num_steps} steps, batch "
-           f"{tcfg.batch_size} (pair-constrained: cover i and stego i in the same batch under the "
-           f"same random flip/rotation"
-           f"{f' and the same random {tcfg.crop}x{tcfg.crop} crop' if tcfg.get('crop', 0) else ''}"
-           f"), AdamW lr {tcfg.lr} (warmup {tcfg.warmup_steps}, {tcfg.schedule}), evaluated on "
-           f"whole images with BatchNorm in inference mode.\n\n"
+           f"stegos: random messages, fresh counters. Fixed-nonce ablation: "
+           f"{sa.num_token_sequences} framed {sa.ablation_message_bytes}-byte messages "
+           f"(`framing.pack`, as `cmsteg.api.hide`) under one key, all with one counter vs a "
+           f"fresh counter each, one class label.\n\n"
+           f"Detectors: one recipe per detector, the same in every scenario (same initial "
+           f"weights, batches and augmentations): {steps_txt}; batch {tcfg.batch_size}, "
+           f"pair-constrained (cover i and stego i in the same batch under the same random "
+           f"flip/rotation and crop window), AdamW lr {tcfg.lr} (warmup {tcfg.warmup_steps}, "
+           f"{tcfg.schedule}); evaluated on whole images with BatchNorm in inference mode.\n\n"
            f"P_E = (P_FA + P_MD)/2. *P_E (train thr.)* uses the threshold minimizing P_E on the "
            f"train split (Agresti-Caffo binomial interval); *min P_E (test)* minimizes over "
            f"thresholds on the test split as in the literature, which is biased below 0.5 for "
@@ -566,7 +649,9 @@ def _write(workdir, config, results, det_results, token, verdicts, timing):
       ("Setup", setup),
       ("Acceptance", ver),
       ("Detection error", det_table + "\n\n![](roc.png)"),
-      ("Token tests", tok_table + "\n\n" + other),
+      ("Token tests", tok_table + "\n\n" + other + "\n\nMean log-likelihoods come from one "
+       "teacher-forced pass of the prior; on the first rows they match the sampler's own "
+       f"KV-cached replay to {token['loglik_fast_vs_replay_max_abs_diff']:.1e} nats/token."),
       ("Samples", "Covers, Discop stegos, naive stegos, LSB stegos:\n\n"
                   + " ".join(f"![](grid_{k}.png)" for k in ("cover", "discop", "naive", "lsb")
                              if os.path.exists(os.path.join(workdir, f"grid_{k}.png")))),
