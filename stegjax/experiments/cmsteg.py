@@ -32,6 +32,7 @@ from stegjax.channels import real
 from stegjax.cmsteg import api, caption as caption_lib, correct, recover
 from stegjax.cmsteg import embed as m1
 from stegjax.metrics import report
+from stegjax.train import recipes
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -238,12 +239,16 @@ def _write_report(workdir, config, res, timings):
   h, w = res["grid"]
   checks = acceptance(res)
   if config.size == "cpu":
+    fresh = timings.get("trained_models", False)
     checks.append(("default run (models trained when missing) under 30 minutes",
                    f"{timings['total_s'] / 60:.1f} min on {os.cpu_count()} CPU cores, load average "
-                   f"{timings['load_start']:.1f} at start, {os.getloadavg()[0]:.1f} at end",
-                   timings["total_s"] < 1800))
+                   f"{timings['load_start']:.1f} at start, {timings.get('load_end', 0):.1f} at end"
+                   + ("" if fresh else "; models were loaded from the cache, so this is not the "
+                      "fresh-machine time"),
+                   timings["total_s"] < 1800 if fresh else None))
   ta = report.md_table(["criterion (issue 6)", "measured", "verdict"],
-                       [[c, m, "MET" if ok else "NOT MET"] for c, m, ok in checks])
+                       [[c, m, {True: "MET", False: "NOT MET", None: "not measured"}[ok]]
+                        for c, m, ok in checks])
   caps = "\n".join(f"{i}. `{t.strip()[:120]}`" for i, t in enumerate(res["captions_jpeg85"][:8]))
   sections = [
       ("Setup", f"{res['num_images']} stego images of {h}x{w} tokens "
@@ -412,6 +417,8 @@ def run(config, workdir: str):
   if config.mode not in ("evaluate", "embed", "extract"):
     raise ValueError(f"unknown --config.mode={config.mode!r}; valid: evaluate, embed, extract")
   t0, load_start = time.time(), os.getloadavg()[0]
+  trained = not all(os.path.isdir(recipes.model_path(config, workdir, k))
+                    for k in ("tokenizer", "prior", "captioner"))
   models = api.load_models(config, workdir)
   t_models = time.time() - t0
   if config.mode == "embed":
@@ -420,6 +427,7 @@ def run(config, workdir: str):
     return _extract_command(config, models)
   res = _evaluate(config, workdir, models)
   _write_report(workdir, config, res, {"models_s": t_models, "total_s": time.time() - t0,
-                                        "load_start": load_start})
+                                        "load_start": load_start, "load_end": os.getloadavg()[0],
+                                        "trained_models": trained})
   logging.info("report: %s", os.path.join(workdir, "report.md"))
   return res
