@@ -175,8 +175,13 @@ def _uint(value: int, width: int) -> np.ndarray:
   return np.asarray([(value >> (width - 1 - i)) & 1 for i in range(width)], np.uint8)
 
 
-def read_corrections(models: Models, captions, topics, secret: bytes, counters, length: int):
-  """Receiver side of M3: (labels int32[B] (-1 if unreadable), ranks int32[B, T], ok bool[B])."""
+def read_corrections(models: Models, captions, topics, secret: bytes, counters, length: int,
+                     inferred_labels=None):
+  """Receiver side of M3: (labels int32[B], ranks int32[B, T], ok bool[B]).
+
+  ``labels`` is the caption's class label, or where the caption is unreadable (``ok``
+  False) ``inferred_labels`` (the receiver's own guess from its tokens), else -1.
+  """
   cm = models.config.cmsteg
   b, t = len(captions), models.grid[0] * models.grid[1]
   key = prf.make_key(secret, CAPTION_INFO)
@@ -199,6 +204,8 @@ def read_corrections(models: Models, captions, topics, secret: bytes, counters, 
       labels[i] = label
     except ValueError:
       ok[i] = False  # unreadable caption: extract without corrections, with the inferred label
+  if inferred_labels is not None:
+    labels = np.where(ok, labels, np.asarray(inferred_labels, np.int32))
   return labels, ranks, ok
 
 

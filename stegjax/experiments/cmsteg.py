@@ -80,13 +80,12 @@ def evaluate_channel(models: api.Models, sent: dict, labels, secret: bytes, coun
   t0 = time.time()
   m3 = api.correction_captions(models, true, tok_sim, labels, sim_labels, secret, counters, length)
   recv_topics = api.topics_for_labels(models, recv_labels)
-  cap_labels, ranks, caption_ok = api.read_corrections(models, m3["captions"], recv_topics, secret,
-                                                       counters, length)
+  m3_labels, ranks, caption_ok = api.read_corrections(models, m3["captions"], recv_topics, secret,
+                                                      counters, length, recv_labels)
   times["m3_s"] = time.time() - t0
 
   t0 = time.time()
   results = {}
-  m3_labels = np.where(caption_ok, cap_labels, recv_labels)
   for stage, toks, rk, lab in (("M1", tok_m1, None, recv_labels), ("M1+M2", tok_m2, None, recv_labels),
                                ("M1+M2+M3", tok_m2, ranks, m3_labels)):
     fixed, bits, _ = api.reveal_bits(models, toks, lab, secret, counters, ranks=rk)
@@ -134,10 +133,10 @@ def caption_length_table(models, sent, labels, secret, counters, name, lengths, 
   rows = []
   for length in lengths:
     m3 = api.correction_captions(models, true, tok, labels, recv_labels, secret, counters, length)
-    cap_labels, ranks, cap_ok = api.read_corrections(
-        models, m3["captions"], api.topics_for_labels(models, recv_labels), secret, counters, length)
-    fixed, bits, _ = api.reveal_bits(models, tok, np.where(cap_ok, cap_labels, recv_labels), secret,
-                                     counters, ranks=ranks)
+    m3_labels, ranks, _ = api.read_corrections(
+        models, m3["captions"], api.topics_for_labels(models, recv_labels), secret, counters, length,
+        recv_labels)
+    fixed, bits, _ = api.reveal_bits(models, tok, m3_labels, secret, counters, ranks=ranks)
     rho = float(np.mean(m3["caption_bits"])) / length
     rows.append({
         "length": int(length), "bits_per_char": rho,
@@ -400,9 +399,8 @@ def _extract_command(config, models: api.Models):
   if text:
     ids = caption_lib.encode_text(text)
     topics = api.topics_for_labels(models, labels)
-    cap_labels, ranks, cap_ok = api.read_corrections(models, np.repeat(ids[None], b, 0), topics,
-                                                     key["secret"], counters, len(ids))
-    labels = np.where(cap_ok, cap_labels, labels)
+    labels, ranks, _ = api.read_corrections(models, np.repeat(ids[None], b, 0), topics,
+                                            key["secret"], counters, len(ids), labels)
   _, bits, _ = api.reveal_bits(models, toks, labels, key["secret"], counters, ranks=ranks)
   for i, c in enumerate(counters):
     msg = api.try_unpack(bits[i], key["secret"], int(c))
