@@ -242,8 +242,9 @@ def bench_m2(cfg, dtype, mesh, repeats):
   x = sharding.shard_batch(x, mesh)  # the per-image latents follow the batch over 'data'
 
   def run():
-    return recover._optimize(model, params, x, channel="jpeg75", steps=steps, lr=0.002,  # pylint: disable=protected-access
-                             patience=0)[1]
+    form, param = recover.stand_in("jpeg75")
+    return recover._optimize(model, params, x, jnp.float32(param), form=form, steps=steps,  # pylint: disable=protected-access
+                             lr=0.002, patience=0)[1]
 
   first, t = _time(run, repeats)
   return dict(batch=b, image=size, steps=steps, s=t, first_call_s=first,

@@ -24,6 +24,7 @@ import optax
 
 from stegjax.channels import jpeg as jpeg_lib
 from stegjax.channels import real
+from stegjax.train import sharding
 
 
 def _to_model(x01):
@@ -107,10 +108,12 @@ def recover(vq, received_uint8, channel: str, steps: int, lr: float = 0.002, pat
   if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
     raise ValueError(f"received images must be uint8 [B, H, W, 3], got {x.dtype}{x.shape}")
   form, param = stand_in(channel)  # also a clear error for an unknown channel name
+  # Images over every local device (replicated where the batch does not divide).
+  params = sharding.replicate_local(vq.params)
   out = {"tokens_m1": [], "tokens": [], "loss": [], "steps": []}
   for i in range(0, len(x), batch_size):
-    chunk = jnp.asarray(x[i:i + batch_size], jnp.float32) / 255.0
-    idx0, idx, loss, n = _optimize(vq.model, vq.params, chunk, jnp.float32(param), form=form,
+    chunk = sharding.spread(x[i:i + batch_size].astype(np.float32) / 255.0)
+    idx0, idx, loss, n = _optimize(vq.model, params, chunk, jnp.float32(param), form=form,
                                    steps=int(steps), lr=float(lr), patience=int(patience))
     out["tokens_m1"].append(np.asarray(idx0))
     out["tokens"].append(np.asarray(idx))

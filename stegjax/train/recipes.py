@@ -168,11 +168,12 @@ def _fit(config, train_cfg, ckpt_dir, init_fn, loss_fn, batch_fn, desc):
 def encode_tokens(vq: Trained, images_uint8, batch_size: int = 256) -> np.ndarray:
   """Token grids int32[N, h, w] of uint8 images, in batches (one compiled function)."""
   @jax.jit
-  def enc(x):
-    z = vq.model.apply({"params": vq.params}, to_model_range(x), method="encode")
-    idx, _ = vq.model.apply({"params": vq.params}, z, method="quantize")
+  def enc(params, x):
+    z = vq.model.apply({"params": params}, to_model_range(x), method="encode")
+    idx, _ = vq.model.apply({"params": params}, z, method="quantize")
     return idx
 
+  params = sharding.replicate_local(vq.params)  # the images go over the local devices
   n = len(images_uint8)
   out = []
   for i in range(0, n, batch_size):
@@ -180,7 +181,7 @@ def encode_tokens(vq: Trained, images_uint8, batch_size: int = 256) -> np.ndarra
     pad = batch_size - len(chunk) if n > batch_size else 0
     if pad:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-    out.append(np.asarray(enc(chunk))[:len(chunk) - pad])
+    out.append(np.asarray(enc(params, sharding.spread(chunk)))[:len(chunk) - pad])
   return np.concatenate(out).astype(np.int32)
 
 

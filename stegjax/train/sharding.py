@@ -203,6 +203,20 @@ def shard_batch(tree, mesh: Mesh) -> Any:
   return jax.tree.map(put, tree)
 
 
+def spread(tree) -> Any:
+  """Batch-leading arrays over this process's devices (``shard_batch`` on a local mesh).
+
+  For evaluation with replicated params: unsharded inputs would make every device
+  compute the whole batch (``--cpu_devices`` splits one CPU into several).
+  """
+  return shard_batch(tree, make_mesh(None, jax.local_devices()))
+
+
+def replicate_local(tree) -> Any:
+  """Params replicated on this process's devices, to go with ``spread`` inputs."""
+  return jax.device_put(tree, replicated(make_mesh(None, jax.local_devices())))
+
+
 def constrain_batch(tree, mesh: Mesh) -> Any:
   """Inside jit: ``with_sharding_constraint`` of every leaf to ``batch_specs``."""
   return jax.tree.map(

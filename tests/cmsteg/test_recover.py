@@ -1,5 +1,7 @@
 """M2 latent optimization: what it starts from, that it lowers the loss, batching, compiles."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,3 +82,29 @@ def test_bad_input(vq, images):
     recover.recover(vq, images, "jpeg-ish", steps=1)
   with pytest.raises(ValueError, match="uint8"):
     recover.recover(vq, images.astype(np.float32), "png", steps=1)
+
+
+
+_SHARDED = """
+import json
+import jax, jax.numpy as jnp, numpy as np
+from stegjax.cmsteg import recover
+from stegjax.models import vq as vq_lib
+from stegjax.train.recipes import Trained
+model = vq_lib.VQModel(ch=8, ch_mult=(1, 2), num_res_blocks=1, z_channels=8, codebook_size=32,
+                       codebook_dim=4, norm_groups=4)
+params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+images = np.random.RandomState(0).randint(0, 256, (4, 16, 16, 3)).astype(np.uint8)
+out = recover.recover(Trained(model, params, {}), images, "jpeg75", steps=10, lr=0.05)
+print(json.dumps(dict(devices=len(jax.devices()), tokens=out["tokens"].tolist(),
+                      loss=out["loss"].tolist())))
+"""
+
+
+def test_images_split_over_devices_equal_one_device(python_subprocess):
+  """recover() spreads the images over every local device; the result does not change."""
+  one = json.loads(python_subprocess(_SHARDED, n_devices=1).strip().splitlines()[-1])
+  two = json.loads(python_subprocess(_SHARDED, n_devices=2).strip().splitlines()[-1])
+  assert (one["devices"], two["devices"]) == (1, 2)
+  assert one["tokens"] == two["tokens"]
+  np.testing.assert_allclose(one["loss"], two["loss"], rtol=1e-5)
