@@ -51,6 +51,24 @@ class RevealNet(nn.Module):
     return nn.sigmoid(nn.Conv(self.out_channels, (3, 3))(h))
 
 
+class RefineNet(nn.Module):
+  """The keyed receiver's post-filter on the unscrambled secret: x + r(x).
+
+  A keyed run hides the secret block-scrambled, so its errors are independent block
+  by block once unscrambled, and nothing upstream can use the image's smoothness
+  across blocks; this net can, and only on the right key's unscrambling. Zero-init
+  last layer: it starts as the identity.
+  """
+  features: int = 32
+  depth: int = 4
+
+  @nn.compact
+  def __call__(self, x):
+    chex.assert_rank(x, 4)
+    h = _convs(x * 2.0 - 1.0, self.features, self.depth - 1)
+    return x + nn.Conv(x.shape[-1], (3, 3), kernel_init=nn.initializers.zeros)(h)
+
+
 class Discriminator(nn.Module):
   """Strided CNN -> one logit per image (> 0: stego). No BatchNorm so GAN state stays in params."""
   features: int = 64

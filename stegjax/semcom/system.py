@@ -218,12 +218,25 @@ def stego_forward(spec: RunSpec, hider: Hider, jscc_model, p_hider, p_jscc, cove
   return hidden, stego, received, revealed
 
 
+def unscramble_secret(spec: RunSpec, revealed, scramble_keys, block: int,
+                      refine: nn.Module | None = None, p_refine=None) -> jax.Array:
+  """The receiver's secret from the revealed (scrambled) image: unscramble with its key,
+  then the public post-filter (``networks.RefineNet``) when the run has one. With a
+  wrong key this is the naive eavesdropper's guess."""
+  if not spec.keyed:
+    return revealed
+  secret = keys_lib.unscramble(revealed, scramble_keys, block)
+  return secret if refine is None else refine.apply(p_refine, secret)
+
+
 def stego_loss_fn(spec: RunSpec, hider: Hider, jscc_model, chan_cfg, w, block: int,
-                  disc: nn.Module | None = None) -> Callable:
-  """Loss of one stego run. params = {'hider', ['jscc' if end-to-end], ['disc' if GAN]}.
+                  disc: nn.Module | None = None, refine: nn.Module | None = None) -> Callable:
+  """Loss of one stego run. params = {'hider', ['jscc' if end-to-end], ['disc' if GAN],
+  ['refine' if keyed with a post-filter]}.
 
   Two-stage runs read the frozen DeepJSCC from ``extra['jscc']``. The secret term is
-  computed in the scrambled domain, which equals the unscrambled MSE (keys.py).
+  computed in the scrambled domain, which equals the unscrambled MSE (keys.py); a
+  post-filter adds the MSE of the refined secret (weight ``w.refined``).
   """
   def loss_fn(params, extra, batch, rng, step):
     del step
@@ -232,9 +245,10 @@ def stego_loss_fn(spec: RunSpec, hider: Hider, jscc_model, chan_cfg, w, block: i
     k_key, k_snr, k_ch = jax.random.split(typed_key(rng), 3)
     p_jscc = params["jscc"] if spec.end_to_end else extra["jscc"]
     snr = sample_snr(k_snr, b, chan_cfg.train_snr_min, chan_cfg.train_snr_max)
+    scramble_keys = jax.random.split(k_key, b)
     hidden, stego, received, revealed = stego_forward(
         spec, hider, jscc_model, params["hider"], p_jscc, cover, secret,
-        jax.random.split(k_key, b), snr, k_ch, chan_cfg.train_channel, block)
+        scramble_keys, snr, k_ch, chan_cfg.train_channel, block)
     l_stego = mse(stego, cover)
     l_secret = mse(revealed, hidden)
     l_rx = mse(received, cover)
@@ -242,6 +256,11 @@ def stego_loss_fn(spec: RunSpec, hider: Hider, jscc_model, chan_cfg, w, block: i
     l_low = mse(inn_lib.haar_dwt(stego)[..., :c], inn_lib.haar_dwt(cover)[..., :c])
     loss = w.stego * l_stego + w.secret * l_secret + w.received * l_rx + w.low_freq * l_low
     metrics = {"stego_mse": l_stego, "secret_mse": l_secret, "received_mse": l_rx}
+    if refine is not None and spec.keyed:
+      refined = unscramble_secret(spec, revealed, scramble_keys, block, refine, params["refine"])
+      l_refined = mse(refined, secret)
+      loss = loss + w.refined * l_refined
+      metrics["refined_mse"] = l_refined
     if disc is not None:
       # One optimizer trains both players: the generator sees a frozen copy of D,
       # D sees a frozen stego (stop_gradient both ways).

@@ -9,6 +9,7 @@ import pytest
 from skimage import data
 
 from stegjax.models import jscc as jscc_lib
+from stegjax.semcom import keys as keys_lib
 from stegjax.semcom import networks
 from stegjax.semcom import system
 from stegjax.train import sharding
@@ -20,7 +21,7 @@ P = 16
 def _cfg():
   return ml_collections.ConfigDict(dict(
       channel=dict(train_snr_min=0.0, train_snr_max=20.0, train_channel="mixed"),
-      loss=dict(stego=1.0, secret=1.0, received=0.5, low_freq=1.0, adversarial=0.1),
+      loss=dict(stego=1.0, secret=1.0, refined=1.0, received=0.5, low_freq=1.0, adversarial=0.1),
       train=dict(num_steps=2, lr=1e-3, warmup_steps=0, schedule="constant", grad_clip=1.0),
       families=dict(cnn=dict(features=4, depth=2), gan=dict(features=4, depth=2, disc_features=4),
                     inn=dict(num_blocks=1, growth=4, num_convs=3, clamp=2.0))))
@@ -46,17 +47,20 @@ def test_one_training_step_per_family(spec, batch, frozen_jscc):
   jscc_model, jscc_params = frozen_jscc
   hider = system.Hider(spec.family, cfg.families[spec.family], spec.high_freq)
   disc = networks.Discriminator(4) if spec.adversarial else None
+  refine = networks.RefineNet(4, 2) if spec.keyed else None
 
   def init_fn(r):
-    k1, k2, k3 = jax.random.split(r, 3)
+    k1, k2, k3, k4 = jax.random.split(r, 4)
     params = {"hider": hider.init(k1, (P, P, 3))}
     if spec.end_to_end:
       params["jscc"] = jscc_model.init(k2, jnp.zeros((1, P, P, 3)))
     if disc is not None:
       params["disc"] = disc.init(k3, jnp.zeros((1, P, P, 3)))
+    if refine is not None:
+      params["refine"] = refine.init(k4, jnp.zeros((1, P, P, 3)))
     return params, ({} if spec.end_to_end else {"jscc": jscc_params})
 
-  loss_fn = system.stego_loss_fn(spec, hider, jscc_model, cfg.channel, cfg.loss, 4, disc)
+  loss_fn = system.stego_loss_fn(spec, hider, jscc_model, cfg.channel, cfg.loss, 4, disc, refine)
   mesh = sharding.make_mesh(None)
   tx = trainer.make_optimizer(cfg.train)
   state = trainer.create_train_state(init_fn, tx, jax.random.key(1), mesh)
@@ -75,6 +79,7 @@ def test_one_training_step_per_family(spec, batch, frozen_jscc):
                extra_before)
   assert ("jscc" in state.params) == spec.end_to_end
   assert ("disc" in state.params) == spec.adversarial
+  assert ("refined_mse" in m) == spec.keyed
 
 
 def test_gan_players_are_separated(batch, frozen_jscc):
@@ -124,3 +129,20 @@ def test_channels_and_parsing():
   for bad in ("inn", "mlp:two_stage", "inn:one_stage", "inn:two_stage+foo"):
     with pytest.raises(ValueError):
       system.parse_run(bad)
+
+
+def test_refine_starts_as_identity_and_needs_the_key(batch):
+  """The keyed receiver's post-filter is the identity at init, so the legitimate secret is
+  exactly the unscrambled reveal; with a wrong key the same pipeline gives a different image."""
+  spec = system.parse_run("inn:two_stage+key")
+  x = system.to_float(batch["secret"])
+  refine = networks.RefineNet(4, 2)
+  p = refine.init(jax.random.key(0), x)
+  keys = jax.random.split(jax.random.key(1), 2)
+  wrong = jax.random.split(jax.random.key(2), 2)
+  hidden = keys_lib.scramble(x, keys, 4)
+  np.testing.assert_allclose(system.unscramble_secret(spec, hidden, keys, 4, refine, p), x, atol=1e-6)
+  assert float(jnp.mean(jnp.abs(system.unscramble_secret(spec, hidden, wrong, 4, refine, p) - x))) > 0.05
+  # Unkeyed runs pass the revealed image through untouched.
+  plain = system.parse_run("inn:two_stage")
+  np.testing.assert_array_equal(system.unscramble_secret(plain, x, keys, 4, refine, p), x)
