@@ -1,13 +1,14 @@
 r"""Stego semantic communication (issue 8): DeepJSCC + CNN/GAN/INN stego codecs, eavesdroppers.
 
   python -m stegjax.main --config=configs/semcom.py:smoke          # ~1-2 minutes, used by tests
-  python -m stegjax.main --config=configs/semcom.py                # CPU default (~20 min on 2 idle cores)
+  python -m stegjax.main --config=configs/semcom.py                # CPU default (17 min on 2 cores)
   python -m stegjax.main --config=configs/semcom.py:gpu            # trains to convergence on a GPU
   python -m stegjax.main --config=configs/semcom.py --config.runs='("inn:two_stage+key",)'
 
 Runs are 'family:strategy[+key][+hf]' with family cnn | gan | inn and strategy
 two_stage (frozen DeepJSCC) | end_to_end; +key scrambles the secret with a shared
-key, +hf hides only in the Haar high bands. GAN runs add the discriminator.
+key (the receiver unscrambles, then a public post-filter refines), +hf hides only in
+the Haar high bands. GAN runs add the discriminator.
 ``configs/semcom_{cnn,gan,inn}.py`` keep one family's runs.
 """
 

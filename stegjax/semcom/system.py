@@ -12,7 +12,9 @@ communication"). Strategies (survey Sec. III):
   (INN: masked coupling; CNN/GAN: masked residual);
 - adversarial (GAN family): a discriminator on stego vs cover;
 - key-conditioned: the secret is scrambled with a per-transmission key
-  (``keys.scramble``) before hiding; only the keyed receiver unscrambles.
+  (``keys.scramble``) before hiding; only the keyed receiver unscrambles, then a
+  public post-filter (``networks.RefineNet``) restores what the scramble hid from
+  every network upstream: the secret's smoothness across blocks.
 """
 
 from __future__ import annotations
