@@ -30,10 +30,11 @@ from PIL import features
 from stegjax.channels import jpeg, real
 
 SIZES = {
-    # (resolution, batch sizes, modes, timed repeats)
-    "cpu": dict(res=(256,), batches=(1, 64), modes=("ss",), repeats=3, pil_images=64),
-    "gpu": dict(res=(256, 512), batches=(1, 64, 256), modes=("ss", "ste", "mask"), repeats=20,
-                pil_images=128),
+  # (resolution, batch sizes, modes, timed repeats)
+  "cpu": dict(res=(256,), batches=(1, 64), modes=("ss",), repeats=3, pil_images=64),
+  "gpu": dict(
+    res=(256, 512), batches=(1, 64, 256), modes=("ss", "ste", "mask"), repeats=20, pil_images=128
+  ),
 }
 
 
@@ -41,8 +42,18 @@ def photo_crops(res: int, n: int) -> np.ndarray:
   """n uint8 [res, res, 3] crops of the bundled photographs (cycled, shifted windows)."""
   import skimage.data
   from sklearn.datasets import load_sample_images
-  photos = [getattr(skimage.data, k)() for k in ("astronaut", "coffee", "chelsea", "rocket",
-                                                 "immunohistochemistry", "hubble_deep_field")]
+
+  photos = [
+    getattr(skimage.data, k)()
+    for k in (
+      "astronaut",
+      "coffee",
+      "chelsea",
+      "rocket",
+      "immunohistochemistry",
+      "hubble_deep_field",
+    )
+  ]
   photos += list(load_sample_images().images)
   out = []
   i = 0
@@ -55,7 +66,7 @@ def photo_crops(res: int, n: int) -> np.ndarray:
     k = i // len(photos)
     top = (k * 37) % (h - res + 1)
     left = (k * 53) % (w - res + 1)
-    out.append(p[top:top + res, left:left + res])
+    out.append(p[top : top + res, left : left + res])
     i += 1
   return np.stack(out)
 
@@ -90,16 +101,26 @@ def main(argv=None):
   q = args.quality
   dev = jax.devices()[0]
   result = dict(
-      benchmark="channels", size=args.size, quality=q,
-      device=dict(platform=dev.platform, kind=dev.device_kind, count=jax.device_count()),
-      versions=dict(python=platform.python_version(), jax=jax.__version__, numpy=np.__version__,
-                    pillow=PIL.__version__, libjpeg_turbo=features.version("libjpeg_turbo")),
-      cpu_count=os.cpu_count(), figures=[])
+    benchmark="channels",
+    size=args.size,
+    quality=q,
+    device=dict(platform=dev.platform, kind=dev.device_kind, count=jax.device_count()),
+    versions=dict(
+      python=platform.python_version(),
+      jax=jax.__version__,
+      numpy=np.__version__,
+      pillow=PIL.__version__,
+      libjpeg_turbo=features.version("libjpeg_turbo"),
+    ),
+    cpu_count=os.cpu_count(),
+    figures=[],
+  )
 
   fwd = jax.jit(jpeg.diff_jpeg, static_argnames="mode")
 
   def loss(x, target, quality, mode):
     return jnp.mean((jpeg.diff_jpeg(x, quality, mode) - target) ** 2)
+
   fwd_bwd = jax.jit(jax.value_and_grad(loss), static_argnames="mode")
 
   for res in cfg["res"]:
@@ -115,19 +136,33 @@ def main(argv=None):
         x = jnp.asarray(photo_crops(res, b), jnp.float32) / 255.0
         target = fwd(x, q, mode="ste")
         qf = jnp.float32(q)
-        for kind, fn, fargs in (("forward", lambda v, t, qq: fwd(v, qq, mode=mode), (x, target, qf)),
-                                ("forward_backward",
-                                 lambda v, t, qq: fwd_bwd(v, t, qq, mode=mode), (x, target, qf))):
+        for kind, fn, fargs in (
+          ("forward", lambda v, t, qq: fwd(v, qq, mode=mode), (x, target, qf)),
+          ("forward_backward", lambda v, t, qq: fwd_bwd(v, t, qq, mode=mode), (x, target, qf)),
+        ):
           comp, med, best = _time(fn, *fargs, repeats=cfg["repeats"])
           rate = b / med
-          fig = dict(name=f"diff_jpeg_{mode}_{kind}", res=res, batch=b, mode=mode, pass_kind=kind,
-                     images_per_s=rate, median_s=med, min_s=best, compile_s=comp,
-                     ratio_vs_pil=rate / pil, psnr_vs_pil_db_min=float(psnr.min()),
-                     psnr_vs_pil_db_mean=float(psnr.mean()))
+          fig = dict(
+            name=f"diff_jpeg_{mode}_{kind}",
+            res=res,
+            batch=b,
+            mode=mode,
+            pass_kind=kind,
+            images_per_s=rate,
+            median_s=med,
+            min_s=best,
+            compile_s=comp,
+            ratio_vs_pil=rate / pil,
+            psnr_vs_pil_db_min=float(psnr.min()),
+            psnr_vs_pil_db_mean=float(psnr.mean()),
+          )
           result["figures"].append(fig)
-          print(f"[{res}x{res}] {mode:4s} {kind:16s} batch {b:4d}: {rate:9.1f} img/s "
-                f"({rate / pil:6.2f}x PIL), compile {comp:5.1f}s, "
-                f"PSNR vs PIL min {psnr.min():.1f} dB", flush=True)
+          print(
+            f"[{res}x{res}] {mode:4s} {kind:16s} batch {b:4d}: {rate:9.1f} img/s "
+            f"({rate / pil:6.2f}x PIL), compile {comp:5.1f}s, "
+            f"PSNR vs PIL min {psnr.min():.1f} dB",
+            flush=True,
+          )
 
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:

@@ -34,13 +34,16 @@ from stegjax.metrics import report
 from stegjax.stego import framing
 from stegjax.train import recipes
 
-SIZES = {"cpu": dict(config="cpu", batches=(1, 16), m2_steps=50, images=8),
-         "gpu": dict(config="gpu", batches=(1, 32), m2_steps=200, images=32)}
+SIZES = {
+  "cpu": dict(config="cpu", batches=(1, 16), m2_steps=50, images=8),
+  "gpu": dict(config="gpu", batches=(1, 32), m2_steps=200, images=32),
+}
 
 
 def _config(size):
   spec = importlib.util.spec_from_file_location(
-      "cmsteg_config", os.path.join(os.path.dirname(__file__), "..", "configs", "cmsteg.py"))
+    "cmsteg_config", os.path.join(os.path.dirname(__file__), "..", "configs", "cmsteg.py")
+  )
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod.get_config(size)
@@ -63,8 +66,9 @@ def _random_models(config):
   vq = recipes.Trained(vq_model, vq_params, {"downsample": vq_model.downsample_factor})
   g = p // vq_model.downsample_factor
   prior_model = recipes.prior_model(config, config.vq.model, (g, g), num_classes=10)
-  prior_params = prior_model.init(jax.random.PRNGKey(1), jnp.zeros((1, g * g), jnp.int32),
-                                  jnp.zeros((1,), jnp.int32))["params"]
+  prior_params = prior_model.init(
+    jax.random.PRNGKey(1), jnp.zeros((1, g * g), jnp.int32), jnp.zeros((1,), jnp.int32)
+  )["params"]
   prior = recipes.Trained(prior_model, prior_params, {"grid": (g, g)})
   return vq, prior
 
@@ -73,14 +77,19 @@ def early_stop(config, args) -> dict:
   """R_q and steps of M2 with and without the early stop, on the trained models."""
   from stegjax.channels import real  # pylint: disable=g-import-not-at-top
   from stegjax.cmsteg import api  # pylint: disable=g-import-not-at-top
+
   config.model_dir = args.model_dir
   for kind in ("tokenizer", "prior", "captioner"):
     if not os.path.isdir(recipes.model_path(config, "", kind)):
-      raise SystemExit(f"--early_stop: no trained {kind} under {args.model_dir} for this config; "
-                       f"run python -m stegjax.main --config=configs/cmsteg.py first")
+      raise SystemExit(
+        f"--early_stop: no trained {kind} under {args.model_dir} for this config; "
+        f"run python -m stegjax.main --config=configs/cmsteg.py first"
+      )
   models = api.load_models(config, "")
   n = args.images
-  labels = np.asarray(models.prior.info["train_labels"])[np.arange(n) % len(models.prior.info["train_labels"])]
+  labels = np.asarray(models.prior.info["train_labels"])[
+    np.arange(n) % len(models.prior.info["train_labels"])
+  ]
   sent = api.hide(models, [b"x"] * n, b"bench-early-stop", np.arange(n), labels)
   x = real.apply(args.channel, sent["images"], jax.random.PRNGKey(0))
   cm = config.cmsteg
@@ -88,9 +97,12 @@ def early_stop(config, args) -> dict:
   for name, pat in (("full", 0), ("early_stop", args.patience)):
     t0 = time.perf_counter()
     r = recover.recover(models.vq, x, args.channel, args.steps, cm.m2_lr, pat, cm.m2_batch)
-    out[name] = {"steps_run": int(r["steps"]), "seconds_incl_compile": time.perf_counter() - t0,
-                 "R_q": float(np.mean(r["tokens"].reshape(n, -1) == sent["tokens"])),
-                 "R_q_m1": float(np.mean(r["tokens_m1"].reshape(n, -1) == sent["tokens"]))}
+    out[name] = {
+      "steps_run": int(r["steps"]),
+      "seconds_incl_compile": time.perf_counter() - t0,
+      "R_q": float(np.mean(r["tokens"].reshape(n, -1) == sent["tokens"])),
+      "R_q_m1": float(np.mean(r["tokens_m1"].reshape(n, -1) == sent["tokens"])),
+    }
   out["steps_saved"] = out["full"]["steps_run"] - out["early_stop"]["steps_run"]
   return out
 
@@ -116,26 +128,48 @@ def main():
   key = framing.sampling_key(b"bench")
   labels, nonces = np.arange(n) % 10, np.arange(n)
   bits = np.random.RandomState(0).randint(0, 2, (n, 16 * t)).astype(np.uint8)
-  res = {"size": args.size, "environment": report.environment(), "grid": list(g),
-         "top_k": s.top_k, "variant": s.variant, "images": n}
+  res = {
+    "size": args.size,
+    "environment": report.environment(),
+    "grid": list(g),
+    "top_k": s.top_k,
+    "variant": s.variant,
+    "images": n,
+  }
 
   t_embed = _timed(lambda: m1.embed(prior, key, bits, np.full(n, bits.shape[1]), labels, nonces, s))
-  t_plain = _timed(lambda: m1.embed(prior, key, np.zeros((n, 1), np.uint8), np.zeros(n, np.int32),
-                                    labels, nonces, s))
+  t_plain = _timed(
+    lambda: m1.embed(
+      prior, key, np.zeros((n, 1), np.uint8), np.zeros(n, np.int32), labels, nonces, s
+    )
+  )
   res["m1_s_per_image"] = t_embed / n
   res["plain_sampling_s_per_image"] = t_plain / n
   res["m1_over_plain"] = t_embed / t_plain
 
-  imgs = report.to_uint8(np.clip(np.asarray(vq.model.apply(
-      {"params": vq.params}, jnp.zeros((n,) + tuple(g), jnp.int32), method="decode_indices")), -1, 1))
+  imgs = report.to_uint8(
+    np.clip(
+      np.asarray(
+        vq.model.apply(
+          {"params": vq.params}, jnp.zeros((n,) + tuple(g), jnp.int32), method="decode_indices"
+        )
+      ),
+      -1,
+      1,
+    )
+  )
   steps = sz["m2_steps"]
   res["m2"] = {}
   for b in sz["batches"]:
     x = np.repeat(imgs[:1], b, 0)
     sec = _timed(lambda: recover.recover(vq, x, "jpeg75", steps, batch_size=b), repeats=1)
-    res["m2"][f"batch{b}"] = {"steps": steps, "seconds": sec, "ms_per_step": 1e3 * sec / steps,
-                              "images_per_s_at_these_steps": b / sec,
-                              "s_per_image_10k_steps_extrapolated": sec / steps * 1e4 / b}
+    res["m2"][f"batch{b}"] = {
+      "steps": steps,
+      "seconds": sec,
+      "ms_per_step": 1e3 * sec / steps,
+      "images_per_s_at_these_steps": b / sec,
+      "s_per_image_10k_steps_extrapolated": sec / steps * 1e4 / b,
+    }
 
   toks, _ = m1.embed(prior, key, bits, np.full(n, bits.shape[1]), labels, nonces, s)
   cb = recipes.vq_codebook(vq)

@@ -38,14 +38,27 @@ from stegjax.models import vq as vq_lib
 from stegjax.stego import discop, prf
 
 SIZES = {
-    # a small prior and tokenizer so the whole run takes a couple of minutes on 2 CPU cores
-    "cpu": dict(gpt=dict(vocab_size=1024, num_classes=10, dim=128, n_layer=4, n_head=4, grid=(8, 8)),
-                vq=dict(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, z_channels=64, codebook_size=1024,
-                        codebook_dim=8),
-                top_k=200, cfg_scale=1.5, batches=(1, 8), dtype="float32"),
-    # the paper's setting: GPT-B at 384x384 (24x24 tokens), VQ-16, top-k 2000, bf16 activations
-    "gpu": dict(gpt="GPT-B", vq="VQ-16", image_size=384, top_k=2000, cfg_scale=4.0, batches=(1, 32),
-                dtype="bfloat16"),
+  # a small prior and tokenizer so the whole run takes a couple of minutes on 2 CPU cores
+  "cpu": dict(
+    gpt=dict(vocab_size=1024, num_classes=10, dim=128, n_layer=4, n_head=4, grid=(8, 8)),
+    vq=dict(
+      ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, z_channels=64, codebook_size=1024, codebook_dim=8
+    ),
+    top_k=200,
+    cfg_scale=1.5,
+    batches=(1, 8),
+    dtype="float32",
+  ),
+  # the paper's setting: GPT-B at 384x384 (24x24 tokens), VQ-16, top-k 2000, bf16 activations
+  "gpu": dict(
+    gpt="GPT-B",
+    vq="VQ-16",
+    image_size=384,
+    top_k=2000,
+    cfg_scale=4.0,
+    batches=(1, 32),
+    dtype="bfloat16",
+  ),
 }
 VARIANTS = ("recursive", "recursive_bisect", "basic")
 
@@ -97,7 +110,9 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--size", choices=sorted(SIZES), default="cpu")
   ap.add_argument("--batches", default=None, help="comma list (default from --size)")
-  ap.add_argument("--variants", default=",".join(VARIANTS), help=f"Discop variants, from {VARIANTS}")
+  ap.add_argument(
+    "--variants", default=",".join(VARIANTS), help=f"Discop variants, from {VARIANTS}"
+  )
   ap.add_argument("--top_k", type=int, default=None)
   ap.add_argument("--cfg_scale", type=float, default=None)
   ap.add_argument("--precision", type=int, default=24)
@@ -120,7 +135,9 @@ def main(argv=None):
   n = gpt.num_tokens
   h, w = gpt.grid
   key = prf.make_key(b"llamagen_stego benchmark")
-  choose = {v: discop.make_choose_fn(key, v, precision=args.precision, top_k=top_k) for v in variants}
+  choose = {
+    v: discop.make_choose_fn(key, v, precision=args.precision, top_k=top_k) for v in variants
+  }
   decode = jax.jit(lambda p, idx: vq.apply(p, idx, method="decode_indices"))
 
   results = []
@@ -129,10 +146,21 @@ def main(argv=None):
     rng = np.random.default_rng(b)
     common = dict(cfg_scale=cfg_scale, top_k=top_k, temperature=1.0)
     toks, first, med, runs = timed(
-        lambda: tr.generate(gpt, gpt_params, labels, jax.random.key(1), **common)[0], args.repeats)
-    plain = dict(batch=b, method="plain", first_call_s=first, median_s=med, runs_s=runs,
-                 per_image_s=med / b, tokens_per_s=b * n / med, bits_per_image=0.0)
-    _, d_first, d_med, d_runs = timed(lambda: decode(vq_params, toks.reshape(b, h, w)), args.repeats)
+      lambda: tr.generate(gpt, gpt_params, labels, jax.random.key(1), **common)[0], args.repeats
+    )
+    plain = dict(
+      batch=b,
+      method="plain",
+      first_call_s=first,
+      median_s=med,
+      runs_s=runs,
+      per_image_s=med / b,
+      tokens_per_s=b * n / med,
+      bits_per_image=0.0,
+    )
+    _, d_first, d_med, d_runs = timed(
+      lambda: decode(vq_params, toks.reshape(b, h, w)), args.repeats
+    )
     rows = [plain]
     for v in variants:
       width = discop.max_bits_per_step(v, args.precision, top_k)
@@ -140,39 +168,77 @@ def main(argv=None):
       state = discop.init_embed_state(jnp.asarray(bits), jnp.arange(b, dtype=jnp.uint32))
 
       def run(v=v, state=state):
-        return tr.generate(gpt, gpt_params, labels, None, choose_fn=choose[v], choose_state=state, **common)
+        return tr.generate(
+          gpt, gpt_params, labels, None, choose_fn=choose[v], choose_state=state, **common
+        )
 
       (stoks, st), first, med, runs = timed(run, args.repeats)
       embedded = np.asarray(jnp.minimum(st.cursor, st.bit_len))
-      rows.append(dict(batch=b, method=f"discop_{v}", first_call_s=first, median_s=med, runs_s=runs,
-                       per_image_s=med / b, tokens_per_s=b * n / med,
-                       bits_per_image=float(embedded.mean()), bits_per_token=float(embedded.mean() / n),
-                       ratio_vs_plain=med / plain["median_s"]))
+      rows.append(
+        dict(
+          batch=b,
+          method=f"discop_{v}",
+          first_call_s=first,
+          median_s=med,
+          runs_s=runs,
+          per_image_s=med / b,
+          tokens_per_s=b * n / med,
+          bits_per_image=float(embedded.mean()),
+          bits_per_token=float(embedded.mean() / n),
+          ratio_vs_plain=med / plain["median_s"],
+        )
+      )
     for r in rows:
-      r.update(vq_decode_s=d_med, vq_decode_first_call_s=d_first, vq_decode_per_image_s=d_med / b,
-               stego_image_s=r["per_image_s"] + d_med / b)
+      r.update(
+        vq_decode_s=d_med,
+        vq_decode_first_call_s=d_first,
+        vq_decode_per_image_s=d_med / b,
+        stego_image_s=r["per_image_s"] + d_med / b,
+      )
       results.append(r)
       print(json.dumps({k: v for k, v in r.items() if k != "runs_s"}), flush=True)
 
   report = dict(
-      benchmark="llamagen_stego", size=args.size, device=str(jax.devices()[0]),
-      device_kind=jax.devices()[0].device_kind, backend=jax.default_backend(),
-      jax=jax.__version__, python=platform.python_version(), cpu_count=os.cpu_count(),
-      gpt=dict(params=presets.param_count(gpt), dim=gpt.dim, n_layer=gpt.n_layer, n_head=gpt.n_head,
-               vocab_size=gpt.vocab_size, grid=list(gpt.grid), tokens=n),
-      vq=dict(params=presets.param_count(vq), ch_mult=list(vq.ch_mult), image=[h * vq.downsample_factor,
-                                                                               w * vq.downsample_factor]),
-      dtype=str(dtype), top_k=top_k, cfg_scale=cfg_scale, precision=args.precision,
-      repeats=args.repeats, baseline="plain categorical sampling in the same generate scan",
-      results=results)
+    benchmark="llamagen_stego",
+    size=args.size,
+    device=str(jax.devices()[0]),
+    device_kind=jax.devices()[0].device_kind,
+    backend=jax.default_backend(),
+    jax=jax.__version__,
+    python=platform.python_version(),
+    cpu_count=os.cpu_count(),
+    gpt=dict(
+      params=presets.param_count(gpt),
+      dim=gpt.dim,
+      n_layer=gpt.n_layer,
+      n_head=gpt.n_head,
+      vocab_size=gpt.vocab_size,
+      grid=list(gpt.grid),
+      tokens=n,
+    ),
+    vq=dict(
+      params=presets.param_count(vq),
+      ch_mult=list(vq.ch_mult),
+      image=[h * vq.downsample_factor, w * vq.downsample_factor],
+    ),
+    dtype=str(dtype),
+    top_k=top_k,
+    cfg_scale=cfg_scale,
+    precision=args.precision,
+    repeats=args.repeats,
+    baseline="plain categorical sampling in the same generate scan",
+    results=results,
+  )
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump(report, f, indent=2)
   print(f"wrote {args.out}")
   for r in results:
     ratio = f"  x{r['ratio_vs_plain']:.2f} vs plain" if "ratio_vs_plain" in r else ""
-    print(f"batch {r['batch']:3d} {r['method']:26s} {r['per_image_s'] * 1e3:9.1f} ms/image tokens "
-          f"+ {r['vq_decode_per_image_s'] * 1e3:7.1f} ms decode  {r['bits_per_image']:8.1f} bits{ratio}")
+    print(
+      f"batch {r['batch']:3d} {r['method']:26s} {r['per_image_s'] * 1e3:9.1f} ms/image tokens "
+      f"+ {r['vq_decode_per_image_s'] * 1e3:7.1f} ms decode  {r['bits_per_image']:8.1f} bits{ratio}"
+    )
   return report
 
 

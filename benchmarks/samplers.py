@@ -13,6 +13,7 @@ batched recursive embed tokens/s over that loop's tokens/s. ``choose_step_ms`` i
 jitted AR-loop step of ``make_choose_fn`` (softmax -> to_frequencies -> embed_step) at
 ``choose_batch`` (8 on CPU, 64 on GPU), to compare with the model's decoding step.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,12 +30,12 @@ import numpy as np
 from stegjax.stego import arithmetic, discop, meteor, prf, quantize, reference
 
 SIZES = {
-    "cpu": dict(steps=4, batches=(1, 64), numpy_tokens=4, repeats=1, choose_batch=8),
-    "gpu": dict(steps=32, batches=(1, 64, 256), numpy_tokens=20, repeats=5, choose_batch=64),
+  "cpu": dict(steps=4, batches=(1, 64), numpy_tokens=4, repeats=1, choose_batch=8),
+  "gpu": dict(steps=32, batches=(1, 64, 256), numpy_tokens=20, repeats=5, choose_batch=64),
 }
 SETTINGS = {
-    "topk2000_v16384": dict(v=16384, top_k=2000, top_p=None, exponent=1.25),
-    "topp0.92_v50257": dict(v=50257, top_k=None, top_p=0.92, exponent=1.1),
+  "topk2000_v16384": dict(v=16384, top_k=2000, top_p=None, exponent=1.25),
+  "topp0.92_v50257": dict(v=50257, top_k=None, top_p=0.92, exponent=1.1),
 }
 KEY = prf.make_key(b"benchmark key")
 
@@ -46,7 +47,7 @@ def _entropy(f):
 
 def _time(fn, repeats):
   out = fn()
-  jax.block_until_ready(out)                    # compile + warm up
+  jax.block_until_ready(out)  # compile + warm up
   best = float("inf")
   for _ in range(repeats):
     t0 = time.perf_counter()
@@ -59,10 +60,18 @@ def _methods(support):
   m = {}
   for var in discop.VARIANTS:
     kw = dict(support=support)
-    m[var] = (lambda f, b, n, var=var, kw=kw: discop.embed(f, b, KEY, n, var, **kw),
-              lambda f, t, n, var=var, kw=kw: discop.extract(f, t, KEY, n, var, **kw))
-  m["meteor"] = (lambda f, b, n: meteor.embed(f, b, KEY, n), lambda f, t, n: meteor.extract(f, t, KEY, n))
-  m["arithmetic"] = (lambda f, b, n: arithmetic.embed(f, b, KEY, n), lambda f, t, n: arithmetic.extract(f, t, KEY, n))
+    m[var] = (
+      lambda f, b, n, var=var, kw=kw: discop.embed(f, b, KEY, n, var, **kw),
+      lambda f, t, n, var=var, kw=kw: discop.extract(f, t, KEY, n, var, **kw),
+    )
+  m["meteor"] = (
+    lambda f, b, n: meteor.embed(f, b, KEY, n),
+    lambda f, t, n: meteor.extract(f, t, KEY, n),
+  )
+  m["arithmetic"] = (
+    lambda f, b, n: arithmetic.embed(f, b, KEY, n),
+    lambda f, t, n: arithmetic.extract(f, t, KEY, n),
+  )
   return m
 
 
@@ -77,15 +86,22 @@ def _numpy_loop(freqs, n_tokens, variant):
   cur = 0
   for i in range(n_tokens):
     words = reference.draw_words(KEY, 0, i, n_words)
-    _, n = step(flat[i % len(flat)], words, bits[cur:cur + n_words])
+    _, n = step(flat[i % len(flat)], words, bits[cur : cur + n_words])
     cur += n
   return n_tokens / (time.perf_counter() - t0)
 
 
 def run(size: str, out_path: str, only=None):
   cfg = SIZES[size]
-  res = dict(benchmark="samplers", size=size, device=str(jax.devices()[0]), platform=jax.default_backend(),
-             jax=jax.__version__, python=platform.python_version(), settings={})
+  res = dict(
+    benchmark="samplers",
+    size=size,
+    device=str(jax.devices()[0]),
+    platform=jax.default_backend(),
+    jax=jax.__version__,
+    python=platform.python_version(),
+    settings={},
+  )
   for name, s in SETTINGS.items():
     if only and name not in only:
       continue
@@ -94,10 +110,12 @@ def run(size: str, out_path: str, only=None):
     freqs = np.asarray(quantize.to_frequencies(probs, top_k=s["top_k"], top_p=s["top_p"]))
     freqs = freqs.reshape(bmax, cfg["steps"], s["v"])
     kept = int((freqs > 0).sum(-1).max())
-    support = s["top_k"] or int(2 ** np.ceil(np.log2(kept)))   # a static bound on kept tokens
+    support = s["top_k"] or int(2 ** np.ceil(np.log2(kept)))  # a static bound on kept tokens
     ent = float(np.mean([_entropy(r) for r in freqs.reshape(-1, s["v"])]))
     entry = dict(entropy_bits=ent, max_kept=kept, support=support, methods={})
-    print(f"== {name}: entropy {ent:.2f} bits, up to {kept} kept tokens, support {support}", flush=True)
+    print(
+      f"== {name}: entropy {ent:.2f} bits, up to {kept} kept tokens, support {support}", flush=True
+    )
     msg = np.random.default_rng(2).integers(0, 2, size=(bmax, 64 * cfg["steps"])).astype(np.uint8)
     for meth, (emb, ext) in _methods(support).items():
       row = dict()
@@ -105,28 +123,40 @@ def run(size: str, out_path: str, only=None):
         f, m, nonce = jnp.asarray(freqs[:b]), jnp.asarray(msg[:b]), jnp.arange(b, dtype=jnp.uint32)
         te, (tok, n) = _time(lambda: emb(f, m, nonce), cfg["repeats"])
         tx, (bits, n2) = _time(lambda: ext(f, tok, nonce), cfg["repeats"])
-        ok = all(np.array_equal(np.asarray(bits[i, :n[i]]), msg[i, :int(n[i])]) for i in range(b))
+        ok = all(np.array_equal(np.asarray(bits[i, : n[i]]), msg[i, : int(n[i])]) for i in range(b))
         ntok = b * cfg["steps"]
         row[f"b{b}"] = dict(embed_tok_s=ntok / te, extract_tok_s=ntok / tx, round_trip_ok=bool(ok))
         if b == bmax:
           row["bits_per_token"] = float(np.asarray(n).sum() / ntok)
           row["utilization"] = row["bits_per_token"] / ent
-          if meth in ("recursive", "recursive_bisect"):   # exact expectation over the draws
+          if meth in ("recursive", "recursive_bisect"):  # exact expectation over the draws
             tree = "huffman" if meth == "recursive" else "bisect"
             flat = freqs.reshape(-1, s["v"])
-            row["expected_bits_per_token"] = float(np.mean([discop.tree_capacity(r, tree) for r in flat]))
+            row["expected_bits_per_token"] = float(
+              np.mean([discop.tree_capacity(r, tree) for r in flat])
+            )
             row["expected_utilization"] = row["expected_bits_per_token"] / ent
       entry["methods"][meth] = row
-      exp = f" (expected {row['expected_utilization']:.3f})" if "expected_utilization" in row else ""
-      print(f"  {meth:17s} bits/token {row['bits_per_token']:.3f} util {row['utilization']:.3f}{exp}  " +
-            "  ".join(f"b{b}: embed {row[f'b{b}']['embed_tok_s']:.0f} tok/s extract {row[f'b{b}']['extract_tok_s']:.0f}"
-                      for b in cfg["batches"]), flush=True)
+      exp = (
+        f" (expected {row['expected_utilization']:.3f})" if "expected_utilization" in row else ""
+      )
+      print(
+        f"  {meth:17s} bits/token {row['bits_per_token']:.3f} util {row['utilization']:.3f}{exp}  "
+        + "  ".join(
+          f"b{b}: embed {row[f'b{b}']['embed_tok_s']:.0f} tok/s extract {row[f'b{b}']['extract_tok_s']:.0f}"
+          for b in cfg["batches"]
+        ),
+        flush=True,
+      )
     for var in ("recursive", "recursive_bisect"):
       base = _numpy_loop(freqs, cfg["numpy_tokens"], var)
       big = entry["methods"][var][f"b{bmax}"]["embed_tok_s"]
       entry["methods"][var]["numpy_loop_tok_s"] = base
       entry["methods"][var]["speedup_vs_numpy_loop"] = big / base
-      print(f"  {var}: NumPy per-token loop {base:.1f} tok/s; batched b{bmax} is {big / base:.1f}x", flush=True)
+      print(
+        f"  {var}: NumPy per-token loop {base:.1f} tok/s; batched b{bmax} is {big / base:.1f}x",
+        flush=True,
+      )
     # one AR-loop step of the choose_fn (logits in, token out)
     cb = cfg["choose_batch"]
     logits = jnp.asarray(np.log(probs[:cb] + 1e-30))

@@ -49,28 +49,64 @@ from stegjax.stego import discop
 from stegjax.train import sharding, trainer
 
 SIZES = {
-    "cpu": dict(
-        prior=dict(vocab_size=1024, num_classes=10, dim=128, n_layer=4, n_head=4, grid=(8, 8)),
-        dtype="float32", train_batch=16, train_steps=4, sample_batches=(1, 16, 64),
-        cfg_scale=4.0, top_k=256, variants=("recursive_bisect", "recursive", "basic"),
-        vq=dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=32, codebook_size=1024,
-                codebook_dim=8, norm_groups=8),
-        image=32, m2_batch=8, m2_steps=10, matmul=1024, copy_mb=64),
-    "gpu": dict(
-        # LlamaGen GPT-B c2i: 12 x 768, vocab 16384, 1000 classes, 16 x 16 tokens.
-        prior=dict(vocab_size=16384, num_classes=1000, dim=768, n_layer=12, n_head=12,
-                   grid=(16, 16)),
-        dtype="bfloat16", train_batch=256, train_steps=20, sample_batches=(1, 64, 256),
-        cfg_scale=4.0, top_k=2000, variants=("recursive_bisect", "recursive", "basic"),
-        vq=dict(),  # VQ-16 defaults: ch 128, ch_mult (1,1,2,2,4), 16384 x 8 codebook
-        image=256, m2_batch=32, m2_steps=50, matmul=8192, copy_mb=1024),
+  "cpu": dict(
+    prior=dict(vocab_size=1024, num_classes=10, dim=128, n_layer=4, n_head=4, grid=(8, 8)),
+    dtype="float32",
+    train_batch=16,
+    train_steps=4,
+    sample_batches=(1, 16, 64),
+    cfg_scale=4.0,
+    top_k=256,
+    variants=("recursive_bisect", "recursive", "basic"),
+    vq=dict(
+      ch=32,
+      ch_mult=(1, 2, 2),
+      num_res_blocks=1,
+      z_channels=32,
+      codebook_size=1024,
+      codebook_dim=8,
+      norm_groups=8,
+    ),
+    image=32,
+    m2_batch=8,
+    m2_steps=10,
+    matmul=1024,
+    copy_mb=64,
+  ),
+  "gpu": dict(
+    # LlamaGen GPT-B c2i: 12 x 768, vocab 16384, 1000 classes, 16 x 16 tokens.
+    prior=dict(vocab_size=16384, num_classes=1000, dim=768, n_layer=12, n_head=12, grid=(16, 16)),
+    dtype="bfloat16",
+    train_batch=256,
+    train_steps=20,
+    sample_batches=(1, 64, 256),
+    cfg_scale=4.0,
+    top_k=2000,
+    variants=("recursive_bisect", "recursive", "basic"),
+    vq=dict(),  # VQ-16 defaults: ch 128, ch_mult (1,1,2,2,4), 16384 x 8 codebook
+    image=256,
+    m2_batch=32,
+    m2_steps=50,
+    matmul=8192,
+    copy_mb=1024,
+  ),
 }
 
 # bf16 dense peak TFLOP/s by device kind (vendor figures, no sparsity).
-PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L4": 121.0, "TPU v4": 275.0,
-               "TPU v5 lite": 197.0, "TPU v5p": 459.0}
-PEER_MS_PER_STEP = {"llamagen_gpt_b_eager_b1": 21.3, "llamagen_gpt_b_compiled_b1": 1.44,
-                    "llamagen_gpt_b_compiled_b32": 1.36}
+PEAK_TFLOPS = {
+  "H100": 989.4,
+  "H200": 989.4,
+  "A100": 312.0,
+  "L4": 121.0,
+  "TPU v4": 275.0,
+  "TPU v5 lite": 197.0,
+  "TPU v5p": 459.0,
+}
+PEER_MS_PER_STEP = {
+  "llamagen_gpt_b_eager_b1": 21.3,
+  "llamagen_gpt_b_compiled_b1": 1.44,
+  "llamagen_gpt_b_compiled_b32": 1.36,
+}
 PAPER_M2_STEPS = 10_000
 
 
@@ -104,14 +140,19 @@ def _random_params(init, *args, seed=0, dtype=jnp.float32):
 
 
 def _matmul_params(params) -> int:
-  return sum(int(np.prod(x.shape)) for p, x in jax.tree_util.tree_leaves_with_path(params)
-             if sharding.path_str(p).endswith("/kernel"))
+  return sum(
+    int(np.prod(x.shape))
+    for p, x in jax.tree_util.tree_leaves_with_path(params)
+    if sharding.path_str(p).endswith("/kernel")
+  )
 
 
 def _bytes(params, dtype, only_kernels=True) -> int:
-  return sum(int(np.prod(x.shape)) * jnp.dtype(dtype).itemsize
-             for p, x in jax.tree_util.tree_leaves_with_path(params)
-             if not only_kernels or sharding.path_str(p).endswith("/kernel"))
+  return sum(
+    int(np.prod(x.shape)) * jnp.dtype(dtype).itemsize
+    for p, x in jax.tree_util.tree_leaves_with_path(params)
+    if not only_kernels or sharding.path_str(p).endswith("/kernel")
+  )
 
 
 def measure_matmul(n: int, dtype) -> float:
@@ -121,12 +162,12 @@ def measure_matmul(n: int, dtype) -> float:
   b = jax.random.normal(k2, (n, n), dtype)
   f = jax.jit(lambda a, b: a @ b)
   _, t = _time(lambda: f(a, b), 5)
-  return 2.0 * n ** 3 / t
+  return 2.0 * n**3 / t
 
 
 def measure_copy_bw(mb: int) -> float:
   """Achieved bytes/s of an elementwise pass (read + write) over ``mb`` MiB of float32."""
-  x = jnp.ones((mb * 2 ** 18,), jnp.float32)
+  x = jnp.ones((mb * 2**18,), jnp.float32)
   f = jax.jit(lambda x: x * 1.0001)
   _, t = _time(lambda: f(x), 5)
   return 2.0 * x.size * 4 / t
@@ -144,22 +185,31 @@ def bench_train(model, cfg, mesh, rules, repeats, peak_flops, matmul_flops):
     return p, {}
 
   def loss_fn(params, extra, batch, rng, step):
-    logits = model.apply({"params": params}, batch["tokens"], batch["label"], train=True,
-                         rngs={"dropout": rng})
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
-                                                           batch["tokens"]).mean()
+    logits = model.apply(
+      {"params": params}, batch["tokens"], batch["label"], train=True, rngs={"dropout": rng}
+    )
+    loss = optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), batch["tokens"]
+    ).mean()
     return loss, ({}, extra)
 
-  tcfg = ml_collections.ConfigDict(dict(lr=1e-4, num_steps=1000, warmup_steps=0, schedule="constant",
-                                        weight_decay=0.05, grad_clip=1.0))
+  tcfg = ml_collections.ConfigDict(
+    dict(
+      lr=1e-4, num_steps=1000, warmup_steps=0, schedule="constant", weight_decay=0.05, grad_clip=1.0
+    )
+  )
   tx = trainer.make_optimizer(tcfg)
   state = trainer.create_train_state(init_fn, tx, jax.random.PRNGKey(0), mesh, rules)
   step = trainer.make_train_step(loss_fn, tx, mesh, state)
   rs = np.random.RandomState(0)
   per_process = b // jax.process_count()
-  batch = sharding.put_batch({
+  batch = sharding.put_batch(
+    {
       "tokens": rs.randint(0, model.vocab_size, (per_process, t_len)).astype(np.int32),
-      "label": rs.randint(0, model.num_classes, (per_process,)).astype(np.int32)}, mesh)
+      "label": rs.randint(0, model.num_classes, (per_process,)).astype(np.int32),
+    },
+    mesh,
+  )
   t0 = time.perf_counter()
   state, m = step(state, batch)
   jax.block_until_ready(m["loss"])
@@ -176,11 +226,20 @@ def bench_train(model, cfg, mesh, rules, repeats, peak_flops, matmul_flops):
   flops_per_token = 6 * n_mm + 12 * model.n_layer * model.dim * t_len
   tokens_per_s = b * t_len / dt
   achieved = flops_per_token * tokens_per_s
-  return dict(batch=b, seq_len=t_len, step_s=dt, first_step_s=first, tokens_per_s=tokens_per_s,
-              matmul_params=n_mm, flops_per_token=flops_per_token, achieved_tflops=achieved / 1e12,
-              mfu=None if peak_flops is None else achieved / peak_flops,
-              mfu_vs_measured_matmul=achieved / matmul_flops, loss=float(m["loss"]),
-              rules=rules)
+  return dict(
+    batch=b,
+    seq_len=t_len,
+    step_s=dt,
+    first_step_s=first,
+    tokens_per_s=tokens_per_s,
+    matmul_params=n_mm,
+    flops_per_token=flops_per_token,
+    achieved_tflops=achieved / 1e12,
+    mfu=None if peak_flops is None else achieved / peak_flops,
+    mfu_vs_measured_matmul=achieved / matmul_flops,
+    loss=float(m["loss"]),
+    rules=rules,
+  )
 
 
 def bench_sampling(model, params, cfg, repeats, hbm_bw, measured_bw, variants):
@@ -195,17 +254,32 @@ def bench_sampling(model, params, cfg, repeats, hbm_bw, measured_bw, variants):
   for b in cfg["sample_batches"]:
     labels = jnp.arange(b, dtype=jnp.int32) % model.num_classes
     # KV cache read by the average step: both k and v, all layers, half the sequence.
-    kv_bytes = (rows_per_label * b * n_layer * 2 * (t_len / 2) * model.kv_heads * model.hd
-                * jnp.dtype(dtype).itemsize)
+    kv_bytes = (
+      rows_per_label
+      * b
+      * n_layer
+      * 2
+      * (t_len / 2)
+      * model.kv_heads
+      * model.hd
+      * jnp.dtype(dtype).itemsize
+    )
     limit = param_bytes / hbm_bw
     limit_kv = (param_bytes + kv_bytes) / hbm_bw
-    first, t = _time(lambda: tr.generate(model, variables, labels, jax.random.key(0),
-                                         cfg_scale=cfg_scale, top_k=top_k)[0], repeats)
-    row = dict(batch=b, steps=t_len, plain=dict(
-        s=t, first_call_s=first, ms_per_step=1e3 * t / t_len, tokens_per_s=b * t_len / t),
-        bandwidth_limit_ms_per_step=1e3 * limit,
-        bandwidth_limit_with_kv_ms_per_step=1e3 * limit_kv,
-        measured_bw_limit_ms_per_step=1e3 * param_bytes / measured_bw)
+    first, t = _time(
+      lambda: tr.generate(
+        model, variables, labels, jax.random.key(0), cfg_scale=cfg_scale, top_k=top_k
+      )[0],
+      repeats,
+    )
+    row = dict(
+      batch=b,
+      steps=t_len,
+      plain=dict(s=t, first_call_s=first, ms_per_step=1e3 * t / t_len, tokens_per_s=b * t_len / t),
+      bandwidth_limit_ms_per_step=1e3 * limit,
+      bandwidth_limit_with_kv_ms_per_step=1e3 * limit_kv,
+      measured_bw_limit_ms_per_step=1e3 * param_bytes / measured_bw,
+    )
     row["plain"]["x_of_bandwidth_limit"] = (t / t_len) / limit
     row["plain"]["x_of_bandwidth_limit_with_kv"] = (t / t_len) / limit_kv
     row["plain"]["x_of_measured_bw_limit"] = (t / t_len) / (param_bytes / measured_bw)
@@ -217,17 +291,31 @@ def bench_sampling(model, params, cfg, repeats, hbm_bw, measured_bw, variants):
       res = {}
 
       def run():
-        toks, st = tr.generate(model, variables, labels, None, choose_fn=choose,
-                               cfg_scale=cfg_scale, top_k=top_k, choose_state=state)
+        toks, st = tr.generate(
+          model,
+          variables,
+          labels,
+          None,
+          choose_fn=choose,
+          cfg_scale=cfg_scale,
+          top_k=top_k,
+          choose_state=state,
+        )
         res["bits"] = st.cursor
         return toks
 
       first, t = _time(run, repeats)
       bits_per_token = float(np.mean(np.asarray(res["bits"]))) / t_len
       row[f"discop_{variant}"] = dict(
-          s=t, first_call_s=first, ms_per_step=1e3 * t / t_len, tokens_per_s=b * t_len / t,
-          bits_per_token=bits_per_token, bits_per_s=b * t_len * bits_per_token / t,
-          x_of_plain=t / row["plain"]["s"], x_of_bandwidth_limit=(t / t_len) / limit)
+        s=t,
+        first_call_s=first,
+        ms_per_step=1e3 * t / t_len,
+        tokens_per_s=b * t_len / t,
+        bits_per_token=bits_per_token,
+        bits_per_s=b * t_len * bits_per_token / t,
+        x_of_plain=t / row["plain"]["s"],
+        x_of_bandwidth_limit=(t / t_len) / limit,
+      )
     out.append(row)
     print(json.dumps(row), flush=True)
   return out, param_bytes
@@ -243,14 +331,30 @@ def bench_m2(cfg, dtype, mesh, repeats):
 
   def run():
     form, param = recover.stand_in("jpeg75")
-    return recover._optimize(model, params, x, jnp.float32(param), form=form, steps=steps,  # pylint: disable=protected-access
-                             lr=0.002, patience=0)[1]
+    return recover._optimize(
+      model,
+      params,
+      x,
+      jnp.float32(param),
+      form=form,
+      steps=steps,  # pylint: disable=protected-access
+      lr=0.002,
+      patience=0,
+    )[1]
 
   first, t = _time(run, repeats)
-  return dict(batch=b, image=size, steps=steps, s=t, first_call_s=first,
-              image_steps_per_s=b * steps / t, ms_per_step=1e3 * t / steps,
-              images_per_s_at_paper_steps=b * steps / t / PAPER_M2_STEPS,
-              paper_steps=PAPER_M2_STEPS, vq_params=int(sum(np.prod(v.shape) for v in jax.tree.leaves(params))))
+  return dict(
+    batch=b,
+    image=size,
+    steps=steps,
+    s=t,
+    first_call_s=first,
+    image_steps_per_s=b * steps / t,
+    ms_per_step=1e3 * t / steps,
+    images_per_s_at_paper_steps=b * steps / t / PAPER_M2_STEPS,
+    paper_steps=PAPER_M2_STEPS,
+    vq_params=int(sum(np.prod(v.shape) for v in jax.tree.leaves(params))),
+  )
 
 
 def _peak(kind: str, flag):
@@ -274,9 +378,13 @@ def main(argv=None):
   ap.add_argument("--m2_steps", type=int, default=None)
   ap.add_argument("--rules", default="fsdp", help="sharding preset for training")
   ap.add_argument("--mesh_model", type=int, default=1, help="'model' axis size for training")
-  ap.add_argument("--hbm_bw", type=float, default=None,
-                  help="memory bytes/s for the bandwidth limit (default: 3.35e12, H100 SXM HBM3, on "
-                       "an accelerator; the copy bandwidth measured here on CPU)")
+  ap.add_argument(
+    "--hbm_bw",
+    type=float,
+    default=None,
+    help="memory bytes/s for the bandwidth limit (default: 3.35e12, H100 SXM HBM3, on "
+    "an accelerator; the copy bandwidth measured here on CPU)",
+  )
   ap.add_argument("--peak_tflops", type=float, default=None, help="peak TFLOP/s for MFU")
   ap.add_argument("--repeats", type=int, default=2)
   ap.add_argument("--out", default="bench_out/scale.json")
@@ -292,8 +400,11 @@ def main(argv=None):
   parts = set(args.parts.split(","))
   dtype = jnp.dtype(cfg["dtype"])
   dev = jax.devices()[0]
-  peak = _peak(dev.device_kind, args.peak_tflops) if jax.default_backend() != "cpu" else (
-      args.peak_tflops * 1e12 if args.peak_tflops else None)
+  peak = (
+    _peak(dev.device_kind, args.peak_tflops)
+    if jax.default_backend() != "cpu"
+    else (args.peak_tflops * 1e12 if args.peak_tflops else None)
+  )
   mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=-1, model=args.mesh_model)))
   model = tr.Transformer(**cfg["prior"], dtype=dtype)
   n_tok = model.num_tokens
@@ -301,29 +412,53 @@ def main(argv=None):
   matmul_flops = measure_matmul(int(cfg["matmul"]), dtype)
   copy_bw = measure_copy_bw(int(cfg["copy_mb"]))
   hbm_bw = args.hbm_bw or (copy_bw if jax.default_backend() == "cpu" else 3.35e12)
-  print(f"device {dev.device_kind} x{jax.device_count()}: matmul {matmul_flops / 1e12:.3f} TFLOP/s, "
-        f"copy {copy_bw / 1e9:.1f} GB/s", flush=True)
+  print(
+    f"device {dev.device_kind} x{jax.device_count()}: matmul {matmul_flops / 1e12:.3f} TFLOP/s, "
+    f"copy {copy_bw / 1e9:.1f} GB/s",
+    flush=True,
+  )
   report = dict(
-      benchmark="scale", size=args.size, device=str(dev), device_kind=dev.device_kind,
-      backend=jax.default_backend(), device_count=jax.device_count(),
-      process_count=jax.process_count(), jax=jax.__version__, python=platform.python_version(),
-      cpu_count=os.cpu_count(), dtype=str(dtype),
-      model=dict(cfg["prior"], grid=list(cfg["prior"]["grid"]), tokens=n_tok),
-      baselines=dict(matmul_tflops=matmul_flops / 1e12, matmul_n=int(cfg["matmul"]),
-                     copy_bw_gbs=copy_bw / 1e9, hbm_bw_gbs=hbm_bw / 1e9,
-                     peak_tflops=None if peak is None else peak / 1e12),
-      peer_ms_per_step=PEER_MS_PER_STEP, mesh=dict(mesh.shape), repeats=args.repeats)
+    benchmark="scale",
+    size=args.size,
+    device=str(dev),
+    device_kind=dev.device_kind,
+    backend=jax.default_backend(),
+    device_count=jax.device_count(),
+    process_count=jax.process_count(),
+    jax=jax.__version__,
+    python=platform.python_version(),
+    cpu_count=os.cpu_count(),
+    dtype=str(dtype),
+    model=dict(cfg["prior"], grid=list(cfg["prior"]["grid"]), tokens=n_tok),
+    baselines=dict(
+      matmul_tflops=matmul_flops / 1e12,
+      matmul_n=int(cfg["matmul"]),
+      copy_bw_gbs=copy_bw / 1e9,
+      hbm_bw_gbs=hbm_bw / 1e9,
+      peak_tflops=None if peak is None else peak / 1e12,
+    ),
+    peer_ms_per_step=PEER_MS_PER_STEP,
+    mesh=dict(mesh.shape),
+    repeats=args.repeats,
+  )
 
   if "train" in parts:
     report["train"] = bench_train(model, cfg, mesh, args.rules, args.repeats, peak, matmul_flops)
     print(json.dumps(report["train"]), flush=True)
   if "sample" in parts:
-    params = _random_params(model.init, jnp.zeros((1, 2), jnp.int32), jnp.zeros((1,), jnp.int32),
-                            dtype=dtype)["params"]  # sampling reads weights in the compute dtype
-    report["sample"], pbytes = bench_sampling(model, params, cfg, args.repeats, hbm_bw,
-                                              copy_bw, variants)
-    report["sample_settings"] = dict(cfg_scale=cfg["cfg_scale"], top_k=cfg["top_k"],
-                                     precision=24, prf="chacha20", param_bytes_per_step=pbytes)
+    params = _random_params(
+      model.init, jnp.zeros((1, 2), jnp.int32), jnp.zeros((1,), jnp.int32), dtype=dtype
+    )["params"]  # sampling reads weights in the compute dtype
+    report["sample"], pbytes = bench_sampling(
+      model, params, cfg, args.repeats, hbm_bw, copy_bw, variants
+    )
+    report["sample_settings"] = dict(
+      cfg_scale=cfg["cfg_scale"],
+      top_k=cfg["top_k"],
+      precision=24,
+      prf="chacha20",
+      param_bytes_per_step=pbytes,
+    )
   if "m2" in parts:
     report["m2"] = bench_m2(cfg, dtype, mesh, args.repeats)
     print(json.dumps(report["m2"]), flush=True)
@@ -341,21 +476,27 @@ def _summary(r):
   if "train" in r:
     t = r["train"]
     mfu = "n/a" if t["mfu"] is None else f"{100 * t['mfu']:.1f}%"
-    print(f"train: {t['tokens_per_s']:.0f} tok/s, {t['achieved_tflops']:.3f} TFLOP/s, MFU {mfu} "
-          f"(peak), {100 * t['mfu_vs_measured_matmul']:.1f}% of measured matmul")
+    print(
+      f"train: {t['tokens_per_s']:.0f} tok/s, {t['achieved_tflops']:.3f} TFLOP/s, MFU {mfu} "
+      f"(peak), {100 * t['mfu_vs_measured_matmul']:.1f}% of measured matmul"
+    )
   for row in r.get("sample", []):
     p = row["plain"]
-    line = (f"sample b={row['batch']:3d}: plain {p['ms_per_step']:.2f} ms/step "
-            f"({p['tokens_per_s']:.0f} tok/s, {p['x_of_bandwidth_limit']:.1f}x bw limit "
-            f"{row['bandwidth_limit_ms_per_step']:.3f} ms)")
+    line = (
+      f"sample b={row['batch']:3d}: plain {p['ms_per_step']:.2f} ms/step "
+      f"({p['tokens_per_s']:.0f} tok/s, {p['x_of_bandwidth_limit']:.1f}x bw limit "
+      f"{row['bandwidth_limit_ms_per_step']:.3f} ms)"
+    )
     for k, v in row.items():
       if k.startswith("discop_"):
         line += f"; {k[7:]} {v['ms_per_step']:.2f} ms/step (x{v['x_of_plain']:.2f}, {v['bits_per_token']:.2f} b/tok)"
     print(line)
   if "m2" in r:
     m = r["m2"]
-    print(f"m2: {m['image_steps_per_s']:.3g} image-steps/s, {m['images_per_s_at_paper_steps']:.3g} "
-          f"images/s at {m['paper_steps']} steps")
+    print(
+      f"m2: {m['image_steps_per_s']:.3g} image-steps/s, {m['images_per_s_at_paper_steps']:.3g} "
+      f"images/s at {m['paper_steps']} steps"
+    )
 
 
 if __name__ == "__main__":

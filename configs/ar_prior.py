@@ -12,6 +12,7 @@ from stegjax import config_lib
 def get_config(arg=None):
   size = config_lib.parse_size(arg)
   import ml_collections
+
   config = ml_collections.ConfigDict()
   config.experiment = "ar_prior"
   config.name = "ar_prior" if size == "cpu" else f"ar_prior_{size}"

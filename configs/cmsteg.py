@@ -42,27 +42,33 @@ def get_config(arg=None):
   config.key_file = ""
   config.out = ""
   config.image = ""
-  config.caption = ""            # extract: the stego caption (text file)
-  config.label = -1              # embed: class to draw (-1: chosen from the key stream)
-  config.counter_window = 8      # extract: counters tried below/above the key file's
+  config.caption = ""  # extract: the stego caption (text file)
+  config.label = -1  # embed: class to draw (-1: chosen from the key stream)
+  config.counter_window = 8  # extract: counters tried below/above the key file's
 
   s = config.prior.sample
   # cpu: guidance 1.5 leaves 16% of 12x12-token images too little entropy for the framed
   # message (capacity probe, BENCHMARKS.md); unguided sampling fits 94%.
   cfg_scale = 1.0 if size == "cpu" else s.cfg_scale
-  config.cmsteg = ml_collections.ConfigDict(dict(
-      variant="recursive", precision=24, top_k=s.top_k, cfg_scale=cfg_scale,
+  config.cmsteg = ml_collections.ConfigDict(
+    dict(
+      variant="recursive",
+      precision=24,
+      top_k=s.top_k,
+      cfg_scale=cfg_scale,
       temperature=s.temperature,
       num_images={"smoke": 4, "cpu": 8, "gpu": 50, "paper": 50}[size],
       message_bytes={"smoke": 2, "cpu": 1, "gpu": 48, "paper": 300}[size],
       channels=("png", "jpeg95", "jpeg85", "jpeg75", "gauss0.01", "scale0.5", "scale2.0")
-      if size != "smoke" else ("png", "jpeg85"),
-      channel="jpeg85",            # embed mode: the channel the sender prepares M3 for
+      if size != "smoke"
+      else ("png", "jpeg85"),
+      channel="jpeg85",  # embed mode: the channel the sender prepares M3 for
       m2_steps={"smoke": 20, "cpu": 100, "gpu": 2000, "paper": 10000}[size],
       m2_lr=0.002,
-      m2_patience=0,               # early stop when tokens are unchanged this long (0: off)
+      m2_patience=0,  # early stop when tokens are unchanged this long (0: off)
       m2_batch={"smoke": 4, "cpu": 16, "gpu": 32, "paper": 8}[size],
-      l1=8, l2=8,
+      l1=8,
+      l2=8,
       # smoke: long enough to correct every token, so its round trip holds even for untrained models
       # cpu: 12x12-token images leave ~28 tokens wrong after M2 even on png; at ~1.5 payload
       # bits per char, 200 chars corrected ~18 of them, 400 chars room for ~36.
@@ -70,5 +76,6 @@ def get_config(arg=None):
       caption_lengths=(50, 100, 200, 500) if size != "smoke" else (48,),
       caption_top_k=len(" abcdefghijklmnopqrstuvwxyz,.'-:") + 1,
       length_table_channel="jpeg95",
-  ))
+    )
+  )
   return config

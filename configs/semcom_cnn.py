@@ -1,8 +1,8 @@
 r"""Stego semcom, CNN family (survey Fig. 1b): hiding/revealing CNNs.
 
-  python -m stegjax.main --config=configs/semcom_cnn.py:smoke
-  python -m stegjax.main --config=configs/semcom_cnn.py
-  python -m stegjax.main --config=configs/semcom_cnn.py:gpu
+python -m stegjax.main --config=configs/semcom_cnn.py:smoke
+python -m stegjax.main --config=configs/semcom_cnn.py
+python -m stegjax.main --config=configs/semcom_cnn.py:gpu
 """
 
 import importlib.util

@@ -1,8 +1,8 @@
 r"""Stego semcom, GAN family (survey Fig. 1c): the CNN hider plus a discriminator (adversarial strategy).
 
-  python -m stegjax.main --config=configs/semcom_gan.py:smoke
-  python -m stegjax.main --config=configs/semcom_gan.py
-  python -m stegjax.main --config=configs/semcom_gan.py:gpu
+python -m stegjax.main --config=configs/semcom_gan.py:smoke
+python -m stegjax.main --config=configs/semcom_gan.py
+python -m stegjax.main --config=configs/semcom_gan.py:gpu
 """
 
 import importlib.util

@@ -1,8 +1,8 @@
 r"""Stego semcom, INN family (survey Fig. 1d): HiNet-style couplings; `:paper` is HiNet size (4,050,240 params).
 
-  python -m stegjax.main --config=configs/semcom_inn.py:smoke
-  python -m stegjax.main --config=configs/semcom_inn.py
-  python -m stegjax.main --config=configs/semcom_inn.py:gpu
+python -m stegjax.main --config=configs/semcom_inn.py:smoke
+python -m stegjax.main --config=configs/semcom_inn.py
+python -m stegjax.main --config=configs/semcom_inn.py:gpu
 """
 
 import importlib.util

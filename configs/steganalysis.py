@@ -32,20 +32,24 @@ def get_config(arg=None):
   c.prior = config_lib.prior(size)
 
   # How stego and cover tokens are drawn (same prior settings for both).
-  c.stego = ml_collections.ConfigDict(dict(
-      variant="recursive", precision=24,
-      top_k=c.prior.sample.top_k, cfg_scale=c.prior.sample.cfg_scale,
+  c.stego = ml_collections.ConfigDict(
+    dict(
+      variant="recursive",
+      precision=24,
+      top_k=c.prior.sample.top_k,
+      cfg_scale=c.prior.sample.cfg_scale,
       temperature=c.prior.sample.temperature,
-      secret="stegjax steganalysis key",   # shared key of the stego system under test
-      naive_bits=2,                        # naive sampler: bits per token (top 2**n tokens)
-      lsb_bpp=0.4,                         # LSB matching payload, bits per pixel value
-  ))
+      secret="stegjax steganalysis key",  # shared key of the stego system under test
+      naive_bits=2,  # naive sampler: bits per token (top 2**n tokens)
+      lsb_bpp=0.4,  # LSB matching payload, bits per pixel value
+    )
+  )
 
   s = ml_collections.ConfigDict()
   s.scenarios = "discop,naive,lsb"
   s.detectors = "xunet,srnet,lwenet"
-  s.num_train = pick(smoke=16, cpu=300, gpu=4000, paper=4000)   # per class (cover, stego)
-  s.num_test = pick(smoke=16, cpu=200, gpu=1000, paper=1000)    # per class
+  s.num_train = pick(smoke=16, cpu=300, gpu=4000, paper=4000)  # per class (cover, stego)
+  s.num_test = pick(smoke=16, cpu=200, gpu=1000, paper=1000)  # per class
   s.gen_batch = pick(smoke=16, cpu=100, gpu=250, paper=50)
   s.ci_level = 0.95
   s.num_resamples = pick(smoke=50, cpu=1000, gpu=2000, paper=2000)
@@ -57,40 +61,49 @@ def get_config(arg=None):
   s.num_permutations = pick(smoke=200, cpu=2000, gpu=5000, paper=5000)
   s.alpha = 0.01
   # Detector sizes (paper sizes on gpu/paper; narrower on CPU).
-  s.models = ml_collections.ConfigDict(dict(
+  s.models = ml_collections.ConfigDict(
+    dict(
       srnet=pick(
-          smoke=dict(type1=(4, 4), num_type2=1, type3=(4, 8), type4=8, hp_init=True),
-          cpu=dict(type1=(16, 16), num_type2=2, type3=(16, 32, 64, 128), type4=128, hp_init=True),
-          gpu=dict(type1=(64, 16), num_type2=5, type3=(16, 64, 128, 256), type4=512, hp_init=True),
-          # The paper's SRNet learns its front end from scratch (hundreds of thousands of steps).
-          paper=dict(type1=(64, 16), num_type2=5, type3=(16, 64, 128, 256), type4=512,
-                     hp_init=False)),
+        smoke=dict(type1=(4, 4), num_type2=1, type3=(4, 8), type4=8, hp_init=True),
+        cpu=dict(type1=(16, 16), num_type2=2, type3=(16, 32, 64, 128), type4=128, hp_init=True),
+        gpu=dict(type1=(64, 16), num_type2=5, type3=(16, 64, 128, 256), type4=512, hp_init=True),
+        # The paper's SRNet learns its front end from scratch (hundreds of thousands of steps).
+        paper=dict(type1=(64, 16), num_type2=5, type3=(16, 64, 128, 256), type4=512, hp_init=False),
+      ),
       xunet=pick(
-          smoke=dict(features=(4, 4, 8)),
-          cpu=dict(features=(8, 16, 32, 64, 128)),
-          gpu=dict(features=(8, 16, 32, 64, 128)),
-          paper=dict(features=(8, 16, 32, 64, 128))),
+        smoke=dict(features=(4, 4, 8)),
+        cpu=dict(features=(8, 16, 32, 64, 128)),
+        gpu=dict(features=(8, 16, 32, 64, 128)),
+        paper=dict(features=(8, 16, 32, 64, 128)),
+      ),
       lwenet=pick(
-          smoke=dict(stem=8, stages=(8, 16), blocks_per_stage=1, reduction=4),
-          cpu=dict(stem=32, stages=(32, 64, 128), blocks_per_stage=1, reduction=4),
-          gpu=dict(stem=32, stages=(32, 64, 128, 256), blocks_per_stage=2, reduction=4),
-          paper=dict(stem=32, stages=(32, 64, 128, 256), blocks_per_stage=2, reduction=4)),
-  ))
+        smoke=dict(stem=8, stages=(8, 16), blocks_per_stage=1, reduction=4),
+        cpu=dict(stem=32, stages=(32, 64, 128), blocks_per_stage=1, reduction=4),
+        gpu=dict(stem=32, stages=(32, 64, 128, 256), blocks_per_stage=2, reduction=4),
+        paper=dict(stem=32, stages=(32, 64, 128, 256), blocks_per_stage=2, reduction=4),
+      ),
+    )
+  )
   # One training recipe for every scenario (the claim and both positive controls):
   # pair-constrained batches (cover i with stego i) under one random flip/rotation per
   # pair and, on CPU, one random crop per pair (cheaper steps, more distinct windows);
   # the detectors are fully convolutional and are evaluated on whole images.
-  s.train = config_lib.train(size, steps=dict(smoke=3, cpu=300, gpu=10000, paper=40000),
-                             lr=1e-3, batch=dict(smoke=8, cpu=32, gpu=64, paper=32))
+  s.train = config_lib.train(
+    size,
+    steps=dict(smoke=3, cpu=300, gpu=10000, paper=40000),
+    lr=1e-3,
+    batch=dict(smoke=8, cpu=32, gpu=64, paper=32),
+  )
   s.train.b2 = 0.999
   s.train.weight_decay = 1e-4
-  s.train.augment = True                                        # D4 flips/rotations
-  s.train.crop = pick(smoke=0, cpu=32, gpu=0, paper=0)          # px; 0 = whole image
-  s.train.checkpoint_every = s.train.num_steps                  # only the final one
+  s.train.augment = True  # D4 flips/rotations
+  s.train.crop = pick(smoke=0, cpu=32, gpu=0, paper=0)  # px; 0 = whole image
+  s.train.checkpoint_every = s.train.num_steps  # only the final one
   # Per-detector changes to that recipe (still the same in every scenario): XuNet sees
   # whole images, as the content-level positive control (naive) needs its global pooling
   # over the whole image, and it is cheap enough.
-  s.detector_train = ml_collections.ConfigDict(dict(
-      xunet=dict(crop=0), srnet=dict(), lwenet=dict()))
+  s.detector_train = ml_collections.ConfigDict(
+    dict(xunet=dict(crop=0), srnet=dict(), lwenet=dict())
+  )
   c.steganalysis = s
   return c

@@ -22,20 +22,28 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Path to a config file, optionally `file.py:arg` (smoke | cpu | gpu | paper).",
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default ./workdir/<experiment>).")
+  "config",
+  None,
+  "Path to a config file, optionally `file.py:arg` (smoke | cpu | gpu | paper).",
+  lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string(
+  "workdir", None, "Output directory (default ./workdir/<experiment>)."
+)
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() (auto-detects Slurm / TPU pods).")
+  "distributed", False, "Call jax.distributed.initialize() (auto-detects Slurm / TPU pods)."
+)
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _TRACEBACK = flags.DEFINE_bool("traceback", False, "Show full tracebacks for user errors.")
 _CPU_DEVICES = flags.DEFINE_integer(
-    "cpu_devices", min(2, os.cpu_count() or 1),
-    "Split the host CPU into this many JAX devices, so the data-parallel mesh keeps every core "
-    "busy (XLA's per-op threading leaves cores idle on these small models); 1 turns it off. "
-    "Only the CPU platform is affected; an XLA_FLAGS device count takes precedence.")
+  "cpu_devices",
+  min(2, os.cpu_count() or 1),
+  "Split the host CPU into this many JAX devices, so the data-parallel mesh keeps every core "
+  "busy (XLA's per-op threading leaves cores idle on these small models); 1 turns it off. "
+  "Only the CPU platform is affected; an XLA_FLAGS device count takes precedence.",
+)
 
 # Errors that describe bad input rather than a bug: printed as one line.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError)
@@ -50,6 +58,7 @@ def _split_cpu(n: int):
 
 def _init_distributed():
   import jax
+
   explicit = _NUM_PROCESSES.value is not None and _NUM_PROCESSES.value > 1
   env_n = int(os.environ.get("STEGJAX_NUM_PROCESSES", "1"))
   if not (explicit or env_n > 1 or _DISTRIBUTED.value):
@@ -57,11 +66,15 @@ def _init_distributed():
   kwargs = {}
   if explicit or env_n > 1:
     kwargs = dict(
-        coordinator_address=_COORDINATOR.value or os.environ.get("STEGJAX_COORDINATOR",
-                                                                 "localhost:12355"),
-        num_processes=_NUM_PROCESSES.value or env_n,
-        process_id=(_PROCESS_ID.value if _PROCESS_ID.value is not None
-                    else int(os.environ.get("STEGJAX_PROCESS_ID", "0"))))
+      coordinator_address=_COORDINATOR.value
+      or os.environ.get("STEGJAX_COORDINATOR", "localhost:12355"),
+      num_processes=_NUM_PROCESSES.value or env_n,
+      process_id=(
+        _PROCESS_ID.value
+        if _PROCESS_ID.value is not None
+        else int(os.environ.get("STEGJAX_PROCESS_ID", "0"))
+      ),
+    )
   jax.distributed.initialize(**kwargs)
 
 
@@ -69,11 +82,22 @@ def _log_environment():
   import flax
   import jax
   import optax
-  logging.info("python %s, jax %s, flax %s, optax %s", platform.python_version(), jax.__version__,
-               flax.__version__, optax.__version__)
-  logging.info("process %d/%d: %d local devices, %d global: %s", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count(),
-               [str(d) for d in jax.local_devices()])
+
+  logging.info(
+    "python %s, jax %s, flax %s, optax %s",
+    platform.python_version(),
+    jax.__version__,
+    flax.__version__,
+    optax.__version__,
+  )
+  logging.info(
+    "process %d/%d: %d local devices, %d global: %s",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+    [str(d) for d in jax.local_devices()],
+  )
 
 
 def _experiment(config):

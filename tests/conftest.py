@@ -18,10 +18,18 @@ def run_python(code: str, n_devices: int = 1, timeout: int = 600, env=None) -> s
   full_env["PYTHONPATH"] = REPO + os.pathsep + full_env.get("PYTHONPATH", "")
   if env:
     full_env.update(env)
-  proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                        text=True, timeout=timeout, env=full_env, cwd=REPO)
+  proc = subprocess.run(
+    [sys.executable, "-c", textwrap.dedent(code)],
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    env=full_env,
+    cwd=REPO,
+  )
   if proc.returncode != 0:
-    raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
+    raise AssertionError(
+      f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    )
   return proc.stdout
 
 

@@ -36,7 +36,8 @@ import numpy as np
 MODES = ("ss", "mask", "ste", "cubic")
 
 # IJG standard tables (ITU-T T.81 Annex K), natural (row-major) order as in libjpeg's jcparam.c.
-LUMA_BASE = np.array([
+LUMA_BASE = np.array(
+  [
     [16, 11, 10, 16, 24, 40, 51, 61],
     [12, 12, 14, 19, 26, 58, 60, 55],
     [14, 13, 16, 24, 40, 57, 69, 56],
@@ -45,8 +46,11 @@ LUMA_BASE = np.array([
     [24, 35, 55, 64, 81, 104, 113, 92],
     [49, 64, 78, 87, 103, 121, 120, 101],
     [72, 92, 95, 98, 112, 100, 103, 99],
-], dtype=np.int32)
-CHROMA_BASE = np.array([
+  ],
+  dtype=np.int32,
+)
+CHROMA_BASE = np.array(
+  [
     [17, 18, 24, 47, 99, 99, 99, 99],
     [18, 21, 26, 66, 99, 99, 99, 99],
     [24, 26, 56, 99, 99, 99, 99, 99],
@@ -55,7 +59,9 @@ CHROMA_BASE = np.array([
     [99, 99, 99, 99, 99, 99, 99, 99],
     [99, 99, 99, 99, 99, 99, 99, 99],
     [99, 99, 99, 99, 99, 99, 99, 99],
-], dtype=np.int32)
+  ],
+  dtype=np.int32,
+)
 
 
 # ----------------------------------------------------------------------------- quality tables
@@ -182,10 +188,14 @@ def _fancy_1d(c, axis):
   """Doubles ``axis`` with libjpeg's triangular filter: out[2i] = 3/4 c[i] + 1/4 c[i-1],
   out[2i+1] = 3/4 c[i] + 1/4 c[i+1], replicating the edge samples."""
   n = c.shape[axis]
-  prev = jnp.concatenate([jax.lax.slice_in_dim(c, 0, 1, axis=axis),
-                          jax.lax.slice_in_dim(c, 0, n - 1, axis=axis)], axis=axis)
-  nxt = jnp.concatenate([jax.lax.slice_in_dim(c, 1, n, axis=axis),
-                         jax.lax.slice_in_dim(c, n - 1, n, axis=axis)], axis=axis)
+  prev = jnp.concatenate(
+    [jax.lax.slice_in_dim(c, 0, 1, axis=axis), jax.lax.slice_in_dim(c, 0, n - 1, axis=axis)],
+    axis=axis,
+  )
+  nxt = jnp.concatenate(
+    [jax.lax.slice_in_dim(c, 1, n, axis=axis), jax.lax.slice_in_dim(c, n - 1, n, axis=axis)],
+    axis=axis,
+  )
   even = 0.75 * c + 0.25 * prev
   odd = 0.75 * c + 0.25 * nxt
   out = jnp.stack([even, odd], axis=axis + 1 if axis >= 0 else axis)
@@ -218,7 +228,7 @@ def round_ste(x):
 
 def round_ss(x):
   """JPEG-SS: x**3 for |x| < 0.5 (coefficients libjpeg would zero), identity elsewhere."""
-  return jnp.where(jnp.abs(x) < 0.5, x ** 3, x)
+  return jnp.where(jnp.abs(x) < 0.5, x**3, x)
 
 
 def round_cubic(x):

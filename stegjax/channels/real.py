@@ -29,9 +29,12 @@ from stegjax.channels import jpeg as _jpeg
 
 CHANNELS = ("png", "jpeg95", "jpeg85", "jpeg75", "gauss0.01", "scale0.5", "scale2.0")
 
-VALID_FORMS = ("png", "jpegNN (integer quality 1..100, e.g. jpeg75)",
-               "gaussS (noise std S >= 0 on [0, 1] pixels, e.g. gauss0.01)",
-               "scaleF (resize factor F > 0, e.g. scale0.5)")
+VALID_FORMS = (
+  "png",
+  "jpegNN (integer quality 1..100, e.g. jpeg75)",
+  "gaussS (noise std S >= 0 on [0, 1] pixels, e.g. gauss0.01)",
+  "scaleF (resize factor F > 0, e.g. scale0.5)",
+)
 
 _FLOAT = r"(\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 
@@ -39,6 +42,7 @@ _FLOAT = r"(\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 @dataclasses.dataclass(frozen=True)
 class Channel:
   """A parsed channel name: ``kind`` in {"png", "jpeg", "gauss", "scale"} and its parameter."""
+
   name: str
   kind: str
   param: float | int | None = None
@@ -166,8 +170,9 @@ def apply_unresized(name: str, images_uint8, key=None) -> np.ndarray:
 # ----------------------------------------------------------------------------- differentiable
 
 
-def differentiable(name: str, jpeg_mode: str = "ss", resize_method: str = "bicubic",
-                   simulate_noise: bool = False) -> Callable:
+def differentiable(
+  name: str, jpeg_mode: str = "ss", resize_method: str = "bicubic", simulate_noise: bool = False
+) -> Callable:
   """The differentiable stand-in for channel ``name``: ``fn(x, key) -> x``.
 
   ``x`` is float [..., H, W, 3] in [0, 1]; ``fn`` is jittable and returns x's shape.
@@ -194,6 +199,7 @@ def differentiable(name: str, jpeg_mode: str = "ss", resize_method: str = "bicub
       if key is None:
         raise ValueError(f"differentiable({name!r}, simulate_noise=True) needs a PRNG key")
       return x + ch.param * jax.random.normal(key, x.shape, x.dtype)
+
     return noisy
 
   def rescale(x, key=None):
@@ -202,4 +208,5 @@ def differentiable(name: str, jpeg_mode: str = "ss", resize_method: str = "bicub
     lead = x.shape[:-3]
     small = jax.image.resize(x, (*lead, sh, sw, x.shape[-1]), resize_method)
     return jnp.clip(jax.image.resize(small, x.shape, resize_method), 0.0, 1.0)  # PIL clamps too
+
   return rescale

@@ -23,8 +23,9 @@ import jax.numpy as jnp
 def _check(x):
   x = jnp.asarray(x)
   if x.ndim < 2:
-    raise ValueError(f"wireless channels take x [B, ...] with at least one symbol axis, "
-                     f"got shape {x.shape}")
+    raise ValueError(
+      f"wireless channels take x [B, ...] with at least one symbol axis, got shape {x.shape}"
+    )
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise ValueError(f"wireless channels take real float symbols, got dtype {x.dtype}")
   return x
@@ -36,7 +37,9 @@ def _per_example(v, x, what):
   if v.ndim == 0:
     return v
   if v.shape != (x.shape[0],):
-    raise ValueError(f"{what} must be a scalar or per-example [B]={x.shape[0]}, got shape {v.shape}")
+    raise ValueError(
+      f"{what} must be a scalar or per-example [B]={x.shape[0]}, got shape {v.shape}"
+    )
   return v.reshape((x.shape[0],) + (1,) * (x.ndim - 1))
 
 
@@ -72,8 +75,10 @@ def _to_complex(x):
   b = x.shape[0]
   n = x.size // b if b else 0
   if n % 2:
-    raise ValueError(f"rayleigh pairs real symbols into complex ones: the number of symbols "
-                     f"per example must be even, got {n} (shape {x.shape})")
+    raise ValueError(
+      f"rayleigh pairs real symbols into complex ones: the number of symbols "
+      f"per example must be even, got {n} (shape {x.shape})"
+    )
   pairs = x.reshape(b, n // 2, 2)
   return jax.lax.complex(pairs[..., 0], pairs[..., 1])
 
@@ -88,8 +93,9 @@ def rayleigh_gain(key, batch: int):
   return jax.lax.complex(re_im[:, 0], re_im[:, 1])
 
 
-def rayleigh(x, snr_db, key, equalize: bool = True, signal_power: float = 1.0,
-             return_gain: bool = False):
+def rayleigh(
+  x, snr_db, key, equalize: bool = True, signal_power: float = 1.0, return_gain: bool = False
+):
   """Rayleigh block fading: y = h * z + n on complex pairs z of x, one h ~ CN(0, 1) per example.
 
   n ~ CN(0, 2 sigma^2), sigma^2 = signal_power / 10**(snr_db/10) per real part. With

@@ -53,17 +53,27 @@ class Models:
 def published_models(config):
   """(tokenizer, prior) from LlamaGen checkpoints (``--config.checkpoints.vq/gpt``)."""
   from stegjax.models import convert_llamagen  # pylint: disable=g-import-not-at-top
+
   ck = config.checkpoints
   if not (ck.vq and ck.gpt):
     raise ValueError("--config.checkpoints.vq and --config.checkpoints.gpt are both needed")
   dtype = jnp.bfloat16 if jax.default_backend() != "cpu" else jnp.float32
   vq_m, vq_p, gpt_m, gpt_p = convert_llamagen.load_checkpoints(
-      ck.vq, ck.gpt, image_size=int(config.data.patch_size), dtype=dtype)
+    ck.vq, ck.gpt, image_size=int(config.data.patch_size), dtype=dtype
+  )
   vq = recipes.Trained(vq_m, vq_p, {"downsample": vq_m.downsample_factor})
   classes = list(range(gpt_m.num_classes))
-  prior = recipes.Trained(gpt_m, gpt_p, dict(
-      grid=tuple(gpt_m.grid), num_classes=gpt_m.num_classes, train_labels=classes,
-      class_names=[f"class{c}" for c in classes], patch_size=int(config.data.patch_size)))
+  prior = recipes.Trained(
+    gpt_m,
+    gpt_p,
+    dict(
+      grid=tuple(gpt_m.grid),
+      num_classes=gpt_m.num_classes,
+      train_labels=classes,
+      class_names=[f"class{c}" for c in classes],
+      patch_size=int(config.data.patch_size),
+    ),
+  )
   return vq, prior
 
 
@@ -80,17 +90,24 @@ def load_models(config, workdir: str) -> Models:
   cap = recipes.captioner(config, workdir)
   cm = config.cmsteg
   vocab = len(caption_lib.ALPHABET)
-  cap_sampler = m1.Sampler(variant=cm.variant, precision=int(cm.precision),
-                           top_k=min(int(cm.caption_top_k), vocab), cfg_scale=1.0, temperature=1.0)
-  return Models(vq, prior, cap, recipes.vq_codebook(vq), m1.Sampler.from_config(cm), cap_sampler,
-                config)
+  cap_sampler = m1.Sampler(
+    variant=cm.variant,
+    precision=int(cm.precision),
+    top_k=min(int(cm.caption_top_k), vocab),
+    cfg_scale=1.0,
+    temperature=1.0,
+  )
+  return Models(
+    vq, prior, cap, recipes.vq_codebook(vq), m1.Sampler.from_config(cm), cap_sampler, config
+  )
 
 
 def decode_images(models: Models, tokens) -> np.ndarray:
   """Token grids [B, T] -> uint8 images [B, H, W, 3] (what is saved as PNG)."""
   h, w = models.grid
-  x = models.vq.model.apply({"params": models.vq.params}, jnp.asarray(tokens).reshape(-1, h, w),
-                            method="decode_indices")
+  x = models.vq.model.apply(
+    {"params": models.vq.params}, jnp.asarray(tokens).reshape(-1, h, w), method="decode_indices"
+  )
   return report.to_uint8(np.clip(np.asarray(x), -1.0, 1.0))
 
 
@@ -100,17 +117,25 @@ def hide(models: Models, messages, secret: bytes, counters, labels, strict: bool
   lengths = np.asarray([len(f) for f in framed], np.int32)
   bits = np.zeros((len(framed), int(lengths.max())), np.uint8)
   for i, f in enumerate(framed):
-    bits[i, :len(f)] = f
+    bits[i, : len(f)] = f
   key = framing.sampling_key(secret)
-  tokens, n = m1.embed(models.prior, key, bits, lengths, labels, np.asarray(counters), models.sampler)
+  tokens, n = m1.embed(
+    models.prior, key, bits, lengths, labels, np.asarray(counters), models.sampler
+  )
   if strict and np.any(n < lengths):
     i = int(np.argmax(lengths - n))
     raise MessageTooLongError(
-        f"message too long for the image: the framed message needs {lengths[i]} bits but the "
-        f"image carried {n[i]} ({len(messages[i])}-byte message; {lengths[i] - 8 * len(messages[i])}"
-        f" bits of framing); shorten it or use a larger config")
-  return {"tokens": tokens, "images": decode_images(models, tokens), "bits": framed,
-          "framed_bits": lengths, "n_embedded": n}
+      f"message too long for the image: the framed message needs {lengths[i]} bits but the "
+      f"image carried {n[i]} ({len(messages[i])}-byte message; {lengths[i] - 8 * len(messages[i])}"
+      f" bits of framing); shorten it or use a larger config"
+    )
+  return {
+    "tokens": tokens,
+    "images": decode_images(models, tokens),
+    "bits": framed,
+    "framed_bits": lengths,
+    "n_embedded": n,
+  }
 
 
 def label_bits(models: Models) -> int:
@@ -123,8 +148,9 @@ def topics_for_labels(models: Models, labels) -> np.ndarray:
   return np.asarray([caption_lib.topic_of_class(names[int(l)]) for l in labels], np.int32)
 
 
-def correction_captions(models: Models, true_tokens, sim_tokens, labels, sim_labels, secret: bytes,
-                        counters, length: int) -> dict:
+def correction_captions(
+  models: Models, true_tokens, sim_tokens, labels, sim_labels, secret: bytes, counters, length: int
+) -> dict:
   """M3, sender side: plan corrections, fit them into a caption of ``length`` chars, draw it.
 
   ``sim_tokens``/``sim_labels`` come from the sender's own channel simulation and M2: the
@@ -139,8 +165,10 @@ def correction_captions(models: Models, true_tokens, sim_tokens, labels, sim_lab
   cm = models.config.cmsteg
   t = true_tokens.shape[1]
   allowed = m1.allowed_sets(models.prior, true_tokens, labels, models.sampler)
-  plans = [correct.plan(true_tokens[i], sim_tokens[i], allowed[i], models.codebook, cm.l1, cm.l2)
-           for i in range(len(true_tokens))]
+  plans = [
+    correct.plan(true_tokens[i], sim_tokens[i], allowed[i], models.codebook, cm.l1, cm.l2)
+    for i in range(len(true_tokens))
+  ]
   cap_prior = models.caption_prior(length)
   key = prf.make_key(secret, CAPTION_INFO)
   topics = topics_for_labels(models, sim_labels)
@@ -148,35 +176,55 @@ def correction_captions(models: Models, true_tokens, sim_tokens, labels, sim_lab
   # A fixed width (every token corrected) keeps one compiled caption loop per length.
   width = lb + correct.coded_bits(t, t, cm.l1, cm.l2)
   while True:
-    coded = [correct.encrypt(np.concatenate([_uint(int(l), lb), correct.to_bits(p, t, cm.l1, cm.l2)]),
-                             secret, int(c)) for p, c, l in zip(plans, counters, labels)]
+    coded = [
+      correct.encrypt(
+        np.concatenate([_uint(int(l), lb), correct.to_bits(p, t, cm.l1, cm.l2)]), secret, int(c)
+      )
+      for p, c, l in zip(plans, counters, labels)
+    ]
     lengths = np.asarray([len(c) for c in coded], np.int32)
     bits = np.zeros((len(coded), width), np.uint8)
     for i, c in enumerate(coded):
-      bits[i, :len(c)] = c
-    text, n = m1.embed(cap_prior, key, bits, lengths, topics, np.asarray(counters),
-                       models.caption_sampler)
+      bits[i, : len(c)] = c
+    text, n = m1.embed(
+      cap_prior, key, bits, lengths, topics, np.asarray(counters), models.caption_sampler
+    )
     short = np.nonzero(n < lengths)[0]
     if len(short) == 0:
       break
     for i in short:  # keep the earliest corrections that fit what this caption carried
       have = len(plans[i].positions)
       if have == 0:
-        raise RuntimeError(f"a {length}-char caption cannot carry even the {lb}-bit class label "
-                           f"({n[i]} bits carried); use longer captions")
+        raise RuntimeError(
+          f"a {length}-char caption cannot carry even the {lb}-bit class label "
+          f"({n[i]} bits carried); use longer captions"
+        )
       limit = min(correct.tau(int(n[i]) - lb, t, cm.l1, cm.l2), have - 1)
-      plans[i] = correct.plan(true_tokens[i], sim_tokens[i], allowed[i], models.codebook,
-                              cm.l1, cm.l2, max_corrections=limit)
-  return {"captions": text, "plans": plans, "caption_bits": n, "coded_bits": lengths,
-          "topics": topics}
+      plans[i] = correct.plan(
+        true_tokens[i],
+        sim_tokens[i],
+        allowed[i],
+        models.codebook,
+        cm.l1,
+        cm.l2,
+        max_corrections=limit,
+      )
+  return {
+    "captions": text,
+    "plans": plans,
+    "caption_bits": n,
+    "coded_bits": lengths,
+    "topics": topics,
+  }
 
 
 def _uint(value: int, width: int) -> np.ndarray:
   return np.asarray([(value >> (width - 1 - i)) & 1 for i in range(width)], np.uint8)
 
 
-def read_corrections(models: Models, captions, topics, secret: bytes, counters, length: int,
-                     inferred_labels=None):
+def read_corrections(
+  models: Models, captions, topics, secret: bytes, counters, length: int, inferred_labels=None
+):
   """Receiver side of M3: (labels int32[B], ranks int32[B, T], ok bool[B]).
 
   ``labels`` is the caption's class label, or where the caption is unreadable (``ok``
@@ -185,8 +233,15 @@ def read_corrections(models: Models, captions, topics, secret: bytes, counters, 
   cm = models.config.cmsteg
   b, t = len(captions), models.grid[0] * models.grid[1]
   key = prf.make_key(secret, CAPTION_INFO)
-  _, bits, _ = m1.extract(models.caption_prior(length), None, key,
-                          np.asarray(captions), topics, np.asarray(counters), models.caption_sampler)
+  _, bits, _ = m1.extract(
+    models.caption_prior(length),
+    None,
+    key,
+    np.asarray(captions),
+    topics,
+    np.asarray(counters),
+    models.caption_sampler,
+  )
   ranks = np.full((b, t), -1, np.int32)
   labels = np.full(b, -1, np.int32)
   ok = np.ones(b, bool)
@@ -212,8 +267,16 @@ def read_corrections(models: Models, captions, topics, secret: bytes, counters, 
 def reveal_bits(models: Models, tokens, labels, secret: bytes, counters, ranks=None):
   """Corrected tokens and every bit they carry (M1 extraction with in-loop corrections)."""
   key = framing.sampling_key(secret)
-  return m1.extract(models.prior, models.codebook, key, tokens, labels, np.asarray(counters),
-                    models.sampler, ranks=ranks)
+  return m1.extract(
+    models.prior,
+    models.codebook,
+    key,
+    tokens,
+    labels,
+    np.asarray(counters),
+    models.sampler,
+    ranks=ranks,
+  )
 
 
 def leading_correct(got, want) -> int:

@@ -21,16 +21,24 @@ import numpy as np
 
 ALPHABET = "\n abcdefghijklmnopqrstuvwxyz,.'-:"
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
-CORPUS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "captions",
-                      "wordnet_glosses.txt.gz")
+CORPUS = os.path.join(
+  os.path.dirname(os.path.dirname(__file__)), "data", "captions", "wordnet_glosses.txt.gz"
+)
 
 # What each bundled photo shows, as a WordNet topic. Classes of users' folders map to
 # DEFAULT_TOPIC unless their name is itself a topic.
 PHOTO_TOPICS = {
-    "astronaut": "noun.person", "coffee": "noun.food", "chelsea": "noun.animal",
-    "rocket": "noun.artifact", "hubble_deep_field": "noun.object", "retina": "noun.body",
-    "immunohistochemistry": "noun.body", "stereo_motorcycle": "noun.artifact",
-    "china": "noun.artifact", "flower": "noun.plant", "grace_hopper": "noun.person",
+  "astronaut": "noun.person",
+  "coffee": "noun.food",
+  "chelsea": "noun.animal",
+  "rocket": "noun.artifact",
+  "hubble_deep_field": "noun.object",
+  "retina": "noun.body",
+  "immunohistochemistry": "noun.body",
+  "stereo_motorcycle": "noun.artifact",
+  "china": "noun.artifact",
+  "flower": "noun.plant",
+  "grace_hopper": "noun.person",
 }
 DEFAULT_TOPIC = "noun.artifact"
 
@@ -53,7 +61,9 @@ def decode_text(ids) -> str:
 def load_corpus() -> dict[str, list[str]]:
   """topic -> list of 'lemma: gloss' lines (WordNet 3.0; see LICENSE.wordnet beside it)."""
   if not os.path.exists(CORPUS):
-    raise FileNotFoundError(f"caption corpus missing: {CORPUS} (run scripts/make_caption_corpus.py)")
+    raise FileNotFoundError(
+      f"caption corpus missing: {CORPUS} (run scripts/make_caption_corpus.py)"
+    )
   out: dict[str, list[str]] = {}
   with gzip.open(CORPUS, "rt") as f:
     for row in f:
@@ -73,7 +83,9 @@ def topic_of_class(class_name: str) -> int:
   return names.index(t)
 
 
-def training_windows(length: int, batch: int, seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+def training_windows(
+  length: int, batch: int, seed: int, step: int
+) -> tuple[np.ndarray, np.ndarray]:
   """A deterministic batch of (topic int32[B], chars int32[B, length]) for ``step``.
 
   Each row is lines of one topic joined by newlines, cut to ``length``; topics are
@@ -81,7 +93,7 @@ def training_windows(length: int, batch: int, seed: int, step: int) -> tuple[np.
   """
   corpus = load_corpus()
   names = sorted(corpus)
-  rs = np.random.RandomState((seed * 1_000_003 + step) % (2 ** 32))
+  rs = np.random.RandomState((seed * 1_000_003 + step) % (2**32))
   topic_ids = rs.randint(0, len(names), size=batch).astype(np.int32)
   rows = np.zeros((batch, length), np.int32)
   for i, t in enumerate(topic_ids):

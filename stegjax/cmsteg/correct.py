@@ -37,9 +37,10 @@ _INFO = b"stegjax/v1/m3-corrections"
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """Corrections for one image: coded (position, rank) pairs and what was dropped."""
+
   positions: tuple[int, ...]
   ranks: tuple[int, ...]
-  dropped: tuple[int, ...]       # error positions left uncorrected
+  dropped: tuple[int, ...]  # error positions left uncorrected
   num_errors: int
 
 
@@ -93,8 +94,15 @@ def distance_order(codebook, wrong_tokens, allowed) -> jax.Array:
   return jnp.lexsort((ids, d), axis=-1).astype(jnp.int32)
 
 
-def plan(true_tokens, recovered_tokens, allowed, codebook, l1: int = 8, l2: int = 8,
-         max_corrections: int | None = None) -> Plan:
+def plan(
+  true_tokens,
+  recovered_tokens,
+  allowed,
+  codebook,
+  l1: int = 8,
+  l2: int = 8,
+  max_corrections: int | None = None,
+) -> Plan:
   """Plans the corrections of one image (eq. 14).
 
   Args:
@@ -109,7 +117,9 @@ def plan(true_tokens, recovered_tokens, allowed, codebook, l1: int = 8, l2: int 
     raise ValueError(f"token grids differ in size: {t_true.shape} vs {t_rec.shape}")
   errors = np.nonzero(t_true != t_rec)[0]
   allowed = np.asarray(allowed)
-  orders = np.asarray(distance_order(codebook, t_rec[errors], allowed[errors])) if len(errors) else []
+  orders = (
+    np.asarray(distance_order(codebook, t_rec[errors], allowed[errors])) if len(errors) else []
+  )
   n_allowed = allowed[errors].sum(-1) if len(errors) else []
   positions, ranks, dropped = [], [], []
   prev = None
@@ -117,11 +127,11 @@ def plan(true_tokens, recovered_tokens, allowed, codebook, l1: int = 8, l2: int 
     if max_corrections is not None and len(positions) >= max_corrections:
       dropped.append(p)
       continue
-    if prev is not None and p - prev >= 2 ** l1:
+    if prev is not None and p - prev >= 2**l1:
       dropped.append(p)
       continue
-    hit = np.nonzero(orders[i][:n_allowed[i]] == t_true[p])[0]
-    if len(hit) == 0 or hit[0] >= 2 ** l2:
+    hit = np.nonzero(orders[i][: n_allowed[i]] == t_true[p])[0]
+    if len(hit) == 0 or hit[0] >= 2**l2:
       dropped.append(p)  # correct token outside the top-k set or beyond the rank threshold
       continue
     positions.append(p)
@@ -131,7 +141,7 @@ def plan(true_tokens, recovered_tokens, allowed, codebook, l1: int = 8, l2: int 
 
 
 def _uint_bits(value: int, width: int) -> list[int]:
-  if not 0 <= value < 2 ** width:
+  if not 0 <= value < 2**width:
     raise ValueError(f"{value} does not fit in {width} bits")
   return [(value >> (width - 1 - i)) & 1 for i in range(width)]
 
@@ -141,7 +151,9 @@ def to_bits(p: Plan, num_tokens: int, l1: int = 8, l2: int = 8) -> np.ndarray:
   out = _uint_bits(len(p.positions), count_bits(num_tokens))
   prev = None
   for pos, rank in zip(p.positions, p.ranks):
-    out += _uint_bits(pos, position_bits(num_tokens)) if prev is None else _uint_bits(pos - prev, l1)
+    out += (
+      _uint_bits(pos, position_bits(num_tokens)) if prev is None else _uint_bits(pos - prev, l1)
+    )
     out += _uint_bits(rank, l2)
     prev = pos
   return np.asarray(out, np.uint8)
@@ -160,7 +172,7 @@ def from_bits(bits, num_tokens: int, l1: int = 8, l2: int = 8) -> tuple[list[int
     if pos + width > len(bits):
       raise ValueError(f"correction bits truncated: need {pos + width}, have {len(bits)}")
     v = 0
-    for b in bits[pos:pos + width]:
+    for b in bits[pos : pos + width]:
       v = (v << 1) | int(b)
     pos += width
     return v

@@ -29,6 +29,7 @@ from stegjax.stego import discop, quantize
 @dataclasses.dataclass(frozen=True)
 class Sampler:
   """How tokens are drawn: Discop settings plus the prior's sampling settings."""
+
   variant: str = "recursive"
   precision: int = 24
   top_k: int = 256
@@ -37,23 +38,31 @@ class Sampler:
 
   @classmethod
   def from_config(cls, cm) -> "Sampler":
-    return cls(variant=cm.variant, precision=int(cm.precision), top_k=int(cm.top_k),
-               cfg_scale=float(cm.cfg_scale), temperature=float(cm.temperature))
+    return cls(
+      variant=cm.variant,
+      precision=int(cm.precision),
+      top_k=int(cm.top_k),
+      cfg_scale=float(cm.cfg_scale),
+      temperature=float(cm.temperature),
+    )
 
 
 def _freqs(logits, s: Sampler):
   # Logits arrive already CFG-combined, temperature-scaled and top-k masked by generate.
-  return quantize.to_frequencies(jax.nn.softmax(logits, axis=-1), precision=s.precision,
-                                 top_k=s.top_k)
+  return quantize.to_frequencies(
+    jax.nn.softmax(logits, axis=-1), precision=s.precision, top_k=s.top_k
+  )
 
 
 @functools.lru_cache(maxsize=None)
 def _embed_fn(s: Sampler):
   def choose(logits, step, state):
     emb, key = state
-    tok, emb = discop.embed_step(_freqs(logits, s), step, emb, key, s.variant,
-                                 precision=s.precision, support=s.top_k)
+    tok, emb = discop.embed_step(
+      _freqs(logits, s), step, emb, key, s.variant, precision=s.precision, support=s.top_k
+    )
     return tok, (emb, key)
+
   return choose
 
 
@@ -73,8 +82,9 @@ def _extract_fn(s: Sampler, corrections: bool):
       order = correct.distance_order(codebook, rec, f > 0)
       fixed = jnp.take_along_axis(order, jnp.maximum(rank, 0)[:, None], axis=1)[:, 0]
       tok = jnp.where(rank >= 0, fixed, rec)
-    b, n, good = discop.extract_step_checked(f, tok, step, key, nonce, s.variant,
-                                             precision=s.precision, support=s.top_k)
+    b, n, good = discop.extract_step_checked(
+      f, tok, step, key, nonce, s.variant, precision=s.precision, support=s.top_k
+    )
     bits = jax.lax.dynamic_update_slice_in_dim(bits, b[:, None, :], step, axis=1)
     counts = jax.lax.dynamic_update_slice_in_dim(counts, n[:, None], step, axis=1)
     ok = jax.lax.dynamic_update_slice_in_dim(ok, good[:, None], step, axis=1)
@@ -97,9 +107,16 @@ def embed(prior, key, bits, bit_len, labels, nonces, s: Sampler):
   b = bits.shape[0]
   emb = discop.init_embed_state(bits, jnp.asarray(nonces, jnp.uint32), jnp.asarray(bit_len))
   toks, (emb, _) = transformer.generate(
-      prior.model, {"params": prior.params}, jnp.asarray(labels, jnp.int32), None,
-      choose_fn=_embed_fn(s), cfg_scale=s.cfg_scale, top_k=s.top_k, temperature=s.temperature,
-      choose_state=(emb, jnp.asarray(key, jnp.uint32)))
+    prior.model,
+    {"params": prior.params},
+    jnp.asarray(labels, jnp.int32),
+    None,
+    choose_fn=_embed_fn(s),
+    cfg_scale=s.cfg_scale,
+    top_k=s.top_k,
+    temperature=s.temperature,
+    choose_state=(emb, jnp.asarray(key, jnp.uint32)),
+  )
   n = jnp.minimum(emb.cursor, emb.bit_len)
   assert toks.shape[0] == b
   return np.asarray(toks), np.asarray(n)
@@ -124,26 +141,46 @@ def extract(prior, codebook, key, tokens, labels, nonces, s: Sampler, ranks=None
     raise ValueError("M3 corrections need the tokenizer's codebook")
   choose, width = _extract_fn(s, use)
   codebook = jnp.zeros((1, 1), jnp.float32) if codebook is None else codebook
-  state = (tokens, jnp.asarray(ranks, jnp.int32), jnp.asarray(codebook, jnp.float32),
-           jnp.asarray(key, jnp.uint32), jnp.broadcast_to(jnp.asarray(nonces, jnp.uint32), (b,)),
-           jnp.zeros((b, t, width), jnp.uint8), jnp.zeros((b, t), jnp.int32),
-           jnp.zeros((b, t), bool))
-  out, st = transformer.generate(prior.model, {"params": prior.params},
-                                 jnp.asarray(labels, jnp.int32), None, choose_fn=choose,
-                                 cfg_scale=s.cfg_scale, top_k=s.top_k, temperature=s.temperature,
-                                 choose_state=state)
+  state = (
+    tokens,
+    jnp.asarray(ranks, jnp.int32),
+    jnp.asarray(codebook, jnp.float32),
+    jnp.asarray(key, jnp.uint32),
+    jnp.broadcast_to(jnp.asarray(nonces, jnp.uint32), (b,)),
+    jnp.zeros((b, t, width), jnp.uint8),
+    jnp.zeros((b, t), jnp.int32),
+    jnp.zeros((b, t), bool),
+  )
+  out, st = transformer.generate(
+    prior.model,
+    {"params": prior.params},
+    jnp.asarray(labels, jnp.int32),
+    None,
+    choose_fn=choose,
+    cfg_scale=s.cfg_scale,
+    top_k=s.top_k,
+    temperature=s.temperature,
+    choose_state=state,
+  )
   bits, counts, ok = (np.asarray(x) for x in st[5:])
-  flat = [np.concatenate([bits[i, j, :counts[i, j]] for j in range(t)]).astype(np.uint8)
-          for i in range(b)]
+  flat = [
+    np.concatenate([bits[i, j, : counts[i, j]] for j in range(t)]).astype(np.uint8)
+    for i in range(b)
+  ]
   return np.asarray(out), flat, ok
 
 
 def allowed_sets(prior, tokens, labels, s: Sampler) -> np.ndarray:
   """bool[B, T, V]: the samplable (top-k) set at each step given the tokens before it."""
-  logits = transformer.logits_for_tokens(prior.model, {"params": prior.params},
-                                         jnp.asarray(labels, jnp.int32),
-                                         jnp.asarray(tokens, jnp.int32), cfg_scale=s.cfg_scale,
-                                         top_k=s.top_k, temperature=s.temperature)
+  logits = transformer.logits_for_tokens(
+    prior.model,
+    {"params": prior.params},
+    jnp.asarray(labels, jnp.int32),
+    jnp.asarray(tokens, jnp.int32),
+    cfg_scale=s.cfg_scale,
+    top_k=s.top_k,
+    temperature=s.temperature,
+  )
   f = _freqs(logits.reshape(-1, logits.shape[-1]), s)
   return np.asarray(f > 0).reshape(logits.shape)
 
@@ -159,6 +196,11 @@ def infer_labels(prior, tokens, candidates) -> np.ndarray:
   """The class under which the prior finds the tokens most likely (receiver side)."""
   tokens = jnp.asarray(tokens, jnp.int32)
   cands = np.asarray(candidates, np.int32)
-  scores = jnp.stack([_sequence_nll(prior.model, prior.params, tokens,
-                                    jnp.full((tokens.shape[0],), c, jnp.int32)) for c in cands], 1)
+  scores = jnp.stack(
+    [
+      _sequence_nll(prior.model, prior.params, tokens, jnp.full((tokens.shape[0],), c, jnp.int32))
+      for c in cands
+    ],
+    1,
+  )
   return cands[np.asarray(jnp.argmin(scores, axis=1))]

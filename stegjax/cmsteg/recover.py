@@ -81,8 +81,15 @@ def _optimize(model, params, x01, param, *, form: str, steps: int, lr: float, pa
     updates, opt = tx.update(g, opt, z)
     return step + 1, optax.apply_updates(z, updates), opt, best_loss, best_idx, idx, unchanged
 
-  init = (jnp.int32(0), z0, tx.init(z0), jnp.full((b,), jnp.inf), idx0, idx0,
-          jnp.zeros((b,), jnp.int32))
+  init = (
+    jnp.int32(0),
+    z0,
+    tx.init(z0),
+    jnp.full((b,), jnp.inf),
+    idx0,
+    idx0,
+    jnp.zeros((b,), jnp.int32),
+  )
   step, z, _, best_loss, best_idx, _, _ = jax.lax.while_loop(cond, body, init)
   # The last iterate has not been scored yet.
   (_, (loss, idx)) = losses(z)
@@ -92,8 +99,15 @@ def _optimize(model, params, x01, param, *, form: str, steps: int, lr: float, pa
   return idx0, best_idx, best_loss, step
 
 
-def recover(vq, received_uint8, channel: str, steps: int, lr: float = 0.002, patience: int = 0,
-            batch_size: int = 64) -> dict:
+def recover(
+  vq,
+  received_uint8,
+  channel: str,
+  steps: int,
+  lr: float = 0.002,
+  patience: int = 0,
+  batch_size: int = 64,
+) -> dict:
   """Tokens of received images: ``tokens_m1`` (plain re-encoding) and ``tokens`` (after M2).
 
   Args:
@@ -112,9 +126,17 @@ def recover(vq, received_uint8, channel: str, steps: int, lr: float = 0.002, pat
   params = sharding.replicate_local(vq.params)
   out = {"tokens_m1": [], "tokens": [], "loss": [], "steps": []}
   for i in range(0, len(x), batch_size):
-    chunk = sharding.spread(x[i:i + batch_size].astype(np.float32) / 255.0)
-    idx0, idx, loss, n = _optimize(vq.model, params, chunk, jnp.float32(param), form=form,
-                                   steps=int(steps), lr=float(lr), patience=int(patience))
+    chunk = sharding.spread(x[i : i + batch_size].astype(np.float32) / 255.0)
+    idx0, idx, loss, n = _optimize(
+      vq.model,
+      params,
+      chunk,
+      jnp.float32(param),
+      form=form,
+      steps=int(steps),
+      lr=float(lr),
+      patience=int(patience),
+    )
     out["tokens_m1"].append(np.asarray(idx0))
     out["tokens"].append(np.asarray(idx))
     out["loss"].append(np.asarray(loss))

@@ -10,7 +10,17 @@ from stegjax.data.photos import DEFAULT_HELDOUT, PHOTO_NAMES, load_photo, load_p
 from stegjax.data.pipeline import batch_indices, batches_from, load_arrays, make_loader
 
 __all__ = [
-    "DEFAULT_HELDOUT", "PHOTO_NAMES", "batch_indices", "batches_from", "builder_for",
-    "default_config", "get_dataset", "get_sources", "load_arrays", "load_photo", "load_photos",
-    "make_loader", "prepare",
+  "DEFAULT_HELDOUT",
+  "PHOTO_NAMES",
+  "batch_indices",
+  "batches_from",
+  "builder_for",
+  "default_config",
+  "get_dataset",
+  "get_sources",
+  "load_arrays",
+  "load_photo",
+  "load_photos",
+  "make_loader",
+  "prepare",
 ]

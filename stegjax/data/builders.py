@@ -48,20 +48,30 @@ _CODE_PATH = epath.Path(__file__)
 # ----------------------------------------------------------------------------- patch sampling
 
 
-def _validate_patch_options(patch_size: int, scales: Sequence[float], patches_per_image: int,
-                            heldout_patches_per_image: int):
+def _validate_patch_options(
+  patch_size: int, scales: Sequence[float], patches_per_image: int, heldout_patches_per_image: int
+):
   if int(patch_size) != patch_size or patch_size < 1:
     raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
   if not scales or any(not np.isfinite(s) or s <= 0 for s in scales):
     raise ValueError(f"scales must be a non-empty list of positive numbers, got {list(scales)!r}")
-  for name, v in (("patches_per_photo", patches_per_image),
-                  ("heldout_patches_per_photo", heldout_patches_per_image)):
+  for name, v in (
+    ("patches_per_photo", patches_per_image),
+    ("heldout_patches_per_photo", heldout_patches_per_image),
+  ):
     if int(v) != v or v < 0:
       raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
 
 
-def crop_params(key: jax.Array, n: int, height: int, width: int, patch_size: int,
-                scales: Sequence[float], flip: bool) -> dict[str, np.ndarray]:
+def crop_params(
+  key: jax.Array,
+  n: int,
+  height: int,
+  width: int,
+  patch_size: int,
+  scales: Sequence[float],
+  flip: bool,
+) -> dict[str, np.ndarray]:
   """Draws ``n`` crops of an ``height x width`` image: int arrays y0, x0, side, flipped."""
   # One draw of shape (n, 4) per image: a single compiled kernel per n.
   u = np.asarray(jax.random.uniform(key, (n, 4)), np.float64)
@@ -76,43 +86,59 @@ def crop_params(key: jax.Array, n: int, height: int, width: int, patch_size: int
   return {"y0": y0, "x0": x0, "side": side, "flipped": flipped.astype(bool)}
 
 
-def extract_patch(image: np.ndarray, y0: int, x0: int, side: int, patch_size: int,
-                  flipped: bool) -> np.ndarray:
+def extract_patch(
+  image: np.ndarray, y0: int, x0: int, side: int, patch_size: int, flipped: bool
+) -> np.ndarray:
   """Crops ``image[y0:y0+side, x0:x0+side]``, resizes to ``patch_size`` and maybe flips."""
-  crop = image[y0:y0 + side, x0:x0 + side]
+  crop = image[y0 : y0 + side, x0 : x0 + side]
   if side != patch_size:  # scale 1 stays an exact crop
-    crop = np.asarray(Image.fromarray(crop).resize((patch_size, patch_size),
-                                                   Image.Resampling.BICUBIC))
+    crop = np.asarray(
+      Image.fromarray(crop).resize((patch_size, patch_size), Image.Resampling.BICUBIC)
+    )
   if flipped:
     crop = crop[:, ::-1]
   return np.ascontiguousarray(crop, dtype=np.uint8)
 
 
-def _image_examples(key: jax.Array, image: np.ndarray, n: int, patch_size: int,
-                    scales: Sequence[float], flip: bool, label: int, source: int,
-                    prefix: str) -> Iterator[tuple[str, dict]]:
+def _image_examples(
+  key: jax.Array,
+  image: np.ndarray,
+  n: int,
+  patch_size: int,
+  scales: Sequence[float],
+  flip: bool,
+  label: int,
+  source: int,
+  prefix: str,
+) -> Iterator[tuple[str, dict]]:
   h, w = image.shape[:2]
   p = crop_params(key, n, h, w, patch_size, scales, flip)
   for i in range(n):
     y0, x0, side, fl = int(p["y0"][i]), int(p["x0"][i]), int(p["side"][i]), bool(p["flipped"][i])
-    yield f"{prefix}/{i:07d}", {
+    yield (
+      f"{prefix}/{i:07d}",
+      {
         "image": extract_patch(image, y0, x0, side, patch_size, fl),
         "label": label,
         "source": np.int32(source),
         "crop": np.array([y0, x0, side], np.int32),
         "flipped": fl,
-    }
+      },
+    )
 
 
 def _features(patch_size: int, class_names: Sequence[str]) -> tfds.features.FeaturesDict:
-  return tfds.features.FeaturesDict({
+  return tfds.features.FeaturesDict(
+    {
       "image": tfds.features.Tensor(shape=(patch_size, patch_size, 3), dtype=np.uint8),
       "label": tfds.features.ClassLabel(names=list(class_names)),
       "source": tfds.features.Scalar(dtype=np.int32, doc="index of the source image"),
-      "crop": tfds.features.Tensor(shape=(3,), dtype=np.int32,
-                                   doc="(y0, x0, side) of the crop in the source image"),
+      "crop": tfds.features.Tensor(
+        shape=(3,), dtype=np.int32, doc="(y0, x0, side) of the crop in the source image"
+      ),
       "flipped": tfds.features.Scalar(dtype=np.bool_, doc="horizontally flipped"),
-  })
+    }
+  )
 
 
 def _config_name(prefix: str, fields: dict) -> str:
@@ -132,6 +158,7 @@ def _split_key(seed: int, split: str) -> jax.Array:
 @dataclasses.dataclass
 class PhotoPatchesConfig(tfds.core.BuilderConfig):
   """Options of the photo patch dataset; build with ``PhotoPatchesConfig.make(...)``."""
+
   patch_size: int = 32
   patches_per_photo: int = 256
   heldout_patches_per_photo: int = 64
@@ -141,18 +168,32 @@ class PhotoPatchesConfig(tfds.core.BuilderConfig):
   heldout: tuple[str, ...] = photos_lib.DEFAULT_HELDOUT
 
   @classmethod
-  def make(cls, patch_size: int = 32, patches_per_photo: int = 256,
-           heldout_patches_per_photo: int = 64, scales: Sequence[float] = (1.0, 0.5, 0.25),
-           flip: bool = True, seed: int = 0,
-           heldout: Sequence[str] = photos_lib.DEFAULT_HELDOUT) -> "PhotoPatchesConfig":
+  def make(
+    cls,
+    patch_size: int = 32,
+    patches_per_photo: int = 256,
+    heldout_patches_per_photo: int = 64,
+    scales: Sequence[float] = (1.0, 0.5, 0.25),
+    flip: bool = True,
+    seed: int = 0,
+    heldout: Sequence[str] = photos_lib.DEFAULT_HELDOUT,
+  ) -> "PhotoPatchesConfig":
     _validate_patch_options(patch_size, scales, patches_per_photo, heldout_patches_per_photo)
     photos_lib.split_names(heldout)  # validates names
-    fields = dict(patch_size=int(patch_size), patches_per_photo=int(patches_per_photo),
-                  heldout_patches_per_photo=int(heldout_patches_per_photo),
-                  scales=[float(s) for s in scales], flip=bool(flip), seed=int(seed),
-                  heldout=list(heldout))
-    return cls(name=_config_name("photos", fields), description=json.dumps(fields),
-               **{**fields, "scales": tuple(fields["scales"]), "heldout": tuple(heldout)})
+    fields = dict(
+      patch_size=int(patch_size),
+      patches_per_photo=int(patches_per_photo),
+      heldout_patches_per_photo=int(heldout_patches_per_photo),
+      scales=[float(s) for s in scales],
+      flip=bool(flip),
+      seed=int(seed),
+      heldout=list(heldout),
+    )
+    return cls(
+      name=_config_name("photos", fields),
+      description=json.dumps(fields),
+      **{**fields, "scales": tuple(fields["scales"]), "heldout": tuple(heldout)},
+    )
 
 
 class PhotoPatches(tfds.core.GeneratorBasedBuilder):
@@ -165,10 +206,10 @@ class PhotoPatches(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     c = self.builder_config
     return self.dataset_info_from_configs(
-        features=_features(c.patch_size, photos_lib.PHOTO_NAMES),
-        supervised_keys=("image", "label"),
-        description="Random multi-scale crops of bundled photos; label = source photo.",
-        metadata=tfds.core.MetadataDict(heldout=list(c.heldout)),
+      features=_features(c.patch_size, photos_lib.PHOTO_NAMES),
+      supervised_keys=("image", "label"),
+      description="Random multi-scale crops of bundled photos; label = source photo.",
+      metadata=tfds.core.MetadataDict(heldout=list(c.heldout)),
     )
 
   def _split_generators(self, dl_manager):
@@ -176,8 +217,8 @@ class PhotoPatches(tfds.core.GeneratorBasedBuilder):
     train, heldout = photos_lib.split_names(self.builder_config.heldout)
     c = self.builder_config
     return {
-        "train": self._generate_examples("train", train, c.patches_per_photo),
-        "heldout": self._generate_examples("heldout", heldout, c.heldout_patches_per_photo),
+      "train": self._generate_examples("train", train, c.patches_per_photo),
+      "heldout": self._generate_examples("heldout", heldout, c.heldout_patches_per_photo),
     }
 
   def _generate_examples(self, split: str, names: Sequence[str], n: int):
@@ -185,8 +226,9 @@ class PhotoPatches(tfds.core.GeneratorBasedBuilder):
     key = _split_key(c.seed, split)
     for name, image in photos_lib.load_photos(names):
       label = photos_lib.PHOTO_NAMES.index(name)
-      yield from _image_examples(jax.random.fold_in(key, label), image, n, c.patch_size,
-                                 c.scales, c.flip, label, label, name)
+      yield from _image_examples(
+        jax.random.fold_in(key, label), image, n, c.patch_size, c.scales, c.flip, label, label, name
+      )
 
 
 # ----------------------------------------------------------------------------- folder patches
@@ -211,8 +253,10 @@ def list_images(folder: str) -> tuple[list[str], list[str], list[int]]:
     return rel, ["0"], [0] * len(rel)
   if any(t is None for t in tops):
     loose = [r for r, t in zip(rel, tops) if t is None][:3]
-    raise ValueError(f"{folder!r} mixes images in subfolders (labels) with images directly in "
-                     f"it (e.g. {loose}); move every image into a class subfolder")
+    raise ValueError(
+      f"{folder!r} mixes images in subfolders (labels) with images directly in "
+      f"it (e.g. {loose}); move every image into a class subfolder"
+    )
   names = sorted(set(tops))
   return rel, names, [names.index(t) for t in tops]
 
@@ -225,8 +269,9 @@ def _folder_fingerprint(folder: str, rel: Sequence[str]) -> str:
   return h.hexdigest()[:16]
 
 
-def folder_split(n: int, seed: int, heldout: Sequence[str], heldout_fraction: float,
-                 rel: Sequence[str]) -> tuple[list[int], list[int]]:
+def folder_split(
+  n: int, seed: int, heldout: Sequence[str], heldout_fraction: float, rel: Sequence[str]
+) -> tuple[list[int], list[int]]:
   """Indices of (train, heldout) images: the named files, else a seeded fraction."""
   if heldout:
     missing = [h for h in heldout if h not in rel]
@@ -250,6 +295,7 @@ def folder_split(n: int, seed: int, heldout: Sequence[str], heldout_fraction: fl
 @dataclasses.dataclass
 class FolderPatchesConfig(tfds.core.BuilderConfig):
   """Options of a folder patch dataset; build with ``FolderPatchesConfig.make(folder, ...)``."""
+
   folder: str = ""
   patch_size: int = 32
   patches_per_photo: int = 256
@@ -261,24 +307,41 @@ class FolderPatchesConfig(tfds.core.BuilderConfig):
   heldout_fraction: float = 0.1
 
   @classmethod
-  def make(cls, folder: str, patch_size: int = 32, patches_per_photo: int = 256,
-           heldout_patches_per_photo: int = 64, scales: Sequence[float] = (1.0, 0.5, 0.25),
-           flip: bool = True, seed: int = 0, heldout: Sequence[str] = (),
-           heldout_fraction: float = 0.1) -> "FolderPatchesConfig":
+  def make(
+    cls,
+    folder: str,
+    patch_size: int = 32,
+    patches_per_photo: int = 256,
+    heldout_patches_per_photo: int = 64,
+    scales: Sequence[float] = (1.0, 0.5, 0.25),
+    flip: bool = True,
+    seed: int = 0,
+    heldout: Sequence[str] = (),
+    heldout_fraction: float = 0.1,
+  ) -> "FolderPatchesConfig":
     _validate_patch_options(patch_size, scales, patches_per_photo, heldout_patches_per_photo)
     folder = os.path.abspath(os.path.expanduser(folder))
     rel, _, _ = list_images(folder)
     folder_split(len(rel), seed, heldout, heldout_fraction, rel)  # validates
-    fields = dict(folder=folder, patch_size=int(patch_size),
-                  patches_per_photo=int(patches_per_photo),
-                  heldout_patches_per_photo=int(heldout_patches_per_photo),
-                  scales=[float(s) for s in scales], flip=bool(flip), seed=int(seed),
-                  heldout=list(heldout), heldout_fraction=float(heldout_fraction),
-                  contents=_folder_fingerprint(folder, rel))
+    fields = dict(
+      folder=folder,
+      patch_size=int(patch_size),
+      patches_per_photo=int(patches_per_photo),
+      heldout_patches_per_photo=int(heldout_patches_per_photo),
+      scales=[float(s) for s in scales],
+      flip=bool(flip),
+      seed=int(seed),
+      heldout=list(heldout),
+      heldout_fraction=float(heldout_fraction),
+      contents=_folder_fingerprint(folder, rel),
+    )
     name = _config_name("folder", fields)
     del fields["contents"]
-    return cls(name=name, description=json.dumps(fields),
-               **{**fields, "scales": tuple(fields["scales"]), "heldout": tuple(heldout)})
+    return cls(
+      name=name,
+      description=json.dumps(fields),
+      **{**fields, "scales": tuple(fields["scales"]), "heldout": tuple(heldout)},
+    )
 
 
 def _read_rgb(path: str) -> np.ndarray:
@@ -306,11 +369,12 @@ class FolderPatches(tfds.core.GeneratorBasedBuilder):
     c = self.builder_config
     rel, class_names, _, train, held = self._listing()
     return self.dataset_info_from_configs(
-        features=_features(c.patch_size, class_names),
-        supervised_keys=("image", "label"),
-        description=f"Random multi-scale crops of the images under {c.folder}.",
-        metadata=tfds.core.MetadataDict(files=rel, train_sources=train, heldout_sources=held,
-                                        heldout=[rel[i] for i in held]),
+      features=_features(c.patch_size, class_names),
+      supervised_keys=("image", "label"),
+      description=f"Random multi-scale crops of the images under {c.folder}.",
+      metadata=tfds.core.MetadataDict(
+        files=rel, train_sources=train, heldout_sources=held, heldout=[rel[i] for i in held]
+      ),
     )
 
   def _split_generators(self, dl_manager):
@@ -318,9 +382,8 @@ class FolderPatches(tfds.core.GeneratorBasedBuilder):
     c = self.builder_config
     rel, _, labels, train, held = self._listing()
     return {
-        "train": self._generate_examples("train", rel, labels, train, c.patches_per_photo),
-        "heldout": self._generate_examples("heldout", rel, labels, held,
-                                           c.heldout_patches_per_photo),
+      "train": self._generate_examples("train", rel, labels, train, c.patches_per_photo),
+      "heldout": self._generate_examples("heldout", rel, labels, held, c.heldout_patches_per_photo),
     }
 
   def _generate_examples(self, split, rel, labels, indices, n):
@@ -328,5 +391,6 @@ class FolderPatches(tfds.core.GeneratorBasedBuilder):
     key = _split_key(c.seed, split)
     for i in indices:
       image = _read_rgb(os.path.join(c.folder, rel[i]))
-      yield from _image_examples(jax.random.fold_in(key, i), image, n, c.patch_size, c.scales,
-                                 c.flip, labels[i], i, rel[i])
+      yield from _image_examples(
+        jax.random.fold_in(key, i), image, n, c.patch_size, c.scales, c.flip, labels[i], i, rel[i]
+      )

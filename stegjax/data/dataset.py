@@ -30,13 +30,13 @@ from stegjax.data import pipeline
 def default_config() -> ml_collections.ConfigDict:
   """The ``config.data`` fields (every one overridable: ``--config.data.patch_size=16``)."""
   c = ml_collections.ConfigDict()
-  c.folder = ""                    # non-empty: patches of every image under this folder
-  c.patch_size = 32                # patch side P in pixels
-  c.patches_per_photo = 256        # train patches per training image
+  c.folder = ""  # non-empty: patches of every image under this folder
+  c.patch_size = 32  # patch side P in pixels
+  c.patches_per_photo = 256  # train patches per training image
   c.heldout_patches_per_photo = 64  # heldout patches per held-out image
-  c.scales = (1.0, 0.5, 0.25)      # patch pixels per source pixel; crop side = P / scale
-  c.flip = True                    # random horizontal flips
-  c.seed = 0                       # crop/flip draws
+  c.scales = (1.0, 0.5, 0.25)  # patch pixels per source pixel; crop side = P / scale
+  c.flip = True  # random horizontal flips
+  c.seed = 0  # crop/flip draws
   c.heldout = photos_lib.DEFAULT_HELDOUT  # bundled photos held out whole (folder: file paths)
   c.folder_heldout_fraction = 0.1  # folder without `heldout` files: this fraction held out
   return c
@@ -46,8 +46,11 @@ _KNOWN = set(default_config().keys())
 
 
 def _field(config_data, name: str, default: Any = None) -> Any:
-  return config_data.get(name, default) if hasattr(config_data, "get") else getattr(
-      config_data, name, default)
+  return (
+    config_data.get(name, default)
+    if hasattr(config_data, "get")
+    else getattr(config_data, name, default)
+  )
 
 
 def builder_for(config_data, data_dir: str) -> tfds.core.GeneratorBasedBuilder:
@@ -56,8 +59,17 @@ def builder_for(config_data, data_dir: str) -> tfds.core.GeneratorBasedBuilder:
   if unknown:
     raise ValueError(f"unknown config.data field(s) {unknown}; known: {sorted(_KNOWN)}")
   d = default_config()
-  opts = {k: _field(config_data, k, d[k]) for k in (
-      "patch_size", "patches_per_photo", "heldout_patches_per_photo", "scales", "flip", "seed")}
+  opts = {
+    k: _field(config_data, k, d[k])
+    for k in (
+      "patch_size",
+      "patches_per_photo",
+      "heldout_patches_per_photo",
+      "scales",
+      "flip",
+      "seed",
+    )
+  }
   opts["scales"] = tuple(opts["scales"])
   folder = _field(config_data, "folder", "")
   if folder:
@@ -66,12 +78,16 @@ def builder_for(config_data, data_dir: str) -> tfds.core.GeneratorBasedBuilder:
     if tuple(heldout) == photos_lib.DEFAULT_HELDOUT:
       heldout = ()
     config = builders.FolderPatchesConfig.make(
-        folder, heldout=tuple(heldout),
-        heldout_fraction=_field(config_data, "folder_heldout_fraction", 0.1), **opts)
+      folder,
+      heldout=tuple(heldout),
+      heldout_fraction=_field(config_data, "folder_heldout_fraction", 0.1),
+      **opts,
+    )
     cls = builders.FolderPatches
   else:
     config = builders.PhotoPatchesConfig.make(
-        heldout=tuple(_field(config_data, "heldout", d.heldout)), **opts)
+      heldout=tuple(_field(config_data, "heldout", d.heldout)), **opts
+    )
     cls = builders.PhotoPatches
   return cls(config=config, data_dir=data_dir, file_format="array_record")
 
@@ -125,13 +141,13 @@ def get_dataset(config_data, data_dir: str) -> tuple[dict, dict, dict]:
   label = builder.info.features["label"]
   meta = builder.info.metadata or {}
   info = {
-      "dataset_dir": dataset_dir,
-      "patch_size": int(builder.info.features["image"].shape[0]),
-      "num_classes": int(label.num_classes),
-      "class_names": list(label.names),
-      "num_train": int(len(train["label"])),
-      "num_heldout": int(len(heldout["label"])),
-      "heldout_images": list(meta.get("heldout", [])),
-      "train_labels": sorted({int(x) for x in set(train["label"].tolist())}),
+    "dataset_dir": dataset_dir,
+    "patch_size": int(builder.info.features["image"].shape[0]),
+    "num_classes": int(label.num_classes),
+    "class_names": list(label.names),
+    "num_train": int(len(train["label"])),
+    "num_heldout": int(len(heldout["label"])),
+    "heldout_images": list(meta.get("heldout", [])),
+    "train_labels": sorted({int(x) for x in set(train["label"].tolist())}),
   }
   return train, heldout, info

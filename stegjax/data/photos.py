@@ -16,17 +16,17 @@ import numpy as np
 
 # Fixed order: a photo's index in this tuple is its class label.
 PHOTO_NAMES: tuple[str, ...] = (
-    "astronaut",
-    "coffee",
-    "chelsea",
-    "rocket",
-    "hubble_deep_field",
-    "retina",
-    "immunohistochemistry",
-    "stereo_motorcycle",
-    "china",
-    "flower",
-    "grace_hopper",
+  "astronaut",
+  "coffee",
+  "chelsea",
+  "rocket",
+  "hubble_deep_field",
+  "retina",
+  "immunohistochemistry",
+  "stereo_motorcycle",
+  "china",
+  "flower",
+  "grace_hopper",
 )
 
 # Two ordinary natural photos (indoor still life, landscape) so held-out metrics
@@ -80,17 +80,17 @@ def _grace_hopper() -> np.ndarray:
 
 
 _LOADERS: dict[str, Callable[[], np.ndarray]] = {
-    "astronaut": _skimage("astronaut"),
-    "coffee": _skimage("coffee"),
-    "chelsea": _skimage("chelsea"),
-    "rocket": _skimage("rocket"),
-    "hubble_deep_field": _skimage("hubble_deep_field"),
-    "retina": _skimage("retina"),
-    "immunohistochemistry": _skimage("immunohistochemistry"),
-    "stereo_motorcycle": _skimage("stereo_motorcycle"),
-    "china": _sklearn("china.jpg"),
-    "flower": _sklearn("flower.jpg"),
-    "grace_hopper": _grace_hopper,
+  "astronaut": _skimage("astronaut"),
+  "coffee": _skimage("coffee"),
+  "chelsea": _skimage("chelsea"),
+  "rocket": _skimage("rocket"),
+  "hubble_deep_field": _skimage("hubble_deep_field"),
+  "retina": _skimage("retina"),
+  "immunohistochemistry": _skimage("immunohistochemistry"),
+  "stereo_motorcycle": _skimage("stereo_motorcycle"),
+  "china": _sklearn("china.jpg"),
+  "flower": _sklearn("flower.jpg"),
+  "grace_hopper": _grace_hopper,
 }
 
 
@@ -102,9 +102,10 @@ def load_photo(name: str) -> np.ndarray:
     img = _LOADERS[name]()
   except Exception as e:  # pylint: disable=broad-except
     raise FileNotFoundError(
-        f"photo {name!r} could not be loaded from its installed package "
-        f"({type(e).__name__}: {e}); stegjax needs scikit-image, scikit-learn and "
-        "matplotlib installed with their bundled sample data") from e
+      f"photo {name!r} could not be loaded from its installed package "
+      f"({type(e).__name__}: {e}); stegjax needs scikit-image, scikit-learn and "
+      "matplotlib installed with their bundled sample data"
+    ) from e
   img = np.asarray(img)
   if img.dtype != np.uint8 or img.ndim != 3 or img.shape[-1] != 3:
     raise ValueError(f"photo {name!r} is {img.dtype}{list(img.shape)}, expected uint8[H,W,3]")
@@ -117,8 +118,9 @@ def load_photos(names: Sequence[str] | None = None) -> list[tuple[str, np.ndarra
   return [(n, load_photo(n)) for n in names]
 
 
-def split_names(heldout: Sequence[str] = DEFAULT_HELDOUT,
-                names: Sequence[str] = PHOTO_NAMES) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def split_names(
+  heldout: Sequence[str] = DEFAULT_HELDOUT, names: Sequence[str] = PHOTO_NAMES
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
   """Splits photo names into (train, heldout), validating the held-out names."""
   heldout = tuple(heldout)
   unknown = [h for h in heldout if h not in names]

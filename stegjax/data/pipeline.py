@@ -26,8 +26,10 @@ LOADER_KEYS = ("image", "label")
 
 def _select_and_cast(element):
   # Keep image and label; label as int32 (TFDS stores ClassLabel as int64).
-  return {"image": np.asarray(element["image"], np.uint8),
-          "label": np.asarray(element["label"], np.int32)}
+  return {
+    "image": np.asarray(element["image"], np.uint8),
+    "label": np.asarray(element["label"], np.int32),
+  }
 
 
 def _check_shard(shard_index: int, shard_count: int):
@@ -46,10 +48,17 @@ def shard_range(n: int, shard_index: int, shard_count: int, drop_remainder: bool
   return range(start, start + size + (shard_index < extra))
 
 
-def make_loader(source: Sequence[Mapping[str, Any]], batch_size: int, seed: int,
-                shuffle: bool = True, num_epochs: int | None = None,
-                shard_index: int | None = None, shard_count: int | None = None,
-                drop_remainder: bool = True, worker_count: int = 0) -> grain.IterDataset:
+def make_loader(
+  source: Sequence[Mapping[str, Any]],
+  batch_size: int,
+  seed: int,
+  shuffle: bool = True,
+  num_epochs: int | None = None,
+  shard_index: int | None = None,
+  shard_count: int | None = None,
+  drop_remainder: bool = True,
+  worker_count: int = 0,
+) -> grain.IterDataset:
   """A grain pipeline over ``source``; iterate it for batches of this process's shard.
 
   Built with grain's dataset API (``MapDataset``: shard, shuffle, repeat, map,
@@ -92,7 +101,7 @@ def make_loader(source: Sequence[Mapping[str, Any]], batch_size: int, seed: int,
   if n < shard_count:
     raise ValueError(f"{n} records cannot be split into {shard_count} shards")
   ids = shard_range(n, shard_index, shard_count, drop_remainder)
-  ds = grain.MapDataset.source(source)[ids.start:ids.stop]
+  ds = grain.MapDataset.source(source)[ids.start : ids.stop]
   if shuffle:
     ds = ds.shuffle(seed=seed)  # followed by repeat: a fresh permutation per epoch
   ds = ds.repeat(num_epochs).map(_select_and_cast)
@@ -166,8 +175,10 @@ def load_arrays(dataset_dir: str, split: str, mmap: bool = True) -> dict[str, np
     os.replace(f"{done}.tmp{os.getpid()}", done)
   with open(done) as f:
     keys = f.read().split()
-  return {k: np.load(os.path.join(cache, f"{split}.{k}.npy"), mmap_mode="r" if mmap else None)
-          for k in keys}
+  return {
+    k: np.load(os.path.join(cache, f"{split}.{k}.npy"), mmap_mode="r" if mmap else None)
+    for k in keys
+  }
 
 
 def _epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
@@ -188,8 +199,15 @@ def _check_batching(n, batch_size, step, shard_index, shard_count) -> tuple[int,
   return global_batch, n // global_batch
 
 
-def batch_indices(n: int, batch_size: int, seed: int, step: int, shuffle: bool = True,
-                  shard_index: int = 0, shard_count: int = 1) -> np.ndarray:
+def batch_indices(
+  n: int,
+  batch_size: int,
+  seed: int,
+  step: int,
+  shuffle: bool = True,
+  shard_index: int = 0,
+  shard_count: int = 1,
+) -> np.ndarray:
   """Record indices of this shard's batch at global ``step`` (a pure function).
 
   Step ``s`` takes global batch ``s mod steps_per_epoch`` of epoch
@@ -201,13 +219,20 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int, shuffle: bool =
   epoch, pos = divmod(step, steps_per_epoch)
   order = _epoch_order(seed, epoch, n, shuffle)
   start = pos * global_batch + shard_index * batch_size
-  return order[start:start + batch_size]
+  return order[start : start + batch_size]
 
 
-def batches_from(arrays: Mapping[str, np.ndarray], batch_size: int, seed: int,
-                 start_step: int = 0, shuffle: bool = True, keys: Sequence[str] | None = None,
-                 shard_index: int = 0, shard_count: int = 1,
-                 num_steps: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+def batches_from(
+  arrays: Mapping[str, np.ndarray],
+  batch_size: int,
+  seed: int,
+  start_step: int = 0,
+  shuffle: bool = True,
+  keys: Sequence[str] | None = None,
+  shard_index: int = 0,
+  shard_count: int = 1,
+  num_steps: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
   """Yields the batches of steps ``start_step, start_step + 1, ...`` (forever by default).
 
   ``batches_from(a, b, seed, start_step=k)`` yields exactly what
@@ -225,8 +250,9 @@ def batches_from(arrays: Mapping[str, np.ndarray], batch_size: int, seed: int,
     if len(arrays[k]) != n:
       raise ValueError(f"arrays differ in length: {keys[0]} has {n}, {k} has {len(arrays[k])}")
   # Validate now, not at the first next(): errors belong to the caller's line.
-  global_batch, steps_per_epoch = _check_batching(n, batch_size, start_step, shard_index,
-                                                  shard_count)
+  global_batch, steps_per_epoch = _check_batching(
+    n, batch_size, start_step, shard_index, shard_count
+  )
 
   def gen():
     step, cached_epoch, order = start_step, None, None
@@ -235,8 +261,8 @@ def batches_from(arrays: Mapping[str, np.ndarray], batch_size: int, seed: int,
       if epoch != cached_epoch:  # one permutation per epoch, not per batch
         cached_epoch, order = epoch, _epoch_order(seed, epoch, n, shuffle)
       start = pos * global_batch + shard_index * batch_size
-      idx = np.sort(order[start:start + batch_size])  # sorted reads are kinder to memmaps
-      perm = np.argsort(np.argsort(order[start:start + batch_size]))
+      idx = np.sort(order[start : start + batch_size])  # sorted reads are kinder to memmaps
+      perm = np.argsort(np.argsort(order[start : start + batch_size]))
       yield {k: np.asarray(arrays[k][idx])[perm] for k in keys}
       step += 1
 

@@ -24,7 +24,7 @@ def mean_nll(model, params, tokens, labels, batch_size: int = 256) -> float:
   fn = jax.jit(lambda t, l: recipes.token_nll(model, params, t, l))
   total, count = 0.0, 0
   for i in range(0, len(tokens), batch_size):
-    t, l = tokens[i:i + batch_size], labels[i:i + batch_size]
+    t, l = tokens[i : i + batch_size], labels[i : i + batch_size]
     total += float(fn(t, l)) * len(t)
     count += len(t)
   return total / count / np.log(2)
@@ -53,39 +53,67 @@ def run(config, workdir: str):
   flat_tr = tok_tr.reshape(n, h * w)[sample]
   lab_tr = np.asarray(train["label"])[sample].astype(np.int32)
   nll = {
-      "heldout_null_class": mean_nll(prior.model, prior.params, flat_ho,
-                                     np.full(len(flat_ho), null, np.int32)),
-      "train_sample_own_class": mean_nll(prior.model, prior.params, flat_tr, lab_tr),
-      "train_sample_null_class": mean_nll(prior.model, prior.params, flat_tr,
-                                          np.full(len(flat_tr), null, np.int32)),
+    "heldout_null_class": mean_nll(
+      prior.model, prior.params, flat_ho, np.full(len(flat_ho), null, np.int32)
+    ),
+    "train_sample_own_class": mean_nll(prior.model, prior.params, flat_tr, lab_tr),
+    "train_sample_null_class": mean_nll(
+      prior.model, prior.params, flat_tr, np.full(len(flat_tr), null, np.int32)
+    ),
   }
-  uni = {"heldout": unigram_bits(tok_tr, tok_ho, vocab),
-         "train_sample": unigram_bits(tok_tr, tok_tr.reshape(n, -1)[sample], vocab)}
+  uni = {
+    "heldout": unigram_bits(tok_tr, tok_ho, vocab),
+    "train_sample": unigram_bits(tok_tr, tok_tr.reshape(n, -1)[sample], vocab),
+  }
 
   # Samples: 8 per training class with the configured CFG / top-k.
   labels = np.repeat(np.asarray(info["train_labels"], np.int32), 8)
   s = config.prior.sample
-  toks, _ = transformer.generate(prior.model, {"params": prior.params}, jnp.asarray(labels),
-                                 jax.random.PRNGKey(config.seed + 7), cfg_scale=s.cfg_scale,
-                                 top_k=s.top_k, temperature=s.temperature)
+  toks, _ = transformer.generate(
+    prior.model,
+    {"params": prior.params},
+    jnp.asarray(labels),
+    jax.random.PRNGKey(config.seed + 7),
+    cfg_scale=s.cfg_scale,
+    top_k=s.top_k,
+    temperature=s.temperature,
+  )
   imgs = vq.model.apply({"params": vq.params}, toks.reshape(-1, h, w), method="decode_indices")
-  report.save_grid(np.clip(np.asarray(imgs), -1, 1), os.path.join(workdir, "samples.png"), ncol=8,
-                   scale=3)
-  results = {"bits_per_token": nll, "unigram_bits_per_token": uni, "train_seconds": train_s,
-             "grid": [h, w], "vocab": vocab, "num_classes": prior.model.num_classes,
-             "sample": s.to_dict()}
+  report.save_grid(
+    np.clip(np.asarray(imgs), -1, 1), os.path.join(workdir, "samples.png"), ncol=8, scale=3
+  )
+  results = {
+    "bits_per_token": nll,
+    "unigram_bits_per_token": uni,
+    "train_seconds": train_s,
+    "grid": [h, w],
+    "vocab": vocab,
+    "num_classes": prior.model.num_classes,
+    "sample": s.to_dict(),
+  }
   table = report.md_table(
-      ["tokens", "prior (bits/token)", "unigram (bits/token)"],
-      [["held-out photos (null class)", nll["heldout_null_class"], uni["heldout"]],
-       ["train photos, own class", nll["train_sample_own_class"], uni["train_sample"]],
-       ["train photos, null class", nll["train_sample_null_class"], uni["train_sample"]]])
+    ["tokens", "prior (bits/token)", "unigram (bits/token)"],
+    [
+      ["held-out photos (null class)", nll["heldout_null_class"], uni["heldout"]],
+      ["train photos, own class", nll["train_sample_own_class"], uni["train_sample"]],
+      ["train photos, null class", nll["train_sample_null_class"], uni["train_sample"]],
+    ],
+  )
   m = config.prior.model
-  report.write_report(workdir, "AR prior", [
-      ("Setup", f"Llama-style prior, {m.n_layer} layers x {m.dim} wide, {h}x{w} tokens, vocab "
-                f"{vocab}, {prior.model.num_classes} classes (+ null); "
-                f"{config.prior.train.num_steps} steps, batch {config.prior.train.batch_size}; "
-                f"tokenizer + prior train/load took {train_s:.0f} s."),
+  report.write_report(
+    workdir,
+    "AR prior",
+    [
+      (
+        "Setup",
+        f"Llama-style prior, {m.n_layer} layers x {m.dim} wide, {h}x{w} tokens, vocab "
+        f"{vocab}, {prior.model.num_classes} classes (+ null); "
+        f"{config.prior.train.num_steps} steps, batch {config.prior.train.batch_size}; "
+        f"tokenizer + prior train/load took {train_s:.0f} s.",
+      ),
       ("Negative log-likelihood", table),
       ("Samples", f"8 per training class, CFG {s.cfg_scale}, top-k {s.top_k}.\n\n![](samples.png)"),
-  ], results)
+    ],
+    results,
+  )
   return results

@@ -38,6 +38,7 @@ from stegjax.train import recipes
 
 # ----------------------------------------------------------------------------- evaluation
 
+
 def _channel_keys(seed: int, name: str):
   k = jax.random.fold_in(jax.random.PRNGKey(seed), sum(map(ord, name)))
   return jax.random.split(k)  # (sender's simulation, the real channel)
@@ -45,11 +46,17 @@ def _channel_keys(seed: int, name: str):
 
 def _stats(values) -> dict:
   v = np.asarray(values, np.float64)
-  return {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()), "max": float(v.max())}
+  return {
+    "mean": float(v.mean()),
+    "std": float(v.std()),
+    "min": float(v.min()),
+    "max": float(v.max()),
+  }
 
 
-def evaluate_channel(models: api.Models, sent: dict, labels, secret: bytes, counters, name: str,
-                     length: int, seed: int) -> dict:
+def evaluate_channel(
+  models: api.Models, sent: dict, labels, secret: bytes, counters, name: str, length: int, seed: int
+) -> dict:
   """One channel: M1, M1+M2 and M1+M2+M3 recovery of every image, with timings."""
   cm = models.config.cmsteg
   true = sent["tokens"]
@@ -66,8 +73,11 @@ def evaluate_channel(models: api.Models, sent: dict, labels, secret: bytes, coun
 
   t0 = time.time()
   rec = recover.recover(models.vq, x_real, name, cm.m2_steps, cm.m2_lr, cm.m2_patience, cm.m2_batch)
-  sim = recover.recover(models.vq, x_sim, name, cm.m2_steps, cm.m2_lr, cm.m2_patience,
-                        cm.m2_batch) if stochastic else rec
+  sim = (
+    recover.recover(models.vq, x_sim, name, cm.m2_steps, cm.m2_lr, cm.m2_patience, cm.m2_batch)
+    if stochastic
+    else rec
+  )
   times["m2_s"] = time.time() - t0
   tok_m1 = rec["tokens_m1"].reshape(len(true), h * w)
   tok_m2 = rec["tokens"].reshape(len(true), h * w)
@@ -80,43 +90,56 @@ def evaluate_channel(models: api.Models, sent: dict, labels, secret: bytes, coun
   t0 = time.time()
   m3 = api.correction_captions(models, true, tok_sim, labels, sim_labels, secret, counters, length)
   recv_topics = api.topics_for_labels(models, recv_labels)
-  m3_labels, ranks, caption_ok = api.read_corrections(models, m3["captions"], recv_topics, secret,
-                                                      counters, length, recv_labels)
+  m3_labels, ranks, caption_ok = api.read_corrections(
+    models, m3["captions"], recv_topics, secret, counters, length, recv_labels
+  )
   times["m3_s"] = time.time() - t0
 
   t0 = time.time()
   results = {}
-  for stage, toks, rk, lab in (("M1", tok_m1, None, recv_labels), ("M1+M2", tok_m2, None, recv_labels),
-                               ("M1+M2+M3", tok_m2, ranks, m3_labels)):
+  for stage, toks, rk, lab in (
+    ("M1", tok_m1, None, recv_labels),
+    ("M1+M2", tok_m2, None, recv_labels),
+    ("M1+M2+M3", tok_m2, ranks, m3_labels),
+  ):
     fixed, bits, _ = api.reveal_bits(models, toks, lab, secret, counters, ranks=rk)
     rq = np.mean(fixed == true, axis=1)
-    cap = [api.leading_correct(bits[i], sent["bits"][i][:sent["n_embedded"][i]])
-           for i in range(len(true))]
-    ok = [api.try_unpack(bits[i], secret, counters[i]) == msg
-          for i, msg in enumerate(sent["messages"])]
-    results[stage] = {"R_q": _stats(rq), "Cap": _stats(cap), "message_ok": float(np.mean(ok)),
-                      "R_q_all": rq.tolist(), "Cap_all": cap}
+    cap = [
+      api.leading_correct(bits[i], sent["bits"][i][: sent["n_embedded"][i]])
+      for i in range(len(true))
+    ]
+    ok = [
+      api.try_unpack(bits[i], secret, counters[i]) == msg for i, msg in enumerate(sent["messages"])
+    ]
+    results[stage] = {
+      "R_q": _stats(rq),
+      "Cap": _stats(cap),
+      "message_ok": float(np.mean(ok)),
+      "R_q_all": rq.tolist(),
+      "Cap_all": cap,
+    }
   times["extract_s"] = time.time() - t0
   n_corr = [len(p.positions) for p in m3["plans"]]
   return {
-      "stages": results,
-      "label_accuracy_receiver": float(np.mean(recv_labels == labels)),
-      "label_accuracy_with_caption": float(np.mean(m3_labels == labels)),
-      "caption_condition_mismatch": float(np.mean(recv_topics != m3["topics"])),
-      "caption_bits": _stats(m3["caption_bits"]),
-      "corrections": _stats(n_corr),
-      "errors_after_m2_sender": _stats([p.num_errors for p in m3["plans"]]),
-      "dropped": _stats([len(p.dropped) for p in m3["plans"]]),
-      "caption_unreadable": float(np.mean(~caption_ok)),
-      "m2_steps_run": int(rec["steps"]),
-      "times": times,
-      "_captions": m3["captions"],
-      "_received": (tok_m2, recv_labels),
+    "stages": results,
+    "label_accuracy_receiver": float(np.mean(recv_labels == labels)),
+    "label_accuracy_with_caption": float(np.mean(m3_labels == labels)),
+    "caption_condition_mismatch": float(np.mean(recv_topics != m3["topics"])),
+    "caption_bits": _stats(m3["caption_bits"]),
+    "corrections": _stats(n_corr),
+    "errors_after_m2_sender": _stats([p.num_errors for p in m3["plans"]]),
+    "dropped": _stats([len(p.dropped) for p in m3["plans"]]),
+    "caption_unreadable": float(np.mean(~caption_ok)),
+    "m2_steps_run": int(rec["steps"]),
+    "times": times,
+    "_captions": m3["captions"],
+    "_received": (tok_m2, recv_labels),
   }
 
 
-def caption_length_table(models, sent, labels, secret, counters, name, lengths, seed,
-                         received=None) -> list[dict]:
+def caption_length_table(
+  models, sent, labels, secret, counters, name, lengths, seed, received=None
+) -> list[dict]:
   """Table 4: caption length vs payload, corrections (eq. 16 vs measured) and recovery.
 
   ``received``: (M2 tokens, inferred labels) of channel ``name`` when Table 2 already ran it.
@@ -134,22 +157,43 @@ def caption_length_table(models, sent, labels, secret, counters, name, lengths, 
   for length in lengths:
     m3 = api.correction_captions(models, true, tok, labels, recv_labels, secret, counters, length)
     m3_labels, ranks, _ = api.read_corrections(
-        models, m3["captions"], api.topics_for_labels(models, recv_labels), secret, counters, length,
-        recv_labels)
+      models,
+      m3["captions"],
+      api.topics_for_labels(models, recv_labels),
+      secret,
+      counters,
+      length,
+      recv_labels,
+    )
     fixed, bits, _ = api.reveal_bits(models, tok, m3_labels, secret, counters, ranks=ranks)
     rho = float(np.mean(m3["caption_bits"])) / length
-    rows.append({
-        "length": int(length), "bits_per_char": rho,
+    rows.append(
+      {
+        "length": int(length),
+        "bits_per_char": rho,
         "caption_bits": float(np.mean(m3["caption_bits"])),
         "tau_eq16_paper": correct.tau_paper(rho, length, h, w, cm.l1, cm.l2),
-        "tau_exact": float(np.mean([correct.tau(int(n) - api.label_bits(models), h * w, cm.l1, cm.l2)
-                                    for n in m3["caption_bits"]])),
+        "tau_exact": float(
+          np.mean(
+            [
+              correct.tau(int(n) - api.label_bits(models), h * w, cm.l1, cm.l2)
+              for n in m3["caption_bits"]
+            ]
+          )
+        ),
         "corrections_made": float(np.mean([len(p.positions) for p in m3["plans"]])),
         "errors": float(np.mean([p.num_errors for p in m3["plans"]])),
         "R_q": float(np.mean(fixed == true)),
-        "message_ok": float(np.mean([api.try_unpack(bits[i], secret, counters[i]) == m
-                                     for i, m in enumerate(sent["messages"])])),
-    })
+        "message_ok": float(
+          np.mean(
+            [
+              api.try_unpack(bits[i], secret, counters[i]) == m
+              for i, m in enumerate(sent["messages"])
+            ]
+          )
+        ),
+      }
+    )
   return rows
 
 
@@ -168,27 +212,49 @@ def _evaluate(config, workdir: str, models: api.Models) -> dict:
   sent = api.hide(models, messages, secret, counters, labels)
   t_m1 = time.time() - t0
   sent["messages"] = messages
-  m1.embed(models.prior, np.zeros(8, np.uint32), np.zeros((n, 1), np.uint8), np.zeros(n, np.int32),
-           labels, counters, models.sampler)  # plain sampling (all-zero message): same loop, warm
+  m1.embed(
+    models.prior,
+    np.zeros(8, np.uint32),
+    np.zeros((n, 1), np.uint8),
+    np.zeros(n, np.int32),
+    labels,
+    counters,
+    models.sampler,
+  )  # plain sampling (all-zero message): same loop, warm
   t0 = time.time()
-  m1.embed(models.prior, np.zeros(8, np.uint32), np.zeros((n, 1), np.uint8), np.zeros(n, np.int32),
-           labels, counters, models.sampler)
+  m1.embed(
+    models.prior,
+    np.zeros(8, np.uint32),
+    np.zeros((n, 1), np.uint8),
+    np.zeros(n, np.int32),
+    labels,
+    counters,
+    models.sampler,
+  )
   t_plain = time.time() - t0
   fits = sent["n_embedded"] >= sent["framed_bits"]
   # Capacity: how many bits the same images could carry (a long random payload under unused
   # counters, so no (key, counter) pair of a sent message is reused).
   t_tok = models.grid[0] * models.grid[1]
   long_bits = rs.randint(0, 2, (n, 24 * t_tok)).astype(np.uint8)
-  _, capacity = m1.embed(models.prior, framing.sampling_key(secret), long_bits,
-                         np.full(n, long_bits.shape[1]), labels, counters + n, models.sampler)
+  _, capacity = m1.embed(
+    models.prior,
+    framing.sampling_key(secret),
+    long_bits,
+    np.full(n, long_bits.shape[1]),
+    labels,
+    counters + n,
+    models.sampler,
+  )
   logging.info("M1: %d images, %.1f s; embedded bits %s", n, t_m1, sent["n_embedded"])
   Image.fromarray(sent["images"][0]).save(os.path.join(workdir, "stego_example.png"))
 
   per_channel, captions, received = {}, {}, {}
   for name in tqdm.tqdm(cm.channels, desc="channels"):
     logging.info("channel %s", name)
-    r = evaluate_channel(models, sent, labels, secret, counters, name, int(cm.caption_length),
-                         config.seed)
+    r = evaluate_channel(
+      models, sent, labels, secret, counters, name, int(cm.caption_length), config.seed
+    )
     captions[name] = r.pop("_captions")
     received[name] = r.pop("_received")
     per_channel[name] = r
@@ -196,22 +262,39 @@ def _evaluate(config, workdir: str, models: api.Models) -> dict:
       with open(os.path.join(workdir, "partial.json"), "w") as f:
         json.dump({"channels": per_channel}, f, indent=1)
   t0 = time.time()
-  table4 = caption_length_table(models, sent, labels, secret, counters, cm.length_table_channel,
-                                tuple(cm.caption_lengths), config.seed,
-                                received.get(cm.length_table_channel))
+  table4 = caption_length_table(
+    models,
+    sent,
+    labels,
+    secret,
+    counters,
+    cm.length_table_channel,
+    tuple(cm.caption_lengths),
+    config.seed,
+    received.get(cm.length_table_channel),
+  )
   t_table4 = time.time() - t0
   grid_path = os.path.join(workdir, "stego_grid.png")
   report.save_grid(sent["images"][:16], grid_path, ncol=8, scale=4)
-  texts = [caption_lib.decode_text(c) for c in captions.get("jpeg85", next(iter(captions.values())))]
+  texts = [
+    caption_lib.decode_text(c) for c in captions.get("jpeg85", next(iter(captions.values())))
+  ]
   return {
-      "num_images": n, "grid": list(models.grid), "message_bytes": int(cm.message_bytes),
-      "framed_bits": int(sent["framed_bits"][0]),
-      "embedded_bits": _stats(sent["n_embedded"]), "message_fits": float(np.mean(fits)),
-      "capacity_bits": _stats(capacity), "bits_per_token": float(np.mean(capacity)) / t_tok,
-      "m1_seconds_per_image": t_m1 / n, "plain_sampling_seconds_per_image": t_plain / n,
-      "table4_seconds": t_table4,
-      "channels": per_channel, "caption_lengths": table4, "captions_jpeg85": texts,
-      "settings": cm.to_dict(),
+    "num_images": n,
+    "grid": list(models.grid),
+    "message_bytes": int(cm.message_bytes),
+    "framed_bits": int(sent["framed_bits"][0]),
+    "embedded_bits": _stats(sent["n_embedded"]),
+    "message_fits": float(np.mean(fits)),
+    "capacity_bits": _stats(capacity),
+    "bits_per_token": float(np.mean(capacity)) / t_tok,
+    "m1_seconds_per_image": t_m1 / n,
+    "plain_sampling_seconds_per_image": t_plain / n,
+    "table4_seconds": t_table4,
+    "channels": per_channel,
+    "caption_lengths": table4,
+    "captions_jpeg85": texts,
+    "settings": cm.to_dict(),
   }
 
 
@@ -226,67 +309,136 @@ def _write_report(workdir, config, res, timings):
   rows = []
   for name, r in res["channels"].items():
     st = r["stages"]
-    rows.append([name] + [_fmt(st[k]["R_q"], True) for k in ("M1", "M1+M2", "M1+M2+M3")]
-                + [_fmt(st[k]["Cap"]) for k in ("M1", "M1+M2", "M1+M2+M3")]
-                + [f"{100 * st['M1+M2+M3']['message_ok']:.0f}%", f"{r['corrections']['mean']:.1f}",
-                   f"{r['caption_bits']['mean']:.0f}", f"{100 * r['caption_condition_mismatch']:.0f}%"])
-  t2 = report.md_table(["channel", "R_q M1 (%)", "R_q M1+M2", "R_q M1+M2+M3", "Cap M1 (bits)",
-                        "Cap M1+M2", "Cap M1+M2+M3", "message ok", "corrections",
-                        "caption bits", "caption cond. mismatch"], rows)
+    rows.append(
+      [name]
+      + [_fmt(st[k]["R_q"], True) for k in ("M1", "M1+M2", "M1+M2+M3")]
+      + [_fmt(st[k]["Cap"]) for k in ("M1", "M1+M2", "M1+M2+M3")]
+      + [
+        f"{100 * st['M1+M2+M3']['message_ok']:.0f}%",
+        f"{r['corrections']['mean']:.1f}",
+        f"{r['caption_bits']['mean']:.0f}",
+        f"{100 * r['caption_condition_mismatch']:.0f}%",
+      ]
+    )
+  t2 = report.md_table(
+    [
+      "channel",
+      "R_q M1 (%)",
+      "R_q M1+M2",
+      "R_q M1+M2+M3",
+      "Cap M1 (bits)",
+      "Cap M1+M2",
+      "Cap M1+M2+M3",
+      "message ok",
+      "corrections",
+      "caption bits",
+      "caption cond. mismatch",
+    ],
+    rows,
+  )
   t4 = report.md_table(
-      ["caption chars", "payload bits/char", "payload bits", "tau eq.16 (paper)", "tau (exact coding)",
-       "corrections made", "errors", "R_q", "message ok"],
-      [[r["length"], r["bits_per_char"], r["caption_bits"], r["tau_eq16_paper"], r["tau_exact"],
-        r["corrections_made"], r["errors"], f"{100 * r['R_q']:.2f}%",
-        f"{100 * r['message_ok']:.0f}%"] for r in res["caption_lengths"]])
-  tt = report.md_table(["channel", "channel (s)", "M2 (s)", "M3 (s)", "extraction x3 (s)"],
-                       [[k, v["times"]["channel_s"], v["times"]["m2_s"], v["times"]["m3_s"],
-                         v["times"]["extract_s"]] for k, v in res["channels"].items()])
+    [
+      "caption chars",
+      "payload bits/char",
+      "payload bits",
+      "tau eq.16 (paper)",
+      "tau (exact coding)",
+      "corrections made",
+      "errors",
+      "R_q",
+      "message ok",
+    ],
+    [
+      [
+        r["length"],
+        r["bits_per_char"],
+        r["caption_bits"],
+        r["tau_eq16_paper"],
+        r["tau_exact"],
+        r["corrections_made"],
+        r["errors"],
+        f"{100 * r['R_q']:.2f}%",
+        f"{100 * r['message_ok']:.0f}%",
+      ]
+      for r in res["caption_lengths"]
+    ],
+  )
+  tt = report.md_table(
+    ["channel", "channel (s)", "M2 (s)", "M3 (s)", "extraction x3 (s)"],
+    [
+      [k, v["times"]["channel_s"], v["times"]["m2_s"], v["times"]["m3_s"], v["times"]["extract_s"]]
+      for k, v in res["channels"].items()
+    ],
+  )
   h, w = res["grid"]
   checks = acceptance(res)
   if config.size == "cpu":
     fresh = timings.get("trained_models", False)
-    checks.append(("default run (models trained when missing) under 30 minutes",
-                   f"{timings['total_s'] / 60:.1f} min on {os.cpu_count()} CPU cores, load average "
-                   f"{timings['load_start']:.1f} at start, {timings.get('load_end', 0):.1f} at end"
-                   + ("" if fresh else "; models were loaded from the cache, so this is not the "
-                      "fresh-machine time"),
-                   timings["total_s"] < 1800 if fresh else None))
-  ta = report.md_table(["criterion (issue 6)", "measured", "verdict"],
-                       [[c, m, {True: "MET", False: "NOT MET", None: "not measured"}[ok]]
-                        for c, m, ok in checks])
+    checks.append(
+      (
+        "default run (models trained when missing) under 30 minutes",
+        f"{timings['total_s'] / 60:.1f} min on {os.cpu_count()} CPU cores, load average "
+        f"{timings['load_start']:.1f} at start, {timings.get('load_end', 0):.1f} at end"
+        + (
+          ""
+          if fresh
+          else "; models were loaded from the cache, so this is not the fresh-machine time"
+        ),
+        timings["total_s"] < 1800 if fresh else None,
+      )
+    )
+  ta = report.md_table(
+    ["criterion (issue 6)", "measured", "verdict"],
+    [[c, m, {True: "MET", False: "NOT MET", None: "not measured"}[ok]] for c, m, ok in checks],
+  )
   caps = "\n".join(f"{i}. `{t.strip()[:120]}`" for i, t in enumerate(res["captions_jpeg85"][:8]))
   sections = [
-      ("Setup", f"{res['num_images']} stego images of {h}x{w} tokens "
-                f"({config.data.patch_size}x{config.data.patch_size} px), Discop {cm.variant}, "
-                f"top-k {cm.top_k}, CFG {cm.cfg_scale}; {res['message_bytes']}-byte messages framed "
-                f"to {res['framed_bits']} bits (header + ChaCha20-Poly1305); M2: Adam lr {cm.m2_lr}, "
-                f"{cm.m2_steps} steps; M3: l1 = l2 = {cm.l1}, {cm.caption_length}-char captions. "
-                f"The images carry {res['capacity_bits']['mean']:.0f} bits on average "
-                f"(min {res['capacity_bits']['min']:.0f}; {res['bits_per_token']:.2f} bits/token); "
-                f"the framed message fit in "
-                f"{100 * res['message_fits']:.0f}% of images. R_q: tokens recovered; Cap: message "
-                f"bits extracted correctly before the first error; message ok: the whole message "
-                f"extracted and authenticated. The receiver infers the class label (and the "
-                f"caption's topic) from its recovered tokens."),
-      ("Acceptance", ta + f"\n\nMeasured on {res['num_images']} images; a share of "
-                      f"{res['num_images']} images moves in steps of "
-                      f"{100 / res['num_images']:.1f}%."),
-      ("Table 2: recovery per channel", t2),
-      ("Table 4: caption length (channel " + cm.length_table_channel + ")", t4 +
-       "\n\nEq. (16) as printed counts the first position in floor(log2(h*w)) bits and adds l2; "
-       "the exact count of this coding (count prefix, first position in ceil(log2(h*w)) bits) is "
-       "`tau (exact coding)`; `corrections made` is what the sender actually coded (at most the "
-       "errors there were). Payload = label + coded corrections actually hidden (a caption's "
-       "capacity is larger when there is less to correct)."),
-      ("Timings", f"M1 {res['m1_seconds_per_image']:.3f} s/image vs plain sampling "
-                  f"{res['plain_sampling_seconds_per_image']:.3f} s/image (same loop, all-zero "
-                  f"message); models trained/loaded in {timings['models_s']:.0f} s; Table 4 "
-                  f"{res['table4_seconds']:.0f} s; total {timings['total_s']:.0f} s.\n\n" + tt),
-      ("Stego images and captions (jpeg85)", "![](stego_grid.png)\n\n" + caps),
+    (
+      "Setup",
+      f"{res['num_images']} stego images of {h}x{w} tokens "
+      f"({config.data.patch_size}x{config.data.patch_size} px), Discop {cm.variant}, "
+      f"top-k {cm.top_k}, CFG {cm.cfg_scale}; {res['message_bytes']}-byte messages framed "
+      f"to {res['framed_bits']} bits (header + ChaCha20-Poly1305); M2: Adam lr {cm.m2_lr}, "
+      f"{cm.m2_steps} steps; M3: l1 = l2 = {cm.l1}, {cm.caption_length}-char captions. "
+      f"The images carry {res['capacity_bits']['mean']:.0f} bits on average "
+      f"(min {res['capacity_bits']['min']:.0f}; {res['bits_per_token']:.2f} bits/token); "
+      f"the framed message fit in "
+      f"{100 * res['message_fits']:.0f}% of images. R_q: tokens recovered; Cap: message "
+      f"bits extracted correctly before the first error; message ok: the whole message "
+      f"extracted and authenticated. The receiver infers the class label (and the "
+      f"caption's topic) from its recovered tokens.",
+    ),
+    (
+      "Acceptance",
+      ta + f"\n\nMeasured on {res['num_images']} images; a share of "
+      f"{res['num_images']} images moves in steps of "
+      f"{100 / res['num_images']:.1f}%.",
+    ),
+    ("Table 2: recovery per channel", t2),
+    (
+      "Table 4: caption length (channel " + cm.length_table_channel + ")",
+      t4
+      + "\n\nEq. (16) as printed counts the first position in floor(log2(h*w)) bits and adds l2; "
+      "the exact count of this coding (count prefix, first position in ceil(log2(h*w)) bits) is "
+      "`tau (exact coding)`; `corrections made` is what the sender actually coded (at most the "
+      "errors there were). Payload = label + coded corrections actually hidden (a caption's "
+      "capacity is larger when there is less to correct).",
+    ),
+    (
+      "Timings",
+      f"M1 {res['m1_seconds_per_image']:.3f} s/image vs plain sampling "
+      f"{res['plain_sampling_seconds_per_image']:.3f} s/image (same loop, all-zero "
+      f"message); models trained/loaded in {timings['models_s']:.0f} s; Table 4 "
+      f"{res['table4_seconds']:.0f} s; total {timings['total_s']:.0f} s.\n\n" + tt,
+    ),
+    ("Stego images and captions (jpeg85)", "![](stego_grid.png)\n\n" + caps),
   ]
-  report.write_report(workdir, "CMSTEG: robust provably secure image steganography", sections,
-                      dict(res, timings=timings))
+  report.write_report(
+    workdir,
+    "CMSTEG: robust provably secure image steganography",
+    sections,
+    dict(res, timings=timings),
+  )
 
 
 def acceptance(res) -> list[tuple[str, str, bool]]:
@@ -296,25 +448,46 @@ def acceptance(res) -> list[tuple[str, str, bool]]:
   out = []
   for c, target in (("png", 0.99), ("jpeg95", 0.99), ("jpeg75", 0.97), ("scale0.5", 0.97)):
     if c in ch:
-      out.append((f"R_q after M1+M2+M3 >= {100 * target:.0f}% on {c}",
-                  f"{100 * rq(c, 'M1+M2+M3'):.2f}%", rq(c, "M1+M2+M3") >= target))
+      out.append(
+        (
+          f"R_q after M1+M2+M3 >= {100 * target:.0f}% on {c}",
+          f"{100 * rq(c, 'M1+M2+M3'):.2f}%",
+          rq(c, "M1+M2+M3") >= target,
+        )
+      )
   for c in ("png", "jpeg95"):
     if c in ch:
       ok = ch[c]["stages"]["M1+M2+M3"]["message_ok"]
-      out.append((f"message extracted and authenticated on >= 90% of images on {c}",
-                  f"{100 * ok:.1f}%", ok >= 0.9))
+      out.append(
+        (
+          f"message extracted and authenticated on >= 90% of images on {c}",
+          f"{100 * ok:.1f}%",
+          ok >= 0.9,
+        )
+      )
   lossy = [c for c in ch if c != "png"]
   if lossy:
     m2 = [c for c in lossy if rq(c, "M1+M2") > rq(c, "M1")]
     m3 = [c for c in lossy if rq(c, "M1+M2+M3") > rq(c, "M1+M2")]
-    out.append(("M2 raises R_q over M1 on every lossy channel",
-                f"{len(m2)} of {len(lossy)}", len(m2) == len(lossy)))
-    out.append(("M3 raises R_q over M1+M2 on every lossy channel",
-                f"{len(m3)} of {len(lossy)}", len(m3) == len(lossy)))
+    out.append(
+      (
+        "M2 raises R_q over M1 on every lossy channel",
+        f"{len(m2)} of {len(lossy)}",
+        len(m2) == len(lossy),
+      )
+    )
+    out.append(
+      (
+        "M3 raises R_q over M1+M2 on every lossy channel",
+        f"{len(m3)} of {len(lossy)}",
+        len(m3) == len(lossy),
+      )
+    )
   return out
 
 
 # ----------------------------------------------------------------------------- commands
+
 
 def _load_key(path: str, create: bool) -> dict:
   if not path:
@@ -333,7 +506,9 @@ def _load_key(path: str, create: bool) -> dict:
       secret = bytes.fromhex(key["secret"])
       counter = int(key["counter"])
     except (json.JSONDecodeError, KeyError, ValueError, TypeError):
-      raise ValueError(f"key file {path} is not a stegjax key (JSON with hex 'secret' and 'counter')") from None
+      raise ValueError(
+        f"key file {path} is not a stegjax key (JSON with hex 'secret' and 'counter')"
+      ) from None
   return {"secret": secret, "counter": counter, "path": path}
 
 
@@ -357,8 +532,16 @@ def _embed_command(config, models: api.Models):
   rec = recover.recover(models.vq, x, name, cm.m2_steps, cm.m2_lr, cm.m2_patience, 1)
   tok = rec["tokens"].reshape(1, -1)
   sim_label = m1.infer_labels(models.prior, tok, cands)
-  m3 = api.correction_captions(models, sent["tokens"], tok, np.asarray([label]), sim_label,
-                               key["secret"], [counter], int(cm.caption_length))
+  m3 = api.correction_captions(
+    models,
+    sent["tokens"],
+    tok,
+    np.asarray([label]),
+    sim_label,
+    key["secret"],
+    [counter],
+    int(cm.caption_length),
+  )
   os.makedirs(config.out, exist_ok=True)
   Image.fromarray(sent["images"][0]).save(os.path.join(config.out, "stego.png"))
   with open(os.path.join(config.out, "caption.txt"), "w") as f:
@@ -366,9 +549,11 @@ def _embed_command(config, models: api.Models):
   with open(key["path"], "w") as f:
     json.dump({"secret": key["secret"].hex(), "counter": counter + 1}, f)
   p = m3["plans"][0]
-  print(f"stegjax: hid {len(message)} bytes ({sent['framed_bits'][0]} framed bits of "
-        f"{sent['n_embedded'][0]} carried) in {config.out}/stego.png with counter {counter}; "
-        f"caption corrects {len(p.positions)} of {p.num_errors} tokens a {name} channel breaks")
+  print(
+    f"stegjax: hid {len(message)} bytes ({sent['framed_bits'][0]} framed bits of "
+    f"{sent['n_embedded'][0]} carried) in {config.out}/stego.png with counter {counter}; "
+    f"caption corrects {len(p.positions)} of {p.num_errors} tokens a {name} channel breaks"
+  )
 
 
 def _extract_command(config, models: api.Models):
@@ -379,8 +564,10 @@ def _extract_command(config, models: api.Models):
   img = np.asarray(Image.open(config.image).convert("RGB"))
   p = int(config.data.patch_size)
   if img.shape[:2] != (p, p):
-    raise ValueError(f"image is {img.shape[1]}x{img.shape[0]} but this config's stego images are "
-                     f"{p}x{p} (resize it back, or use the config it was made with)")
+    raise ValueError(
+      f"image is {img.shape[1]}x{img.shape[0]} but this config's stego images are "
+      f"{p}x{p} (resize it back, or use the config it was made with)"
+    )
   text = ""
   if config.caption:
     if not os.path.exists(config.caption):
@@ -390,7 +577,9 @@ def _extract_command(config, models: api.Models):
   rec = recover.recover(models.vq, img[None], name, cm.m2_steps, cm.m2_lr, cm.m2_patience, 1)
   tok = rec["tokens"].reshape(1, -1)
   cands = models.prior.info["train_labels"]
-  label = m1.infer_labels(models.prior, tok, cands) if config.label < 0 else np.asarray([config.label])
+  label = (
+    m1.infer_labels(models.prior, tok, cands) if config.label < 0 else np.asarray([config.label])
+  )
   lo = max(0, key["counter"] - int(config.counter_window))
   counters = np.arange(lo, key["counter"] + int(config.counter_window) + 1)
   b = len(counters)
@@ -399,8 +588,9 @@ def _extract_command(config, models: api.Models):
   if text:
     ids = caption_lib.encode_text(text)
     topics = api.topics_for_labels(models, labels)
-    labels, ranks, _ = api.read_corrections(models, np.repeat(ids[None], b, 0), topics,
-                                            key["secret"], counters, len(ids), labels)
+    labels, ranks, _ = api.read_corrections(
+      models, np.repeat(ids[None], b, 0), topics, key["secret"], counters, len(ids), labels
+    )
   _, bits, _ = api.reveal_bits(models, toks, labels, key["secret"], counters, ranks=ranks)
   for i, c in enumerate(counters):
     msg = api.try_unpack(bits[i], key["secret"], int(c))
@@ -413,9 +603,11 @@ def _extract_command(config, models: api.Models):
         sys.stdout.flush()
       print(f"\nstegjax: recovered {len(msg)} bytes (counter {c})", file=sys.stderr)
       return msg
-  raise ValueError(f"no message could be recovered with this key (counters {counters[0]}..{counters[-1]}, "
-                   f"{len(bits[0])} bits read): wrong key, or too many tokens were damaged "
-                   f"({'no caption given' if not text else 'the caption could not correct them'})")
+  raise ValueError(
+    f"no message could be recovered with this key (counters {counters[0]}..{counters[-1]}, "
+    f"{len(bits[0])} bits read): wrong key, or too many tokens were damaged "
+    f"({'no caption given' if not text else 'the caption could not correct them'})"
+  )
 
 
 def run(config, workdir: str):
@@ -423,8 +615,10 @@ def run(config, workdir: str):
   if config.mode not in ("evaluate", "embed", "extract"):
     raise ValueError(f"unknown --config.mode={config.mode!r}; valid: evaluate, embed, extract")
   t0, load_start = time.time(), os.getloadavg()[0]
-  trained = not all(os.path.isdir(recipes.model_path(config, workdir, k))
-                    for k in ("tokenizer", "prior", "captioner"))
+  trained = not all(
+    os.path.isdir(recipes.model_path(config, workdir, k))
+    for k in ("tokenizer", "prior", "captioner")
+  )
   models = api.load_models(config, workdir)
   t_models = time.time() - t0
   if config.mode == "embed":
@@ -432,8 +626,17 @@ def run(config, workdir: str):
   if config.mode == "extract":
     return _extract_command(config, models)
   res = _evaluate(config, workdir, models)
-  _write_report(workdir, config, res, {"models_s": t_models, "total_s": time.time() - t0,
-                                        "load_start": load_start, "load_end": os.getloadavg()[0],
-                                        "trained_models": trained})
+  _write_report(
+    workdir,
+    config,
+    res,
+    {
+      "models_s": t_models,
+      "total_s": time.time() - t0,
+      "load_start": load_start,
+      "load_end": os.getloadavg()[0],
+      "trained_models": trained,
+    },
+  )
   logging.info("report: %s", os.path.join(workdir, "report.md"))
   return res

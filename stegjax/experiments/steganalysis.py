@@ -40,15 +40,18 @@ SCENARIOS = ("discop", "naive", "lsb")
 
 
 def _fingerprint(*parts) -> str:
-  blob = json.dumps([p.to_dict() if hasattr(p, "to_dict") else p for p in parts],
-                    sort_keys=True, default=str)
+  blob = json.dumps(
+    [p.to_dict() if hasattr(p, "to_dict") else p for p in parts], sort_keys=True, default=str
+  )
   return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
 def _models_cached(config, workdir: str) -> bool:
   """Whether the tokenizer and prior already hold their final checkpoints (nothing to train)."""
-  done = [(recipes.model_path(config, workdir, "tokenizer"), config.vq.train.num_steps),
-          (recipes.model_path(config, workdir, "prior"), config.prior.train.num_steps)]
+  done = [
+    (recipes.model_path(config, workdir, "tokenizer"), config.vq.train.num_steps),
+    (recipes.model_path(config, workdir, "prior"), config.prior.train.num_steps),
+  ]
   return all(os.path.isdir(os.path.join(p, str(int(n)))) for p, n in done)
 
 
@@ -70,34 +73,48 @@ def _batched(fn, n: int, batch: int):
 
 # ----------------------------------------------------------------------------- sampling
 
+
 class _Samplers:
   """Token generators sharing the prior and its sampling settings (compiled once each)."""
 
   def __init__(self, prior, config):
     st = config.stego
     self.prior = prior
-    self.sampler = m1.Sampler(variant=st.variant, precision=int(st.precision),
-                              top_k=int(st.top_k), cfg_scale=float(st.cfg_scale),
-                              temperature=float(st.temperature))
+    self.sampler = m1.Sampler(
+      variant=st.variant,
+      precision=int(st.precision),
+      top_k=int(st.top_k),
+      cfg_scale=float(st.cfg_scale),
+      temperature=float(st.temperature),
+    )
     self.key = framing.sampling_key(str(st.secret).encode())
     self.num_tokens = prior.model.num_tokens
     self.naive_bits = int(st.naive_bits)
-    self.naive_choose = naive.make_choose_fn(None, n_bits=self.naive_bits,
-                                             precision=int(st.precision), top_k=int(st.top_k))
+    self.naive_choose = naive.make_choose_fn(
+      None, n_bits=self.naive_bits, precision=int(st.precision), top_k=int(st.top_k)
+    )
     self._loglik = jax.jit(self._loglik_fn)
     self.max_bits = self.num_tokens * discop.max_bits_per_step(
-        st.variant, int(st.precision), int(st.top_k))
+      st.variant, int(st.precision), int(st.top_k)
+    )
 
   def cover(self, labels, key):
     s = self.sampler
-    toks, _ = transformer.generate(self.prior.model, {"params": self.prior.params},
-                                   jnp.asarray(labels, jnp.int32), key, cfg_scale=s.cfg_scale,
-                                   top_k=s.top_k, temperature=s.temperature)
+    toks, _ = transformer.generate(
+      self.prior.model,
+      {"params": self.prior.params},
+      jnp.asarray(labels, jnp.int32),
+      key,
+      cfg_scale=s.cfg_scale,
+      top_k=s.top_k,
+      temperature=s.temperature,
+    )
     return np.asarray(toks)
 
   def discop(self, labels, bits, nonces):
-    toks, n = m1.embed(self.prior, self.key, bits, np.full(len(bits), bits.shape[1]), labels,
-                       nonces, self.sampler)
+    toks, n = m1.embed(
+      self.prior, self.key, bits, np.full(len(bits), bits.shape[1]), labels, nonces, self.sampler
+    )
     return toks, n
 
   def discop_framed(self, labels, messages, counters, secret: bytes):
@@ -106,19 +123,26 @@ class _Samplers:
     lengths = np.asarray([len(f) for f in framed], np.int32)
     bits = np.zeros((len(framed), int(lengths.max())), np.uint8)
     for i, f in enumerate(framed):
-      bits[i, :len(f)] = f
-    toks, _ = m1.embed(self.prior, self.key, bits, lengths, labels, np.asarray(counters, np.uint32),
-                       self.sampler)
+      bits[i, : len(f)] = f
+    toks, _ = m1.embed(
+      self.prior, self.key, bits, lengths, labels, np.asarray(counters, np.uint32), self.sampler
+    )
     return toks
 
   def naive(self, labels, bits):
     s = self.sampler
     state = discop.init_embed_state(jnp.asarray(bits, jnp.uint8), 0)
-    toks, state = transformer.generate(self.prior.model, {"params": self.prior.params},
-                                       jnp.asarray(labels, jnp.int32), None,
-                                       choose_fn=self.naive_choose, cfg_scale=s.cfg_scale,
-                                       top_k=s.top_k, temperature=s.temperature,
-                                       choose_state=state)
+    toks, state = transformer.generate(
+      self.prior.model,
+      {"params": self.prior.params},
+      jnp.asarray(labels, jnp.int32),
+      None,
+      choose_fn=self.naive_choose,
+      cfg_scale=s.cfg_scale,
+      top_k=s.top_k,
+      temperature=s.temperature,
+      choose_state=state,
+    )
     return np.asarray(toks), np.asarray(jnp.minimum(state.cursor, state.bit_len))
 
   def mean_loglik(self, labels, tokens, replay: bool = False):
@@ -133,9 +157,15 @@ class _Samplers:
     labels = jnp.asarray(labels, jnp.int32)
     tokens = jnp.asarray(tokens, jnp.int32)
     if replay:
-      logits = transformer.logits_for_tokens(self.prior.model, {"params": self.prior.params},
-                                             labels, tokens, cfg_scale=s.cfg_scale,
-                                             top_k=s.top_k, temperature=s.temperature)
+      logits = transformer.logits_for_tokens(
+        self.prior.model,
+        {"params": self.prior.params},
+        labels,
+        tokens,
+        cfg_scale=s.cfg_scale,
+        top_k=s.top_k,
+        temperature=s.temperature,
+      )
       return np.asarray(_mean_token_loglik(logits, tokens))
     return np.asarray(self._loglik(self.prior.params, labels, tokens))
 
@@ -143,12 +173,16 @@ class _Samplers:
     s, model = self.sampler, self.prior.model
     b = labels.shape[0]
     use_cfg = s.cfg_scale != 1.0
-    rows = jnp.concatenate([labels, jnp.full_like(labels, model.num_classes)]) if use_cfg else labels
+    rows = (
+      jnp.concatenate([labels, jnp.full_like(labels, model.num_classes)]) if use_cfg else labels
+    )
     toks = jnp.concatenate([tokens, tokens]) if use_cfg else tokens
     raw = model.apply({"params": params}, toks, rows)  # [B or 2B, T, V], teacher-forced
-    logits = jax.vmap(lambda r: transformer.process_logits(r, b, use_cfg, s.cfg_scale, s.top_k,
-                                                           s.temperature),
-                      in_axes=1, out_axes=1)(raw)
+    logits = jax.vmap(
+      lambda r: transformer.process_logits(r, b, use_cfg, s.cfg_scale, s.top_k, s.temperature),
+      in_axes=1,
+      out_axes=1,
+    )(raw)
     return _mean_token_loglik(logits, tokens)
 
 
@@ -168,27 +202,51 @@ def _generate_tokens(smp: _Samplers, config, labels_all, key) -> dict:
   n = len(labels_all)
   k_cov, k_msg, k_naive, k_tok = jax.random.split(key, 4)
   out = {}
-  out["cover"] = _batched(lambda i, b: smp.cover(
-      _pad(labels_all, i, b), jax.random.fold_in(k_cov, i)), n, gb)
+  out["cover"] = _batched(
+    lambda i, b: smp.cover(_pad(labels_all, i, b), jax.random.fold_in(k_cov, i)), n, gb
+  )
   # Discop: random messages longer than the capacity; fresh counter per message.
-  out["discop"], out["discop_bits"] = _batched(lambda i, b: smp.discop(
-      _pad(labels_all, i, b), _random_bits(jax.random.fold_in(k_msg, i), b, smp.max_bits),
-      np.arange(i, i + b, dtype=np.uint32)), n, gb)
-  out["naive"], out["naive_bits"] = _batched(lambda i, b: smp.naive(
+  out["discop"], out["discop_bits"] = _batched(
+    lambda i, b: smp.discop(
       _pad(labels_all, i, b),
-      _random_bits(jax.random.fold_in(k_naive, i), b, smp.num_tokens * smp.naive_bits)), n, gb)
+      _random_bits(jax.random.fold_in(k_msg, i), b, smp.max_bits),
+      np.arange(i, i + b, dtype=np.uint32),
+    ),
+    n,
+    gb,
+  )
+  out["naive"], out["naive_bits"] = _batched(
+    lambda i, b: smp.naive(
+      _pad(labels_all, i, b),
+      _random_bits(jax.random.fold_in(k_naive, i), b, smp.num_tokens * smp.naive_bits),
+    ),
+    n,
+    gb,
+  )
 
   # Token-test sets, one label: covers, fixed message (fresh counters), fixed counter.
   m = int(sa.num_token_sequences)
   lab = np.full((m,), labels_all[0], np.int32)
   k1, k2, k3 = jax.random.split(k_tok, 3)
-  out["tt_cover"] = _batched(lambda i, b: smp.cover(_pad(lab, i, b), jax.random.fold_in(k1, i)), m, gb)
+  out["tt_cover"] = _batched(
+    lambda i, b: smp.cover(_pad(lab, i, b), jax.random.fold_in(k1, i)), m, gb
+  )
   fixed_msg = _random_bits(k2, 1, smp.max_bits)
   # Counters for these sets start past the main set's, so no (key, counter) pair repeats.
-  out["tt_discop_fixed_msg"], _ = _batched(lambda i, b: smp.discop(
-      _pad(lab, i, b), np.repeat(fixed_msg, b, 0), np.arange(n + i, n + i + b, dtype=np.uint32)), m, gb)
-  out["tt_naive_fixed_msg"], _ = _batched(lambda i, b: smp.naive(
-      _pad(lab, i, b), np.repeat(fixed_msg[:, :smp.num_tokens * smp.naive_bits], b, 0)), m, gb)
+  out["tt_discop_fixed_msg"], _ = _batched(
+    lambda i, b: smp.discop(
+      _pad(lab, i, b), np.repeat(fixed_msg, b, 0), np.arange(n + i, n + i + b, dtype=np.uint32)
+    ),
+    m,
+    gb,
+  )
+  out["tt_naive_fixed_msg"], _ = _batched(
+    lambda i, b: smp.naive(
+      _pad(lab, i, b), np.repeat(fixed_msg[:, : smp.num_tokens * smp.naive_bits], b, 0)
+    ),
+    m,
+    gb,
+  )
   # The ablation, through the real framing (as ``cmsteg.api.hide``): many messages under one
   # key with the SAME counter (the public Discop code's one seed for every message) vs the
   # counter design (a fresh counter per message). The counter keys both the header/AEAD
@@ -196,17 +254,22 @@ def _generate_tokens(smp: _Samplers, config, labels_all, key) -> dict:
   nbytes = int(sa.ablation_message_bytes)
   secret = str(config.stego.secret).encode()
   msgs = np.asarray(jax.random.randint(k3, (m, nbytes), 0, 256), np.uint8)
-  fixed = np.full((m,), 2 ** 31, np.uint32)
+  fixed = np.full((m,), 2**31, np.uint32)
   fresh = np.arange(n + m, n + 2 * m, dtype=np.uint32)
   for name, counters in (("fixed", fixed), ("fresh", fresh)):
-    out[f"tt_discop_{name}_nonce"] = _batched(lambda i, b, c=counters: smp.discop_framed(
-        _pad(lab, i, b), _pad(msgs, i, b), _pad(c, i, b), secret), m, gb)
+    out[f"tt_discop_{name}_nonce"] = _batched(
+      lambda i, b, c=counters: smp.discop_framed(
+        _pad(lab, i, b), _pad(msgs, i, b), _pad(c, i, b), secret
+      ),
+      m,
+      gb,
+    )
   out["tt_label"] = lab
   return out
 
 
 def _pad(labels, start, size):
-  x = labels[start:start + size]
+  x = labels[start : start + size]
   if len(x) < size:
     x = np.concatenate([x, np.repeat(labels[-1:], size - len(x), axis=0)])
   return x
@@ -214,19 +277,22 @@ def _pad(labels, start, size):
 
 def _decode(vq, tokens, grid, batch: int) -> np.ndarray:
   h, w = grid
-  dec = jax.jit(lambda t: vq.model.apply({"params": vq.params}, t.reshape(-1, h, w),
-                                         method="decode_indices"))
+  dec = jax.jit(
+    lambda t: vq.model.apply({"params": vq.params}, t.reshape(-1, h, w), method="decode_indices")
+  )
 
   def one(i, b):
-    t = tokens[i:i + b]
+    t = tokens[i : i + b]
     if len(t) < b:
       t = np.concatenate([t, np.repeat(t[-1:], b - len(t), 0)])
     return report.to_uint8(np.clip(np.asarray(dec(jnp.asarray(t))), -1.0, 1.0))
+
   return _batched(one, len(tokens), batch)
 
 
 def _save_pngs(images: np.ndarray, folder: str):
   from PIL import Image
+
   if not report.is_writer():
     return
   os.makedirs(folder, exist_ok=True)
@@ -236,6 +302,7 @@ def _save_pngs(images: np.ndarray, folder: str):
 
 # ----------------------------------------------------------------------------- detectors
 
+
 def _d4_crop(images: np.ndarray, transforms: np.ndarray, offsets: np.ndarray, crop: int):
   """Each image under one of the 8 flips/rotations (D4), then a crop x crop window (0: whole)."""
   out = []
@@ -243,7 +310,7 @@ def _d4_crop(images: np.ndarray, transforms: np.ndarray, offsets: np.ndarray, cr
     im = np.rot90(im, int(t) % 4, axes=(0, 1))
     if t >= 4:
       im = im[:, ::-1]
-    out.append(im[y:y + crop, x:x + crop] if crop else im)
+    out.append(im[y : y + crop, x : x + crop] if crop else im)
   return np.ascontiguousarray(np.stack(out))
 
 
@@ -298,28 +365,33 @@ class _Detector:
       return v["params"], {"batch_stats": v["batch_stats"]}
 
     def loss_fn(params, extra, batch, rng, step):
-      logits, upd = model.apply({"params": params, **extra}, batch["image"], train=True,
-                                mutable=["batch_stats"])
+      logits, upd = model.apply(
+        {"params": params, **extra}, batch["image"], train=True, mutable=["batch_stats"]
+      )
       loss = optax.sigmoid_binary_cross_entropy(logits, batch["label"]).mean()
       acc = jnp.mean((logits > 0) == (batch["label"] > 0.5))
       return loss, ({"acc": acc}, {"batch_stats": upd["batch_stats"]})
 
     self.tx = trainer.make_optimizer(tcfg)
-    self.state0 = trainer.create_train_state(init_fn, self.tx, jax.random.PRNGKey(seed), self.mesh,
-                                             config.mesh.get("rules", "replicate"))
+    self.state0 = trainer.create_train_state(
+      init_fn, self.tx, jax.random.PRNGKey(seed), self.mesh, config.mesh.get("rules", "replicate")
+    )
     self.step_fn = trainer.make_train_step(loss_fn, self.tx, self.mesh, self.state0)
-    self._score = jax.jit(lambda params, extra, x: model.apply({"params": params, **extra}, x,
-                                                               train=False))
+    self._score = jax.jit(
+      lambda params, extra, x: model.apply({"params": params, **extra}, x, train=False)
+    )
 
   def train(self, cover_tr, stego_tr, ckpt_dir: str):
     """(params, extra) trained on the pairs (cover_tr[i], stego_tr[i])."""
     if len(cover_tr) != len(stego_tr):
-      raise ValueError(f"pairs need as many covers as stegos, got {len(cover_tr)} and "
-                       f"{len(stego_tr)}")
+      raise ValueError(
+        f"pairs need as many covers as stegos, got {len(cover_tr)} and {len(stego_tr)}"
+      )
     half = self.batch_size // 2
     if half > len(cover_tr):
-      raise ValueError(f"steganalysis.train.batch_size must be at most 2 * num_train, got "
-                       f"{self.batch_size}")
+      raise ValueError(
+        f"steganalysis.train.batch_size must be at most 2 * num_train, got {self.batch_size}"
+      )
     labels = np.concatenate([np.zeros(half, np.float32), np.ones(half, np.float32)])
     augment = bool(self.tcfg.get("augment", True))
     crop, seed = self.crop, self.seed
@@ -330,12 +402,24 @@ class _Detector:
       rng = np.random.default_rng([seed, step])
       t = rng.integers(0, 8 if augment else 1, half)
       off = rng.integers(0, span, (half, 2)) if crop else np.zeros((half, 2), int)
-      return {"image": np.concatenate([_d4_crop(cover_tr[i], t, off, crop),
-                                       _d4_crop(stego_tr[i], t, off, crop)]), "label": labels}
+      return {
+        "image": np.concatenate(
+          [_d4_crop(cover_tr[i], t, off, crop), _d4_crop(stego_tr[i], t, off, crop)]
+        ),
+        "label": labels,
+      }
 
     state = jax.tree.map(jnp.copy, self.state0)  # the step donates its input state
-    state = trainer.fit(state, self.step_fn, batch_fn, int(self.tcfg.num_steps), ckpt_dir,
-                        self.tcfg, self.mesh, desc=f"detector {os.path.basename(ckpt_dir)}")
+    state = trainer.fit(
+      state,
+      self.step_fn,
+      batch_fn,
+      int(self.tcfg.num_steps),
+      ckpt_dir,
+      self.tcfg,
+      self.mesh,
+      desc=f"detector {os.path.basename(ckpt_dir)}",
+    )
     return state.params, state.extra
 
   def scores(self, params, extra, images: np.ndarray) -> np.ndarray:
@@ -343,19 +427,23 @@ class _Detector:
     b = min(self.batch_size, len(images))
 
     def one(i, size):
-      x = images[i:i + size]
+      x = images[i : i + size]
       if len(x) < size:
         x = np.concatenate([x, np.repeat(x[-1:], size - len(x), 0)])
       return np.asarray(self._score(params, extra, jnp.asarray(x)))
+
     return _batched(one, len(images), b)
 
 
 # ----------------------------------------------------------------------------- report
 
+
 def _roc_plot(results: dict, path: str):
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   scen = list(results)
   fig, axes = plt.subplots(1, len(scen), figsize=(4 * len(scen), 4), squeeze=False)
   for ax, sc in zip(axes[0], scen):
@@ -389,38 +477,62 @@ def _verdicts(det_results: dict, token: dict, alpha: float) -> list[dict]:
     lo, hi = r["pe_fixed_ci"]
     nlo, nhi = r["pe_min_null_interval"]
     # min-P_E is only evidence of detection when it falls BELOW its null interval.
-    add("a", f"discop/{det}: 0.5 inside the {r['ci_level']:.0%} CI of P_E (train threshold), "
-             f"and min-P_E not below its permutation-null interval",
-        f"P_E {r['pe_fixed']:.3f} [{lo:.3f}, {hi:.3f}]; min-P_E {r['pe_min']:.3f} vs null "
-        f"[{nlo:.3f}, {nhi:.3f}] (perm. p {r['pe_min_pvalue']:.2g}); AUC {r['auc']:.3f}",
-        lo <= 0.5 <= hi and r["pe_min"] >= nlo)
+    add(
+      "a",
+      f"discop/{det}: 0.5 inside the {r['ci_level']:.0%} CI of P_E (train threshold), "
+      f"and min-P_E not below its permutation-null interval",
+      f"P_E {r['pe_fixed']:.3f} [{lo:.3f}, {hi:.3f}]; min-P_E {r['pe_min']:.3f} vs null "
+      f"[{nlo:.3f}, {nhi:.3f}] (perm. p {r['pe_min_pvalue']:.2g}); AUC {r['auc']:.3f}",
+      lo <= 0.5 <= hi and r["pe_min"] >= nlo,
+    )
   for sc in ("naive", "lsb"):
     for det, r in det_results.get(sc, {}).items():
       lo, hi = r["pe_fixed_ci"]
-      add("b", f"{sc}/{det}: P_E (train threshold) <= 0.2",
-          f"P_E {r['pe_fixed']:.3f} [{lo:.3f}, {hi:.3f}]; min-P_E {r['pe_min']:.3f}; "
-          f"AUC {r['auc']:.3f}", r["pe_fixed"] <= 0.2)
+      add(
+        "b",
+        f"{sc}/{det}: P_E (train threshold) <= 0.2",
+        f"P_E {r['pe_fixed']:.3f} [{lo:.3f}, {hi:.3f}]; min-P_E {r['pe_min']:.3f}; "
+        f"AUC {r['auc']:.3f}",
+        r["pe_fixed"] <= 0.2,
+      )
   if token:
-    p_naive = min(token["loglik"]["naive"]["min_pvalue"],
-                  token["chi2_fixed_message"]["naive"]["bonferroni_pvalue"])
-    p_discop = min(token["loglik"]["discop"]["min_pvalue"],
-                   token["chi2_fixed_message"]["discop"]["bonferroni_pvalue"],
-                   token["coincidence"]["fresh_nonce"]["pvalue"])
-    add("c", "token tests reject naive at p < 0.001 (smallest p of log-likelihood and "
-             "per-position chi-square tests)", f"p = {p_naive:.2g}", p_naive < 1e-3)
-    add("c", f"token tests do not reject Discop at p < {alpha} (smallest p of log-likelihood, "
-             f"per-position chi-square and coincidence tests, no multiplicity correction)",
-        f"p = {p_discop:.2g}", p_discop >= alpha)
+    p_naive = min(
+      token["loglik"]["naive"]["min_pvalue"],
+      token["chi2_fixed_message"]["naive"]["bonferroni_pvalue"],
+    )
+    p_discop = min(
+      token["loglik"]["discop"]["min_pvalue"],
+      token["chi2_fixed_message"]["discop"]["bonferroni_pvalue"],
+      token["coincidence"]["fresh_nonce"]["pvalue"],
+    )
+    add(
+      "c",
+      "token tests reject naive at p < 0.001 (smallest p of log-likelihood and "
+      "per-position chi-square tests)",
+      f"p = {p_naive:.2g}",
+      p_naive < 1e-3,
+    )
+    add(
+      "c",
+      f"token tests do not reject Discop at p < {alpha} (smallest p of log-likelihood, "
+      f"per-position chi-square and coincidence tests, no multiplicity correction)",
+      f"p = {p_discop:.2g}",
+      p_discop >= alpha,
+    )
     p_fn = token["coincidence"]["fixed_nonce"]["pvalue"]
     p_fr = token["coincidence"]["fresh_nonce"]["pvalue"]
-    add("d", f"token-coincidence test catches one key + fixed counter at p < 0.001 and "
-             f"passes fresh counters at p >= {alpha}",
-        f"fixed counter p = {p_fn:.2g}; fresh counters p = {p_fr:.2g}",
-        p_fn < 1e-3 and p_fr >= alpha)
+    add(
+      "d",
+      f"token-coincidence test catches one key + fixed counter at p < 0.001 and "
+      f"passes fresh counters at p >= {alpha}",
+      f"fixed counter p = {p_fn:.2g}; fresh counters p = {p_fr:.2g}",
+      p_fn < 1e-3 and p_fr >= alpha,
+    )
   return v
 
 
 # ----------------------------------------------------------------------------- run
+
 
 def run(config, workdir: str):
   t_start = time.time()
@@ -439,10 +551,24 @@ def run(config, workdir: str):
   t_models = time.time() - t_start
 
   # 2. tokens (cached by config) -> images.
-  fp = _fingerprint(config.seed, config.data, config.vq, config.prior, config.stego,
-                    {k: sa.get(k) for k in ("num_train", "num_test", "num_token_sequences",
-                                            "gen_batch", "ablation_message_bytes")},
-                    "tokens-v2")  # v2: the fixed-nonce ablation goes through framing
+  fp = _fingerprint(
+    config.seed,
+    config.data,
+    config.vq,
+    config.prior,
+    config.stego,
+    {
+      k: sa.get(k)
+      for k in (
+        "num_train",
+        "num_test",
+        "num_token_sequences",
+        "gen_batch",
+        "ablation_message_bytes",
+      )
+    },
+    "tokens-v2",
+  )  # v2: the fixed-nonce ablation goes through framing
   cache_dir = os.path.join(workdir, "steganalysis")
   cache = os.path.join(cache_dir, f"tokens_{fp}.npz")
   root = jax.random.PRNGKey(config.seed + 101)
@@ -469,8 +595,9 @@ def run(config, workdir: str):
   if "naive" in scenarios:
     images["naive"] = _decode(vq, toks["naive"], grid, gb)
   if "lsb" in scenarios:
-    images["lsb"] = np.asarray(lsb.embed_random(k_lsb, jnp.asarray(images["cover"]),
-                                                float(config.stego.lsb_bpp)))
+    images["lsb"] = np.asarray(
+      lsb.embed_random(k_lsb, jnp.asarray(images["cover"]), float(config.stego.lsb_bpp))
+    )
   if sa.save_png:
     for name, im in images.items():
       _save_pngs(im, os.path.join(workdir, "images", name))
@@ -493,10 +620,21 @@ def run(config, workdir: str):
     for si, sc in enumerate(scenarios):
       stg = images[sc]
       params, extra = d.train(cov[:n_tr], stg[:n_tr], os.path.join(cache_dir, f"{sc}_{det}_{dfp}"))
-      s_tr = np.concatenate([d.scores(params, extra, cov[:n_tr]), d.scores(params, extra, stg[:n_tr])])
-      s_te = np.concatenate([d.scores(params, extra, cov[n_tr:]), d.scores(params, extra, stg[n_tr:])])
-      r = detection.evaluate(jax.random.fold_in(k_eval, 10 * si + di), s_tr, y_tr, s_te, y_te,
-                             level=float(sa.ci_level), num_resamples=int(sa.num_resamples))
+      s_tr = np.concatenate(
+        [d.scores(params, extra, cov[:n_tr]), d.scores(params, extra, stg[:n_tr])]
+      )
+      s_te = np.concatenate(
+        [d.scores(params, extra, cov[n_tr:]), d.scores(params, extra, stg[n_tr:])]
+      )
+      r = detection.evaluate(
+        jax.random.fold_in(k_eval, 10 * si + di),
+        s_tr,
+        y_tr,
+        s_te,
+        y_te,
+        level=float(sa.ci_level),
+        num_resamples=int(sa.num_resamples),
+      )
       r["params"] = steganalyzers.param_count(params)
       r["train_steps"] = int(d.tcfg.num_steps)
       r["train_crop"] = d.crop
@@ -509,41 +647,63 @@ def run(config, workdir: str):
   token: dict = {}
   ks = jax.random.split(k_tt, 4)
   vocab = int(prior.model.vocab_size)
-  ll = {k: _batched(lambda i, b, t=toks[k]: smp.mean_loglik(_pad(labels, i, b), _pad(t, i, b)),
-                    n, gb) for k in ("cover", "discop", "naive")}
+  ll = {
+    k: _batched(lambda i, b, t=toks[k]: smp.mean_loglik(_pad(labels, i, b), _pad(t, i, b)), n, gb)
+    for k in ("cover", "discop", "naive")
+  }
   # The fast teacher-forced pass against the sampler's own KV-cached replay, on a few rows.
   nc = min(4, n)
-  token["loglik_fast_vs_replay_max_abs_diff"] = float(np.max(np.abs(
-      ll["discop"][:nc] - smp.mean_loglik(labels[:nc], toks["discop"][:nc], replay=True))))
+  token["loglik_fast_vs_replay_max_abs_diff"] = float(
+    np.max(
+      np.abs(ll["discop"][:nc] - smp.mean_loglik(labels[:nc], toks["discop"][:nc], replay=True))
+    )
+  )
   token["loglik"] = {
-      "discop": stats.two_sample_tests(ll["cover"], ll["discop"], ks[0], int(sa.num_permutations)),
-      "naive": stats.two_sample_tests(ll["cover"], ll["naive"], ks[1], int(sa.num_permutations)),
+    "discop": stats.two_sample_tests(ll["cover"], ll["discop"], ks[0], int(sa.num_permutations)),
+    "naive": stats.two_sample_tests(ll["cover"], ll["naive"], ks[1], int(sa.num_permutations)),
   }
   token["chi2_fixed_message"] = {
-      k: _compact_chi2(stats.per_position_chi2(toks["tt_cover"], toks[f"tt_{k}_fixed_msg"],
-                                               vocab, alpha))
-      for k in ("discop", "naive")}
-  token["coincidence"] = {
-      "fixed_nonce": stats.coincidence_test(toks["tt_discop_fixed_nonce"], toks["tt_cover"]),
-      "fresh_nonce": stats.coincidence_test(toks["tt_discop_fresh_nonce"], toks["tt_cover"]),
+    k: _compact_chi2(
+      stats.per_position_chi2(toks["tt_cover"], toks[f"tt_{k}_fixed_msg"], vocab, alpha)
+    )
+    for k in ("discop", "naive")
   }
-  token["chi2_fixed_nonce"] = _compact_chi2(stats.per_position_chi2(
-      toks["tt_cover"], toks["tt_discop_fixed_nonce"], vocab, alpha))
+  token["coincidence"] = {
+    "fixed_nonce": stats.coincidence_test(toks["tt_discop_fixed_nonce"], toks["tt_cover"]),
+    "fresh_nonce": stats.coincidence_test(toks["tt_discop_fresh_nonce"], toks["tt_cover"]),
+  }
+  token["chi2_fixed_nonce"] = _compact_chi2(
+    stats.per_position_chi2(toks["tt_cover"], toks["tt_discop_fixed_nonce"], vocab, alpha)
+  )
   token["bits_per_token"] = {
-      "discop": float(np.mean(toks["discop_bits"]) / smp.num_tokens),
-      "naive": float(np.mean(toks["naive_bits"]) / smp.num_tokens)}
+    "discop": float(np.mean(toks["discop_bits"]) / smp.num_tokens),
+    "naive": float(np.mean(toks["naive_bits"]) / smp.num_tokens),
+  }
   t_tok = time.time() - t0
 
   # 5. report.
   _roc_plot(det_results, os.path.join(workdir, "roc.png"))
   verdicts = _verdicts(det_results, token, alpha)
-  timing = {"models_s": t_models, "generate_s": t_gen, "decode_s": t_dec, "detectors_s": t_det,
-            "token_tests_s": t_tok, "total_s": time.time() - t_start}
-  results = {"detectors": det_results, "token_tests": token,
-             "verdicts": verdicts, "models_cached": models_cached,
-             "num_train_per_class": n_tr, "num_test_per_class": n_te, "grid": grid,
-             "image_shape": list(images["cover"].shape[1:]), "timing": timing,
-             "config_fingerprint": fp}
+  timing = {
+    "models_s": t_models,
+    "generate_s": t_gen,
+    "decode_s": t_dec,
+    "detectors_s": t_det,
+    "token_tests_s": t_tok,
+    "total_s": time.time() - t_start,
+  }
+  results = {
+    "detectors": det_results,
+    "token_tests": token,
+    "verdicts": verdicts,
+    "models_cached": models_cached,
+    "num_train_per_class": n_tr,
+    "num_test_per_class": n_te,
+    "grid": grid,
+    "image_shape": list(images["cover"].shape[1:]),
+    "timing": timing,
+    "config_fingerprint": fp,
+  }
   _write(workdir, config, results, det_results, token, verdicts, timing)
   return results
 
@@ -559,48 +719,102 @@ def _write(workdir, config, results, det_results, token, verdicts, timing):
   rows = []
   for sc, per in det_results.items():
     for det, r in per.items():
-      rows.append([sc, det, r["params"], r["pe_fixed"],
-                   f"[{r['pe_fixed_ci'][0]:.3f}, {r['pe_fixed_ci'][1]:.3f}]", r["pe_min"],
-                   f"[{r['pe_min_bootstrap_ci'][0]:.3f}, {r['pe_min_bootstrap_ci'][1]:.3f}]",
-                   f"[{r['pe_min_null_interval'][0]:.3f}, {r['pe_min_null_interval'][1]:.3f}]",
-                   r["auc"], r["train_min_pe"]])
+      rows.append(
+        [
+          sc,
+          det,
+          r["params"],
+          r["pe_fixed"],
+          f"[{r['pe_fixed_ci'][0]:.3f}, {r['pe_fixed_ci'][1]:.3f}]",
+          r["pe_min"],
+          f"[{r['pe_min_bootstrap_ci'][0]:.3f}, {r['pe_min_bootstrap_ci'][1]:.3f}]",
+          f"[{r['pe_min_null_interval'][0]:.3f}, {r['pe_min_null_interval'][1]:.3f}]",
+          r["auc"],
+          r["train_min_pe"],
+        ]
+      )
   det_table = report.md_table(
-      ["scenario", "detector", "params", "P_E (train thr.)", f"{lvl:.0%} CI (binomial)",
-       "min P_E (test)", f"{lvl:.0%} CI (bootstrap)", "null interval (perm.)", "AUC",
-       "train min P_E"], rows)
+    [
+      "scenario",
+      "detector",
+      "params",
+      "P_E (train thr.)",
+      f"{lvl:.0%} CI (binomial)",
+      "min P_E (test)",
+      f"{lvl:.0%} CI (bootstrap)",
+      "null interval (perm.)",
+      "AUC",
+      "train min P_E",
+    ],
+    rows,
+  )
   tl = token["loglik"]
   tok_rows = [
-      ["mean log-lik, cover vs discop", tl["discop"]["welch_t"]["pvalue"],
-       tl["discop"]["mann_whitney_u"]["pvalue"], tl["discop"].get("permutation_mean", {}).get("pvalue")],
-      ["mean log-lik, cover vs naive", tl["naive"]["welch_t"]["pvalue"],
-       tl["naive"]["mann_whitney_u"]["pvalue"], tl["naive"].get("permutation_mean", {}).get("pvalue")],
+    [
+      "mean log-lik, cover vs discop",
+      tl["discop"]["welch_t"]["pvalue"],
+      tl["discop"]["mann_whitney_u"]["pvalue"],
+      tl["discop"].get("permutation_mean", {}).get("pvalue"),
+    ],
+    [
+      "mean log-lik, cover vs naive",
+      tl["naive"]["welch_t"]["pvalue"],
+      tl["naive"]["mann_whitney_u"]["pvalue"],
+      tl["naive"].get("permutation_mean", {}).get("pvalue"),
+    ],
   ]
   tok_table = report.md_table(["test", "Welch t p", "Mann-Whitney p", "permutation p"], tok_rows)
   c2 = token["chi2_fixed_message"]
   co = token["coincidence"]
   other = report.md_table(
-      ["test", "p-value", "detail"],
-      [["chi-square per position, fixed message, discop", c2["discop"]["bonferroni_pvalue"],
-        f"{c2['discop']['num_rejected']}/{c2['discop']['num_positions']} positions at p<{sa.alpha}"],
-       ["chi-square per position, fixed message, naive", c2["naive"]["bonferroni_pvalue"],
-        f"{c2['naive']['num_rejected']}/{c2['naive']['num_positions']} positions at p<{sa.alpha}"],
-       ["token coincidence, discop framed, one fixed counter", co["fixed_nonce"]["pvalue"],
+    ["test", "p-value", "detail"],
+    [
+      [
+        "chi-square per position, fixed message, discop",
+        c2["discop"]["bonferroni_pvalue"],
+        f"{c2['discop']['num_rejected']}/{c2['discop']['num_positions']} positions at p<{sa.alpha}",
+      ],
+      [
+        "chi-square per position, fixed message, naive",
+        c2["naive"]["bonferroni_pvalue"],
+        f"{c2['naive']['num_rejected']}/{c2['naive']['num_positions']} positions at p<{sa.alpha}",
+      ],
+      [
+        "token coincidence, discop framed, one fixed counter",
+        co["fixed_nonce"]["pvalue"],
         f"pair coincidence {co['fixed_nonce']['mean_coincidence_test']:.3f} vs cover "
         f"{co['fixed_nonce']['mean_coincidence_ref']:.3f}; common prefix "
         f"{co['fixed_nonce']['mean_common_prefix_test']:.2f} vs "
-        f"{co['fixed_nonce']['mean_common_prefix_ref']:.2f}"],
-       ["token coincidence, discop framed, fresh counters", co["fresh_nonce"]["pvalue"],
+        f"{co['fixed_nonce']['mean_common_prefix_ref']:.2f}",
+      ],
+      [
+        "token coincidence, discop framed, fresh counters",
+        co["fresh_nonce"]["pvalue"],
         f"pair coincidence {co['fresh_nonce']['mean_coincidence_test']:.3f} vs cover "
         f"{co['fresh_nonce']['mean_coincidence_ref']:.3f}; common prefix "
         f"{co['fresh_nonce']['mean_common_prefix_test']:.2f} vs "
-        f"{co['fresh_nonce']['mean_common_prefix_ref']:.2f}"],
-       ["chi-square per position, discop fixed counter", token["chi2_fixed_nonce"]["bonferroni_pvalue"],
-        f"{token['chi2_fixed_nonce']['num_rejected']}/{token['chi2_fixed_nonce']['num_positions']}"]])
-  names = {"a": "(a) Discop undetected", "b": "(b) positive controls caught",
-           "c": "(c) token tests", "d": "(d) fixed-nonce ablation"}
-  ver = report.md_table(["target", "check", "measured", "verdict"],
-                        [[names[x["target"]], x["check"], x["measured"],
-                          "MET" if x["pass"] else "NOT MET"] for x in verdicts])
+        f"{co['fresh_nonce']['mean_common_prefix_ref']:.2f}",
+      ],
+      [
+        "chi-square per position, discop fixed counter",
+        token["chi2_fixed_nonce"]["bonferroni_pvalue"],
+        f"{token['chi2_fixed_nonce']['num_rejected']}/{token['chi2_fixed_nonce']['num_positions']}",
+      ],
+    ],
+  )
+  names = {
+    "a": "(a) Discop undetected",
+    "b": "(b) positive controls caught",
+    "c": "(c) token tests",
+    "d": "(d) fixed-nonce ablation",
+  }
+  ver = report.md_table(
+    ["target", "check", "measured", "verdict"],
+    [
+      [names[x["target"]], x["check"], x["measured"], "MET" if x["pass"] else "NOT MET"]
+      for x in verdicts
+    ],
+  )
   summary = []
   for t, label in names.items():
     rows = [x for x in verdicts if x["target"] == t]
@@ -610,49 +824,68 @@ def _write(workdir, config, results, det_results, token, verdicts, timing):
   n_tr, n_te = results["num_train_per_class"], results["num_test_per_class"]
   tcfg = sa.train
   steps_txt = "; ".join(
-      f"{det} {r['train_steps']} steps on " + (f"random {r['train_crop']}x{r['train_crop']} crops"
-                                             if r["train_crop"] else "whole images")
-      for det, r in next(iter(det_results.values())).items())
+    f"{det} {r['train_steps']} steps on "
+    + (f"random {r['train_crop']}x{r['train_crop']} crops" if r["train_crop"] else "whole images")
+    for det, r in next(iter(det_results.values())).items()
+  )
   small = config.size != "paper"
-  setup = (f"{'**Small-N ' + config.size.upper() + ' run.** ' if small else ''}"
-           f"Size `{config.size}`: N = {n_tr}+{n_tr} train and {n_te}+{n_te} test images (cover+stego) "
-           f"per scenario ({results['image_shape'][0]}x{results['image_shape'][1]}, token grid "
-           f"{results['grid'][0]}x{results['grid'][1]}); prior top-k {config.stego.top_k}, CFG "
-           f"{config.stego.cfg_scale}; Discop `{config.stego.variant}` "
-           f"({token['bits_per_token']['discop']:.2f} bits/token), naive {config.stego.naive_bits} "
-           f"bits/token, LSB matching {config.stego.lsb_bpp} bits per pixel value. Covers: plain "
-           f"categorical sampling with fresh keys, from the same prior, labels, CFG and top-k; "
-           f"stegos: random messages, fresh counters. Fixed-nonce ablation: "
-           f"{sa.num_token_sequences} framed {sa.ablation_message_bytes}-byte messages "
-           f"(`framing.pack`, as `cmsteg.api.hide`) under one key, all with one counter vs a "
-           f"fresh counter each, one class label.\n\n"
-           f"Detectors: one recipe per detector, the same in every scenario (same initial "
-           f"weights, batches and augmentations): {steps_txt}; batch {tcfg.batch_size}, "
-           f"pair-constrained (cover i and stego i in the same batch under the same random "
-           f"flip/rotation and crop window), AdamW lr {tcfg.lr} (warmup {tcfg.warmup_steps}, "
-           f"{tcfg.schedule}); evaluated on whole images with BatchNorm in inference mode.\n\n"
-           f"P_E = (P_FA + P_MD)/2. *P_E (train thr.)* uses the threshold minimizing P_E on the "
-           f"train split (Agresti-Caffo binomial interval); *min P_E (test)* minimizes over "
-           f"thresholds on the test split as in the literature, which is biased below 0.5 for "
-           f"an undetectable stego, so it is judged against its label-permutation null interval.\n\n"
-           f"Timing: {timing['total_s']:.0f} s in total: {timing['models_s']:.0f} s models "
-           f"({'loaded from the shared cache, nothing trained' if results['models_cached'] else 'tokenizer and/or prior TRAINED in this run'}"
-           f"{', `' + str(config.model_dir) + '`' if config.get('model_dir', '') else ''}), "
-           f"{timing['generate_s']:.0f} s sampling, {timing['decode_s']:.0f} s decoding/PNG/LSB, "
-           f"{timing['detectors_s']:.0f} s detectors, {timing['token_tests_s']:.0f} s token tests.")
+  setup = (
+    f"{'**Small-N ' + config.size.upper() + ' run.** ' if small else ''}"
+    f"Size `{config.size}`: N = {n_tr}+{n_tr} train and {n_te}+{n_te} test images (cover+stego) "
+    f"per scenario ({results['image_shape'][0]}x{results['image_shape'][1]}, token grid "
+    f"{results['grid'][0]}x{results['grid'][1]}); prior top-k {config.stego.top_k}, CFG "
+    f"{config.stego.cfg_scale}; Discop `{config.stego.variant}` "
+    f"({token['bits_per_token']['discop']:.2f} bits/token), naive {config.stego.naive_bits} "
+    f"bits/token, LSB matching {config.stego.lsb_bpp} bits per pixel value. Covers: plain "
+    f"categorical sampling with fresh keys, from the same prior, labels, CFG and top-k; "
+    f"stegos: random messages, fresh counters. Fixed-nonce ablation: "
+    f"{sa.num_token_sequences} framed {sa.ablation_message_bytes}-byte messages "
+    f"(`framing.pack`, as `cmsteg.api.hide`) under one key, all with one counter vs a "
+    f"fresh counter each, one class label.\n\n"
+    f"Detectors: one recipe per detector, the same in every scenario (same initial "
+    f"weights, batches and augmentations): {steps_txt}; batch {tcfg.batch_size}, "
+    f"pair-constrained (cover i and stego i in the same batch under the same random "
+    f"flip/rotation and crop window), AdamW lr {tcfg.lr} (warmup {tcfg.warmup_steps}, "
+    f"{tcfg.schedule}); evaluated on whole images with BatchNorm in inference mode.\n\n"
+    f"P_E = (P_FA + P_MD)/2. *P_E (train thr.)* uses the threshold minimizing P_E on the "
+    f"train split (Agresti-Caffo binomial interval); *min P_E (test)* minimizes over "
+    f"thresholds on the test split as in the literature, which is biased below 0.5 for "
+    f"an undetectable stego, so it is judged against its label-permutation null interval.\n\n"
+    f"Timing: {timing['total_s']:.0f} s in total: {timing['models_s']:.0f} s models "
+    f"({'loaded from the shared cache, nothing trained' if results['models_cached'] else 'tokenizer and/or prior TRAINED in this run'}"
+    f"{', `' + str(config.model_dir) + '`' if config.get('model_dir', '') else ''}), "
+    f"{timing['generate_s']:.0f} s sampling, {timing['decode_s']:.0f} s decoding/PNG/LSB, "
+    f"{timing['detectors_s']:.0f} s detectors, {timing['token_tests_s']:.0f} s token tests."
+  )
   if small:
-    setup += (f" This is not the paper's 4000/1000 split (use `:paper`): at N = {n_te} test "
-              f"images per class every interval is about "
-              f"{2 * 1.96 * 0.5 / np.sqrt(2 * n_te):.2f} wide at P_E = 0.5, so only a gross "
-              f"detectability would be seen.")
-  report.write_report(workdir, "Security evaluation (steganalysis)", [
+    setup += (
+      f" This is not the paper's 4000/1000 split (use `:paper`): at N = {n_te} test "
+      f"images per class every interval is about "
+      f"{2 * 1.96 * 0.5 / np.sqrt(2 * n_te):.2f} wide at P_E = 0.5, so only a gross "
+      f"detectability would be seen."
+    )
+  report.write_report(
+    workdir,
+    "Security evaluation (steganalysis)",
+    [
       ("Setup", setup),
       ("Acceptance", ver),
       ("Detection error", det_table + "\n\n![](roc.png)"),
-      ("Token tests", tok_table + "\n\n" + other + "\n\nMean log-likelihoods come from one "
-       "teacher-forced pass of the prior; on the first rows they match the sampler's own "
-       f"KV-cached replay to {token['loglik_fast_vs_replay_max_abs_diff']:.1e} nats/token."),
-      ("Samples", "Covers, Discop stegos, naive stegos, LSB stegos:\n\n"
-                  + " ".join(f"![](grid_{k}.png)" for k in ("cover", "discop", "naive", "lsb")
-                             if os.path.exists(os.path.join(workdir, f"grid_{k}.png")))),
-  ], results)
+      (
+        "Token tests",
+        tok_table + "\n\n" + other + "\n\nMean log-likelihoods come from one "
+        "teacher-forced pass of the prior; on the first rows they match the sampler's own "
+        f"KV-cached replay to {token['loglik_fast_vs_replay_max_abs_diff']:.1e} nats/token.",
+      ),
+      (
+        "Samples",
+        "Covers, Discop stegos, naive stegos, LSB stegos:\n\n"
+        + " ".join(
+          f"![](grid_{k}.png)"
+          for k in ("cover", "discop", "naive", "lsb")
+          if os.path.exists(os.path.join(workdir, f"grid_{k}.png"))
+        ),
+      ),
+    ],
+    results,
+  )

@@ -19,6 +19,7 @@ from stegjax.train import recipes
 
 def evaluate_tokenizer(vq: recipes.Trained, arrays, batch_size: int = 256) -> dict:
   """PSNR (dB, [0,1] pixels) of reconstructions and codebook usage over a whole split."""
+
   @jax.jit
   def rec(x):
     x = recipes.to_model_range(x)
@@ -29,7 +30,7 @@ def evaluate_tokenizer(vq: recipes.Trained, arrays, batch_size: int = 256) -> di
   images = np.asarray(arrays["image"])
   mses, indices, recs = [], [], []
   for i in range(0, len(images), batch_size):
-    x_rec, mse, idx = rec(images[i:i + batch_size])
+    x_rec, mse, idx = rec(images[i : i + batch_size])
     mses.append(np.asarray(mse))
     indices.append(np.asarray(idx))
     if i == 0:
@@ -40,12 +41,12 @@ def evaluate_tokenizer(vq: recipes.Trained, arrays, batch_size: int = 256) -> di
   probs = counts / counts.sum()
   nz = probs[probs > 0]
   return {
-      "psnr_db": float(np.mean(10 * np.log10(1.0 / np.maximum(mses, 1e-12)))),
-      "psnr_db_of_mean_mse": float(10 * np.log10(1.0 / np.mean(mses))),
-      "codebook_usage": float(np.mean(counts > 0)),
-      "codebook_perplexity": float(np.exp(-np.sum(nz * np.log(nz)))),
-      "num_images": int(len(images)),
-      "examples": recs,
+    "psnr_db": float(np.mean(10 * np.log10(1.0 / np.maximum(mses, 1e-12)))),
+    "psnr_db_of_mean_mse": float(10 * np.log10(1.0 / np.mean(mses))),
+    "codebook_usage": float(np.mean(counts > 0)),
+    "codebook_perplexity": float(np.exp(-np.sum(nz * np.log(nz)))),
+    "num_images": int(len(images)),
+    "examples": recs,
   }
 
 
@@ -55,28 +56,58 @@ def run(config, workdir: str):
   vq = recipes.tokenizer(config, workdir, train)
   train_s = time.time() - t0
   ev = evaluate_tokenizer(vq, heldout)
-  ev_train = evaluate_tokenizer(vq, {"image": train["image"][:len(heldout["image"])]})
+  ev_train = evaluate_tokenizer(vq, {"image": train["image"][: len(heldout["image"])]})
   n = min(16, len(heldout["image"]))
-  grid = np.concatenate([report.to_uint8(np.asarray(heldout["image"][:n])),
-                         report.to_uint8(ev.pop("examples")[:n])])
+  grid = np.concatenate(
+    [report.to_uint8(np.asarray(heldout["image"][:n])), report.to_uint8(ev.pop("examples")[:n])]
+  )
   report.save_grid(grid, os.path.join(workdir, "reconstructions.png"), ncol=n, scale=4)
   ev_train.pop("examples")
   m = config.vq.model
   h = config.data.patch_size // vq.info["downsample"]
-  results = {"heldout": ev, "train_sample": ev_train, "train_seconds": train_s,
-             "token_grid": [h, h], "codebook_size": m.codebook_size,
-             "dataset": {k: info[k] for k in ("num_train", "num_heldout", "heldout_images")}}
+  results = {
+    "heldout": ev,
+    "train_sample": ev_train,
+    "train_seconds": train_s,
+    "token_grid": [h, h],
+    "codebook_size": m.codebook_size,
+    "dataset": {k: info[k] for k in ("num_train", "num_heldout", "heldout_images")},
+  }
   table = report.md_table(
-      ["split", "PSNR (dB)", "codebook usage", "perplexity", "images"],
-      [["held-out photos", ev["psnr_db"], ev["codebook_usage"], ev["codebook_perplexity"],
-        ev["num_images"]],
-       ["train photos (sample)", ev_train["psnr_db"], ev_train["codebook_usage"],
-        ev_train["codebook_perplexity"], ev_train["num_images"]]])
-  report.write_report(workdir, "VQ tokenizer", [
-      ("Setup", f"{config.data.patch_size}x{config.data.patch_size} patches -> {h}x{h} tokens, "
-                f"codebook {m.codebook_size} x {m.codebook_dim}, {config.vq.train.num_steps} steps "
-                f"(batch {config.vq.train.batch_size}); train + load took {train_s:.0f} s. "
-                f"Held-out photos: {', '.join(info['heldout_images'])}."),
-      ("Reconstruction", table + "\n\n![](reconstructions.png) (top: input, bottom: reconstruction)"),
-  ], results)
+    ["split", "PSNR (dB)", "codebook usage", "perplexity", "images"],
+    [
+      [
+        "held-out photos",
+        ev["psnr_db"],
+        ev["codebook_usage"],
+        ev["codebook_perplexity"],
+        ev["num_images"],
+      ],
+      [
+        "train photos (sample)",
+        ev_train["psnr_db"],
+        ev_train["codebook_usage"],
+        ev_train["codebook_perplexity"],
+        ev_train["num_images"],
+      ],
+    ],
+  )
+  report.write_report(
+    workdir,
+    "VQ tokenizer",
+    [
+      (
+        "Setup",
+        f"{config.data.patch_size}x{config.data.patch_size} patches -> {h}x{h} tokens, "
+        f"codebook {m.codebook_size} x {m.codebook_dim}, {config.vq.train.num_steps} steps "
+        f"(batch {config.vq.train.batch_size}); train + load took {train_s:.0f} s. "
+        f"Held-out photos: {', '.join(info['heldout_images'])}.",
+      ),
+      (
+        "Reconstruction",
+        table + "\n\n![](reconstructions.png) (top: input, bottom: reconstruction)",
+      ),
+    ],
+    results,
+  )
   return results

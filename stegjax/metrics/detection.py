@@ -33,8 +33,9 @@ def _check(scores, labels):
   scores = np.asarray(scores, np.float64)
   labels = np.asarray(labels)
   if scores.ndim != 1 or labels.shape != scores.shape:
-    raise ValueError(f"scores and labels must be 1-D of equal length, got "
-                     f"{scores.shape} and {labels.shape}")
+    raise ValueError(
+      f"scores and labels must be 1-D of equal length, got {scores.shape} and {labels.shape}"
+    )
   if not np.all(np.isfinite(scores)):
     raise ValueError("scores contain NaN or inf")
   if not np.all((labels == 0) | (labels == 1)):
@@ -73,11 +74,11 @@ def _min_pe_rows(scores: np.ndarray, labels: np.ndarray, n_c: int, n_s: int):
   order = np.argsort(scores, axis=1, kind="stable")
   s = np.take_along_axis(scores, order, axis=1)
   y = np.take_along_axis(labels, order, axis=1)
-  stego_below = np.cumsum(y, axis=1)            # stegos called cover (missed)
-  cover_below = np.cumsum(1 - y, axis=1)        # covers called cover
+  stego_below = np.cumsum(y, axis=1)  # stegos called cover (missed)
+  cover_below = np.cumsum(1 - y, axis=1)  # covers called cover
   p_md = stego_below / n_s
   p_fa = (n_c - cover_below) / n_c
-  pe = 0.5 * (p_fa + p_md)                      # split after position i
+  pe = 0.5 * (p_fa + p_md)  # split after position i
   valid = np.ones_like(pe, dtype=bool)
   valid[:, :-1] = s[:, 1:] > s[:, :-1]
   pe = np.where(valid, pe, np.inf)
@@ -132,8 +133,9 @@ def auc(scores, labels) -> float:
   return float((r[labels == 1].sum() - n_s * (n_s + 1) / 2.0) / (n_s * n_c))
 
 
-def pe_binomial_ci(p_fa: float, p_md: float, n_cover: int, n_stego: int,
-                   level: float = 0.95) -> tuple[float, float]:
+def pe_binomial_ci(
+  p_fa: float, p_md: float, n_cover: int, n_stego: int, level: float = 0.95
+) -> tuple[float, float]:
   """Interval for P_E = (P_FA + P_MD)/2 from two independent binomials.
 
   Method: Agresti-Caffo adjusted Wald (add one error and one success to each
@@ -162,8 +164,7 @@ def _normal_quantile(q: float) -> float:
 
 def _permutations(key, num: int, n: int) -> np.ndarray:
   """(num, n) random permutations: argsort of keyed uint32 bits (one cheap jax op)."""
-  return np.argsort(np.asarray(jax.random.bits(key, (num, n), np.uint32)), axis=1,
-                    kind="stable")
+  return np.argsort(np.asarray(jax.random.bits(key, (num, n), np.uint32)), axis=1, kind="stable")
 
 
 def _stratified_indices(key, labels: np.ndarray, num: int) -> np.ndarray:
@@ -172,14 +173,19 @@ def _stratified_indices(key, labels: np.ndarray, num: int) -> np.ndarray:
   stg = np.flatnonzero(labels == 1)
   # Keyed uint32 bits mod size: the modulo bias is < size / 2**32, negligible here.
   bits = np.asarray(jax.random.bits(key, (num, labels.size), np.uint32)).astype(np.int64)
-  ic = bits[:, :cov.size] % cov.size
-  is_ = bits[:, cov.size:] % stg.size
+  ic = bits[:, : cov.size] % cov.size
+  is_ = bits[:, cov.size :] % stg.size
   return np.concatenate([cov[ic], stg[is_]], axis=1)
 
 
-def bootstrap_ci(key: jax.Array, scores, labels,
-                 statistic: Optional[Callable] = None, num_resamples: int = 1000,
-                 level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+  key: jax.Array,
+  scores,
+  labels,
+  statistic: Optional[Callable] = None,
+  num_resamples: int = 1000,
+  level: float = 0.95,
+) -> tuple[float, float]:
   """Stratified percentile bootstrap interval (class sizes kept fixed).
 
   ``statistic(scores, labels) -> float``; default is ``min_pe`` with the
@@ -199,8 +205,9 @@ def bootstrap_ci(key: jax.Array, scores, labels,
   return float(lo), float(hi)
 
 
-def min_pe_permutation_test(key: jax.Array, scores, labels,
-                            num_permutations: int = 1000, level: float = 0.95) -> dict:
+def min_pe_permutation_test(
+  key: jax.Array, scores, labels, num_permutations: int = 1000, level: float = 0.95
+) -> dict:
   """Exact null of min-P_E: shuffle labels (H0: cover and stego scores exchangeable).
 
   Returns the p-value P[min P_E under H0 <= observed] (with +1 correction)
@@ -214,12 +221,23 @@ def min_pe_permutation_test(key: jax.Array, scores, labels,
   a = (1.0 - level) / 2.0
   lo, hi = np.quantile(null, [a, 1.0 - a])
   p = (np.sum(null <= observed + 1e-12) + 1) / (num_permutations + 1)
-  return {"min_pe": observed, "pvalue": float(p), "null_interval": (float(lo), float(hi)),
-          "null_mean": float(null.mean())}
+  return {
+    "min_pe": observed,
+    "pvalue": float(p),
+    "null_interval": (float(lo), float(hi)),
+    "null_mean": float(null.mean()),
+  }
 
 
-def evaluate(key: jax.Array, train_scores, train_labels, test_scores, test_labels,
-             level: float = 0.95, num_resamples: int = 1000) -> dict:
+def evaluate(
+  key: jax.Array,
+  train_scores,
+  train_labels,
+  test_scores,
+  test_labels,
+  level: float = 0.95,
+  num_resamples: int = 1000,
+) -> dict:
   """Every figure the steganalysis report needs for one detector.
 
   * ``pe_fixed``: P_E on test at the threshold minimizing P_E on train, with
@@ -233,25 +251,28 @@ def evaluate(key: jax.Array, train_scores, train_labels, test_scores, test_label
   test_scores_np, test_labels_np, n_c, n_s = _check(test_scores, test_labels)
   p_fa, p_md = detection_errors(test_scores_np, test_labels_np, thr)
   pe_min_test, thr_test = min_pe(test_scores_np, test_labels_np)
-  perm = min_pe_permutation_test(k_perm, test_scores_np, test_labels_np,
-                                 num_resamples, level)
+  perm = min_pe_permutation_test(k_perm, test_scores_np, test_labels_np, num_resamples, level)
   fpr, tpr, _ = roc_curve(test_scores_np, test_labels_np)
   return {
-      "n_cover_test": n_c, "n_stego_test": n_s,
-      "threshold_train": thr,
-      "p_fa": p_fa, "p_md": p_md,
-      "pe_fixed": 0.5 * (p_fa + p_md),
-      "pe_fixed_ci": pe_binomial_ci(p_fa, p_md, n_c, n_s, level),
-      "pe_min": pe_min_test,
-      "threshold_test": thr_test,
-      "pe_min_bootstrap_ci": bootstrap_ci(k_boot, test_scores_np, test_labels_np,
-                                          None, num_resamples, level),
-      "pe_min_null_interval": perm["null_interval"],
-      "pe_min_pvalue": perm["pvalue"],
-      "auc": auc(test_scores_np, test_labels_np),
-      "roc_fpr": fpr.tolist(), "roc_tpr": tpr.tolist(),
-      "ci_level": level,
-      "ci_method": "pe_fixed: Agresti-Caffo adjusted Wald binomial; "
-                   "pe_min: stratified percentile bootstrap (threshold re-optimized) "
-                   "and label-permutation null",
+    "n_cover_test": n_c,
+    "n_stego_test": n_s,
+    "threshold_train": thr,
+    "p_fa": p_fa,
+    "p_md": p_md,
+    "pe_fixed": 0.5 * (p_fa + p_md),
+    "pe_fixed_ci": pe_binomial_ci(p_fa, p_md, n_c, n_s, level),
+    "pe_min": pe_min_test,
+    "threshold_test": thr_test,
+    "pe_min_bootstrap_ci": bootstrap_ci(
+      k_boot, test_scores_np, test_labels_np, None, num_resamples, level
+    ),
+    "pe_min_null_interval": perm["null_interval"],
+    "pe_min_pvalue": perm["pvalue"],
+    "auc": auc(test_scores_np, test_labels_np),
+    "roc_fpr": fpr.tolist(),
+    "roc_tpr": tpr.tolist(),
+    "ci_level": level,
+    "ci_method": "pe_fixed: Agresti-Caffo adjusted Wald binomial; "
+    "pe_min: stratified percentile bootstrap (threshold re-optimized) "
+    "and label-permutation null",
   }

@@ -23,10 +23,14 @@ def _check_pair(a, b, what):
   except ValueError:
     shape = None
   if a.shape[-3:] != b.shape[-3:] or shape is None:
-    raise ValueError(f"{what}: images must have the same [H, W, C] and broadcastable batch axes, "
-                     f"got shapes {a.shape} and {b.shape}")
-  return (jnp.broadcast_to(a, shape).astype(jnp.float32),
-          jnp.broadcast_to(b, shape).astype(jnp.float32))
+    raise ValueError(
+      f"{what}: images must have the same [H, W, C] and broadcastable batch axes, "
+      f"got shapes {a.shape} and {b.shape}"
+    )
+  return (
+    jnp.broadcast_to(a, shape).astype(jnp.float32),
+    jnp.broadcast_to(b, shape).astype(jnp.float32),
+  )
 
 
 def psnr(a, b, max_val=1.0):
@@ -54,16 +58,19 @@ def _blur_valid(x, w):
   k = jnp.asarray(w)
   dn = ("NHWC", "HWIO", "NHWC")
   hp = jax.lax.Precision.HIGHEST
-  y = jax.lax.conv_general_dilated(y, k.reshape(-1, 1, 1, 1), (1, 1), "VALID",
-                                   dimension_numbers=dn, precision=hp)
-  y = jax.lax.conv_general_dilated(y, k.reshape(1, -1, 1, 1), (1, 1), "VALID",
-                                   dimension_numbers=dn, precision=hp)
+  y = jax.lax.conv_general_dilated(
+    y, k.reshape(-1, 1, 1, 1), (1, 1), "VALID", dimension_numbers=dn, precision=hp
+  )
+  y = jax.lax.conv_general_dilated(
+    y, k.reshape(1, -1, 1, 1), (1, 1), "VALID", dimension_numbers=dn, precision=hp
+  )
   ho, wo = y.shape[1], y.shape[2]
   return jnp.moveaxis(y.reshape(-1, c, ho, wo), 1, -1).reshape(*lead, ho, wo, c)
 
 
-def ssim(a, b, max_val=1.0, window_size: int = 11, sigma: float = 1.5, k1: float = 0.01,
-         k2: float = 0.03):
+def ssim(
+  a, b, max_val=1.0, window_size: int = 11, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03
+):
   """Structural similarity over the last three axes: [..., H, W, C] -> [...]."""
   a, b = _check_pair(a, b, "ssim")
   h, w = a.shape[-3], a.shape[-2]
@@ -80,5 +87,5 @@ def ssim(a, b, max_val=1.0, window_size: int = 11, sigma: float = 1.5, k1: float
   var_a = blur(a * a) - mu_a * mu_a
   var_b = blur(b * b) - mu_b * mu_b
   cov = blur(a * b) - mu_a * mu_b
-  s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+  s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
   return jnp.mean(s, axis=(-3, -2, -1))

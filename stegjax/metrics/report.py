@@ -16,6 +16,7 @@ import numpy as np
 
 def is_writer() -> bool:
   import jax
+
   return jax.process_index() == 0
 
 
@@ -24,18 +25,19 @@ def environment() -> dict:
   import flax
   import jax
   import optax
+
   dev = jax.devices()[0]
   return {
-      "python": platform.python_version(),
-      "jax": jax.__version__,
-      "flax": flax.__version__,
-      "optax": optax.__version__,
-      "backend": jax.default_backend(),
-      "device": getattr(dev, "device_kind", str(dev)),
-      "device_count": jax.device_count(),
-      "process_count": jax.process_count(),
-      "cpu_count": os.cpu_count(),
-      "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "python": platform.python_version(),
+    "jax": jax.__version__,
+    "flax": flax.__version__,
+    "optax": optax.__version__,
+    "backend": jax.default_backend(),
+    "device": getattr(dev, "device_kind", str(dev)),
+    "device_count": jax.device_count(),
+    "process_count": jax.process_count(),
+    "cpu_count": os.cpu_count(),
+    "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
 
 
@@ -67,6 +69,7 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     if isinstance(v, float):
       return f"{v:.4g}"
     return str(v)
+
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
   return "\n".join(lines)
@@ -78,9 +81,12 @@ def write_report(workdir: str, title: str, sections: Sequence[tuple[str, str]], 
     return os.path.join(workdir, "report.md")
   os.makedirs(workdir, exist_ok=True)
   env = environment()
-  parts = [f"# {title}", "",
-           f"_{env['time']} · jax {env['jax']} · {env['backend']} ({env['device']}) x{env['device_count']}_",
-           ""]
+  parts = [
+    f"# {title}",
+    "",
+    f"_{env['time']} · jax {env['jax']} · {env['backend']} ({env['device']}) x{env['device_count']}_",
+    "",
+  ]
   for heading, body in sections:
     parts += [f"## {heading}", "", body.rstrip(), ""]
   path = os.path.join(workdir, "report.md")
@@ -103,6 +109,7 @@ def to_uint8(images) -> np.ndarray:
 def save_grid(images, path: str, ncol: int = 8, scale: int = 1, pad: int = 2) -> str:
   """Saves [N, H, W, 3] images as one PNG grid (nearest-neighbour upscaled by ``scale``)."""
   from PIL import Image
+
   x = to_uint8(images)
   n, h, w, _ = x.shape
   ncol = max(1, min(ncol, n))
@@ -110,7 +117,9 @@ def save_grid(images, path: str, ncol: int = 8, scale: int = 1, pad: int = 2) ->
   grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, 3), 255, np.uint8)
   for i in range(n):
     r, c = divmod(i, ncol)
-    grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = x[i]
+    grid[
+      pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w
+    ] = x[i]
   img = Image.fromarray(grid)
   if scale > 1:
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)

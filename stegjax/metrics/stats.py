@@ -32,6 +32,7 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class TestResult:
   """A test statistic and its p-value (``name`` says which test)."""
+
   name: str
   statistic: float
   pvalue: float
@@ -45,14 +46,16 @@ class TestResult:
 # Distribution tails.
 # --------------------------------------------------------------------------
 
+
 def chi2_sf(x, df):
   """P[X >= x] for X ~ chi-square(df): the regularized upper gamma Q(df/2, x/2)."""
   x = np.asarray(x, np.float64)
   df = np.asarray(df, np.float64)
   if np.any(df <= 0):
     raise ValueError(f"chi2_sf: degrees of freedom must be positive, got {df}")
-  p = jsp.gammaincc(jnp.asarray(df / 2.0, jnp.float32),
-                    jnp.asarray(np.maximum(x, 0.0) / 2.0, jnp.float32))
+  p = jsp.gammaincc(
+    jnp.asarray(df / 2.0, jnp.float32), jnp.asarray(np.maximum(x, 0.0) / 2.0, jnp.float32)
+  )
   return np.asarray(p, np.float64)
 
 
@@ -63,8 +66,7 @@ def t_sf_two_sided(t, df):
   if np.any(df <= 0):
     raise ValueError(f"t_sf_two_sided: degrees of freedom must be positive, got {df}")
   x = df / (df + t * t)
-  p = jsp.betainc(jnp.asarray(df / 2.0, jnp.float32), jnp.float32(0.5),
-                  jnp.asarray(x, jnp.float32))
+  p = jsp.betainc(jnp.asarray(df / 2.0, jnp.float32), jnp.float32(0.5), jnp.asarray(x, jnp.float32))
   return np.clip(np.asarray(p, np.float64), 0.0, 1.0)
 
 
@@ -76,13 +78,13 @@ def normal_sf_two_sided(z):
 
 def normal_sf(z):
   """P[Z >= z] for a standard normal (one-sided, upper tail)."""
-  return np.asarray(jsp.ndtr(jnp.asarray(-np.asarray(z, np.float64), jnp.float32)),
-                    np.float64)
+  return np.asarray(jsp.ndtr(jnp.asarray(-np.asarray(z, np.float64), jnp.float32)), np.float64)
 
 
 # --------------------------------------------------------------------------
 # Helpers.
 # --------------------------------------------------------------------------
+
 
 def _as_1d(x, name: str) -> np.ndarray:
   x = np.asarray(x, np.float64)
@@ -115,6 +117,7 @@ def rankdata(x) -> np.ndarray:
 # Two-sample tests (per-sequence log-likelihoods).
 # --------------------------------------------------------------------------
 
+
 def welch_t_test(a, b) -> TestResult:
   """Welch's unequal-variance t test of mean(a) == mean(b), two-sided."""
   a = _as_1d(a, "a")
@@ -124,11 +127,15 @@ def welch_t_test(a, b) -> TestResult:
   diff = a.mean() - b.mean()
   if se2 == 0.0:
     # Both samples constant: identical means are no evidence, different ones certain.
-    return TestResult("welch_t", 0.0 if diff == 0 else float(np.sign(diff) * np.inf),
-                      1.0 if diff == 0 else 0.0, float(a.size + b.size - 2))
+    return TestResult(
+      "welch_t",
+      0.0 if diff == 0 else float(np.sign(diff) * np.inf),
+      1.0 if diff == 0 else 0.0,
+      float(a.size + b.size - 2),
+    )
   t = diff / np.sqrt(se2)
   # Welch-Satterthwaite degrees of freedom.
-  df = se2 ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
+  df = se2**2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
   return TestResult("welch_t", float(t), float(t_sf_two_sided(t, df)), float(df))
 
 
@@ -148,7 +155,7 @@ def mann_whitney_u(a, b, alternative: str = "two-sided") -> TestResult:
   u = ranks[:na].sum() - na * (na + 1) / 2.0
   mu = na * nb / 2.0
   _, tie_counts = np.unique(np.concatenate([a, b]), return_counts=True)
-  tie_term = np.sum(tie_counts ** 3 - tie_counts) / (n * (n - 1))
+  tie_term = np.sum(tie_counts**3 - tie_counts) / (n * (n - 1))
   sigma = np.sqrt(na * nb / 12.0 * ((n + 1) - tie_term))
   if sigma == 0.0:
     return TestResult("mann_whitney_u", float(u), 1.0)
@@ -176,31 +183,36 @@ def permutation_test_mean(key: jax.Array, a, b, num_permutations: int = 2000) ->
   n = pooled.size
   observed = abs(a.mean() - b.mean())
   # Random permutations as the argsort of keyed uint32 bits (one cheap jax op).
-  perms = np.argsort(np.asarray(jax.random.bits(key, (num_permutations, n), np.uint32)),
-                     axis=1, kind="stable")
+  perms = np.argsort(
+    np.asarray(jax.random.bits(key, (num_permutations, n), np.uint32)), axis=1, kind="stable"
+  )
   x = pooled[perms]
-  stats = np.abs(x[:, :a.size].mean(axis=1) - x[:, a.size:].mean(axis=1))
+  stats = np.abs(x[:, : a.size].mean(axis=1) - x[:, a.size :].mean(axis=1))
   # A small relative tolerance so float ties with the observed value count as ties.
   exceed = np.sum(stats >= observed * (1 - 1e-12) - 1e-15)
-  return TestResult("permutation_mean", float(observed),
-                    float((exceed + 1) / (num_permutations + 1)))
+  return TestResult(
+    "permutation_mean", float(observed), float((exceed + 1) / (num_permutations + 1))
+  )
 
 
-def two_sample_tests(cover, stego, key: Optional[jax.Array] = None,
-                     num_permutations: int = 2000) -> dict:
+def two_sample_tests(
+  cover, stego, key: Optional[jax.Array] = None, num_permutations: int = 2000
+) -> dict:
   """All two-sample tests of cover vs stego values (e.g. mean per-token log-likelihood)."""
   cover = _as_1d(cover, "cover")
   stego = _as_1d(stego, "stego")
   out = {
-      "n_cover": int(cover.size), "n_stego": int(stego.size),
-      "mean_cover": float(cover.mean()), "mean_stego": float(stego.mean()),
-      "std_cover": float(cover.std(ddof=1)), "std_stego": float(stego.std(ddof=1)),
-      "welch_t": welch_t_test(stego, cover).to_dict(),
-      "mann_whitney_u": mann_whitney_u(stego, cover).to_dict(),
+    "n_cover": int(cover.size),
+    "n_stego": int(stego.size),
+    "mean_cover": float(cover.mean()),
+    "mean_stego": float(stego.mean()),
+    "std_cover": float(cover.std(ddof=1)),
+    "std_stego": float(stego.std(ddof=1)),
+    "welch_t": welch_t_test(stego, cover).to_dict(),
+    "mann_whitney_u": mann_whitney_u(stego, cover).to_dict(),
   }
   if key is not None:
-    out["permutation_mean"] = permutation_test_mean(key, stego, cover,
-                                                    num_permutations).to_dict()
+    out["permutation_mean"] = permutation_test_mean(key, stego, cover, num_permutations).to_dict()
   out["min_pvalue"] = min(v["pvalue"] for v in out.values() if isinstance(v, dict))
   return out
 
@@ -208,6 +220,7 @@ def two_sample_tests(cover, stego, key: Optional[jax.Array] = None,
 # --------------------------------------------------------------------------
 # Token histograms.
 # --------------------------------------------------------------------------
+
 
 def token_histograms(tokens, vocab_size: int) -> np.ndarray:
   """Counts[t, k] = number of sequences with token k at position t; tokens (N, T)."""
@@ -217,8 +230,9 @@ def token_histograms(tokens, vocab_size: int) -> np.ndarray:
   if not np.issubdtype(tokens.dtype, np.integer):
     raise ValueError(f"tokens must be integers, got dtype {tokens.dtype}")
   if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
-    raise ValueError(f"token ids must lie in [0, {vocab_size}), got range "
-                     f"[{tokens.min()}, {tokens.max()}]")
+    raise ValueError(
+      f"token ids must lie in [0, {vocab_size}), got range [{tokens.min()}, {tokens.max()}]"
+    )
   n, t = tokens.shape
   flat = (np.arange(t)[None, :] * vocab_size + tokens).ravel()
   return np.bincount(flat, minlength=t * vocab_size).reshape(t, vocab_size)
@@ -263,8 +277,9 @@ def chi2_homogeneity(counts, min_expected: float = 5.0) -> TestResult:
   return TestResult("chi2_homogeneity", stat, float(chi2_sf(stat, df)), df)
 
 
-def per_position_chi2(tokens_a, tokens_b, vocab_size: int, alpha: float = 0.01,
-                      min_expected: float = 5.0) -> dict:
+def per_position_chi2(
+  tokens_a, tokens_b, vocab_size: int, alpha: float = 0.01, min_expected: float = 5.0
+) -> dict:
   """Per-position chi-square homogeneity of token histograms, a vs b.
 
   tokens_a, tokens_b: (N_a, T), (N_b, T) token ids (e.g. cover and stego for a
@@ -277,25 +292,25 @@ def per_position_chi2(tokens_a, tokens_b, vocab_size: int, alpha: float = 0.01,
   hb = token_histograms(tokens_b, vocab_size)
   if ha.shape[0] != hb.shape[0]:
     raise ValueError(f"sequence lengths differ: {ha.shape[0]} vs {hb.shape[0]}")
-  results = [chi2_homogeneity(np.stack([ha[t], hb[t]]), min_expected)
-             for t in range(ha.shape[0])]
+  results = [chi2_homogeneity(np.stack([ha[t], hb[t]]), min_expected) for t in range(ha.shape[0])]
   p = np.array([r.pvalue for r in results])
   num_pos = p.size
   return {
-      "statistics": [r.statistic for r in results],
-      "dfs": [r.df for r in results],
-      "pvalues": p.tolist(),
-      "min_pvalue": float(p.min()),
-      "bonferroni_pvalue": float(min(1.0, num_pos * p.min())),
-      "num_rejected": int(np.sum(p < alpha)),
-      "num_positions": int(num_pos),
-      "alpha": alpha,
+    "statistics": [r.statistic for r in results],
+    "dfs": [r.df for r in results],
+    "pvalues": p.tolist(),
+    "min_pvalue": float(p.min()),
+    "bonferroni_pvalue": float(min(1.0, num_pos * p.min())),
+    "num_rejected": int(np.sum(p < alpha)),
+    "num_positions": int(num_pos),
+    "alpha": alpha,
   }
 
 
 # --------------------------------------------------------------------------
 # Token coincidence (fixed-nonce ablation).
 # --------------------------------------------------------------------------
+
 
 def pair_coincidences(tokens) -> np.ndarray:
   """Fraction of equal positions in each disjoint pair (0,1), (2,3), ...; tokens (N, T).
@@ -308,7 +323,7 @@ def pair_coincidences(tokens) -> np.ndarray:
   if tokens.ndim != 2 or tokens.shape[0] < 4:
     raise ValueError(f"tokens must be (N >= 4, T), got {tokens.shape}")
   m = tokens.shape[0] // 2
-  return np.mean(tokens[0:2 * m:2] == tokens[1:2 * m:2], axis=1).astype(np.float64)
+  return np.mean(tokens[0 : 2 * m : 2] == tokens[1 : 2 * m : 2], axis=1).astype(np.float64)
 
 
 def pair_common_prefix(tokens) -> np.ndarray:
@@ -323,7 +338,7 @@ def pair_common_prefix(tokens) -> np.ndarray:
   if tokens.ndim != 2 or tokens.shape[0] < 4:
     raise ValueError(f"tokens must be (N >= 4, T), got {tokens.shape}")
   m = tokens.shape[0] // 2
-  eq = tokens[0:2 * m:2] == tokens[1:2 * m:2]
+  eq = tokens[0 : 2 * m : 2] == tokens[1 : 2 * m : 2]
   return np.cumprod(eq, axis=1).sum(axis=1).astype(np.float64)
 
 
@@ -352,13 +367,13 @@ def coincidence_test(tokens_test, tokens_ref) -> dict:
   mw = mann_whitney_u(ct, cr, alternative="greater")
   mw_prefix = mann_whitney_u(pt, pr, alternative="greater")
   return {
-      "mean_coincidence_test": float(ct.mean()),
-      "mean_coincidence_ref": float(cr.mean()),
-      "mean_common_prefix_test": float(pt.mean()),
-      "mean_common_prefix_ref": float(pr.mean()),
-      "collision_rate_test": float(collision_rate(tokens_test).mean()),
-      "collision_rate_ref": float(collision_rate(tokens_ref).mean()),
-      "mann_whitney_u": mw.to_dict(),
-      "mann_whitney_u_prefix": mw_prefix.to_dict(),
-      "pvalue": float(min(1.0, 2.0 * min(mw.pvalue, mw_prefix.pvalue))),
+    "mean_coincidence_test": float(ct.mean()),
+    "mean_coincidence_ref": float(cr.mean()),
+    "mean_common_prefix_test": float(pt.mean()),
+    "mean_common_prefix_ref": float(pr.mean()),
+    "collision_rate_test": float(collision_rate(tokens_test).mean()),
+    "collision_rate_ref": float(collision_rate(tokens_ref).mean()),
+    "mann_whitney_u": mw.to_dict(),
+    "mann_whitney_u_prefix": mw_prefix.to_dict(),
+    "pvalue": float(min(1.0, 2.0 * min(mw.pvalue, mw_prefix.pvalue))),
   }

@@ -39,8 +39,12 @@ from stegjax.models import transformer as transformer_lib
 from stegjax.models import vq as vq_lib
 
 # Buffers in LlamaGen state dicts that stegjax recomputes or does not need.
-DROPPED = (re.compile(r"(^|\.)freqs_cis$"), re.compile(r"(^|\.)causal_mask$"),
-           re.compile(r"(^|\.)kv_cache\.[kv]_cache$"), re.compile(r"^quantize\.codebook_used$"))
+DROPPED = (
+  re.compile(r"(^|\.)freqs_cis$"),
+  re.compile(r"(^|\.)causal_mask$"),
+  re.compile(r"(^|\.)kv_cache\.[kv]_cache$"),
+  re.compile(r"^quantize\.codebook_used$"),
+)
 # Wrappers that prefix keys: DDP/deepspeed ("module."), torch.compile ("_orig_mod."), FSDP.
 _PREFIXES = ("module.", "_orig_mod.", "_fsdp_wrapped_module.")
 # Where training scripts put the model's state dict inside a checkpoint file.
@@ -54,12 +58,23 @@ class CheckpointMismatchError(ValueError):
 
 # ------------------------------------------------------------------ reading files
 
+
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
   """A .safetensors file -> numpy arrays (float types as float32), without torch."""
   import ml_dtypes  # ships with jax
-  dtypes = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-            "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
-            "BOOL": np.bool_}
+
+  dtypes = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+  }
   with open(path, "rb") as f:
     raw = f.read(8)
     if len(raw) != 8:
@@ -72,7 +87,11 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
       header = json.loads(f.read(n))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
       raise ValueError(f"{path}: not a safetensors file (bad JSON header: {e})") from None
-  data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n) if size > 8 + n else np.zeros(0, np.uint8)
+  data = (
+    np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n)
+    if size > 8 + n
+    else np.zeros(0, np.uint8)
+  )
   out = {}
   for name, info in header.items():
     if name == "__metadata__":
@@ -83,9 +102,15 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
     start, end = info["data_offsets"]
     shape = tuple(info["shape"])
     if end - start != int(np.prod(shape, dtype=np.int64)) * dt.itemsize or end > data.size:
-      raise ValueError(f"{path}: tensor {name!r} has inconsistent offsets {start}..{end} for {shape}")
+      raise ValueError(
+        f"{path}: tensor {name!r} has inconsistent offsets {start}..{end} for {shape}"
+      )
     arr = np.frombuffer(data[start:end], dtype=dt).reshape(shape)
-    out[name] = arr.astype(np.float32) if np.issubdtype(dt, np.floating) or dt == ml_dtypes.bfloat16 else np.array(arr)
+    out[name] = (
+      arr.astype(np.float32)
+      if np.issubdtype(dt, np.floating) or dt == ml_dtypes.bfloat16
+      else np.array(arr)
+    )
   return out
 
 
@@ -93,9 +118,12 @@ def _read_torch(path: str, trust_pickle: bool) -> Any:
   try:
     import torch
   except ImportError:
-    raise ImportError(f"reading {path} needs PyTorch (pip install 'stegjax[torch]'); "
-                      "or convert the file to .safetensors first") from None
+    raise ImportError(
+      f"reading {path} needs PyTorch (pip install 'stegjax[torch]'); "
+      "or convert the file to .safetensors first"
+    ) from None
   import argparse as _argparse
+
   try:
     if trust_pickle:  # runs arbitrary pickled code: only for files you trust
       return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
@@ -110,8 +138,10 @@ def _read_torch(path: str, trust_pickle: bool) -> Any:
   except Exception as e:  # pickle refusal under weights_only
     if trust_pickle or "weights_only" not in str(e):
       raise
-    raise ValueError(f"{path}: torch refused to unpickle it safely ({str(e).splitlines()[0]}); "
-                     "if you trust the file, pass --trust_pickle") from None
+    raise ValueError(
+      f"{path}: torch refused to unpickle it safely ({str(e).splitlines()[0]}); "
+      "if you trust the file, pass --trust_pickle"
+    ) from None
 
 
 def _to_numpy(value: Any, name: str) -> Any:
@@ -145,7 +175,7 @@ def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, Any]:
       changed = False
       for p in _PREFIXES:
         if name.startswith(p):
-          name, changed = name[len(p):], True
+          name, changed = name[len(p) :], True
       name = name.replace("._orig_mod.", ".").replace("._fsdp_wrapped_module.", ".")
     if name in out:
       raise ValueError(f"{source}: keys {k!r} and another both map to {name!r}")
@@ -162,12 +192,15 @@ def read_state_dict(path: str, trust_pickle: bool = False) -> dict[str, Any]:
   elif path.endswith((".pt", ".pth", ".bin", ".ckpt")):
     obj = _read_torch(path, trust_pickle)
   else:
-    raise ValueError(f"{path}: unknown checkpoint format (expected .pt, .pth, .bin, .ckpt or .safetensors)")
+    raise ValueError(
+      f"{path}: unknown checkpoint format (expected .pt, .pth, .bin, .ckpt or .safetensors)"
+    )
   sd = unwrap_state_dict(obj, path)
   return {k: _to_numpy(v, k) for k, v in sd.items()}
 
 
 # ------------------------------------------------------------------ key mapping
+
 
 def _path_names(path) -> tuple[str, ...]:
   return tuple(getattr(p, "key", getattr(p, "name", str(p))) for p in path)
@@ -246,19 +279,27 @@ def to_flax_params(state_dict: Mapping[str, Any], model, what: str = "model") ->
     if k in have:
       v = have[k]
       if not isinstance(v, np.ndarray) or not np.issubdtype(v.dtype, np.floating):
-        bad.append(f"{k}: expected a float tensor of shape {shape}, got {type(v).__name__}"
-                   f"{'' if not isinstance(v, np.ndarray) else ' of dtype ' + str(v.dtype)}")
+        bad.append(
+          f"{k}: expected a float tensor of shape {shape}, got {type(v).__name__}"
+          f"{'' if not isinstance(v, np.ndarray) else ' of dtype ' + str(v.dtype)}"
+        )
       elif tuple(v.shape) != shape:
         bad.append(f"{k}: expected shape {shape}, got {tuple(v.shape)}")
   if missing or unexpected or bad:
-    lines = [f"{what} checkpoint does not match the {type(model).__name__} config "
-             f"({len(missing)} missing, {len(unexpected)} unexpected, {len(bad)} mis-shaped keys)"]
+    lines = [
+      f"{what} checkpoint does not match the {type(model).__name__} config "
+      f"({len(missing)} missing, {len(unexpected)} unexpected, {len(bad)} mis-shaped keys)"
+    ]
     if missing:
       lines.append(f"missing keys: {_fmt(missing)}")
     if unexpected:
       lines.append(f"unexpected keys: {_fmt(unexpected)}")
     if bad:
-      lines.append("mis-shaped keys: " + "; ".join(bad[:40]) + (f" ... and {len(bad) - 40} more" if len(bad) > 40 else ""))
+      lines.append(
+        "mis-shaped keys: "
+        + "; ".join(bad[:40])
+        + (f" ... and {len(bad) - 40} more" if len(bad) > 40 else "")
+      )
     raise CheckpointMismatchError("\n  ".join(lines))
   params: dict = {}
   for k, (names, _) in want.items():
@@ -279,6 +320,7 @@ def to_torch_state_dict(params: Mapping) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------ configs from state dicts
+
 
 def _shape(sd, key) -> tuple[int, ...] | None:
   v = sd.get(key)
@@ -324,8 +366,13 @@ def infer_vq_config(state_dict: Mapping[str, Any], preset: str = "VQ-16") -> dic
   return cfg
 
 
-def infer_gpt_config(state_dict: Mapping[str, Any], image_size: int = 384, downsample: int = 16,
-                     preset: str | None = None, n_head: int | None = None) -> tuple[str | None, dict]:
+def infer_gpt_config(
+  state_dict: Mapping[str, Any],
+  image_size: int = 384,
+  downsample: int = 16,
+  preset: str | None = None,
+  n_head: int | None = None,
+) -> tuple[str | None, dict]:
   """(preset name or None, ``Transformer`` kwargs) for a LlamaGen c2i state dict.
 
   The head count is not visible in the weights: it comes from ``preset``, else from
@@ -337,12 +384,20 @@ def infer_gpt_config(state_dict: Mapping[str, Any], image_size: int = 384, downs
   layers = _indices(sd, r"^layers\.(\d+)\.")
   if preset is None and n_head is None:
     if emb is None or not layers:
-      raise CheckpointMismatchError("GPT checkpoint lacks tok_embeddings.weight or layers.N.*: "
-                                    "not a LlamaGen GPT state dict? (pass --gpt_model to see the full key check)")
-    found = [n for n, p in presets.GPT_PRESETS.items() if p["dim"] == emb[1] and p["n_layer"] == len(layers)]
+      raise CheckpointMismatchError(
+        "GPT checkpoint lacks tok_embeddings.weight or layers.N.*: "
+        "not a LlamaGen GPT state dict? (pass --gpt_model to see the full key check)"
+      )
+    found = [
+      n
+      for n, p in presets.GPT_PRESETS.items()
+      if p["dim"] == emb[1] and p["n_layer"] == len(layers)
+    ]
     if not found:
-      raise ValueError(f"no published GPT has dim={emb[1]} and n_layer={len(layers)}; pass --n_head "
-                       f"(published: {', '.join(f'{n} {p}' for n, p in presets.GPT_PRESETS.items())})")
+      raise ValueError(
+        f"no published GPT has dim={emb[1]} and n_layer={len(layers)}; pass --n_head "
+        f"(published: {', '.join(f'{n} {p}' for n, p in presets.GPT_PRESETS.items())})"
+      )
     preset = found[0]
   if preset is not None:
     cfg = presets.gpt_config(preset, image_size, downsample)
@@ -350,7 +405,9 @@ def infer_gpt_config(state_dict: Mapping[str, Any], image_size: int = 384, downs
       cfg["n_head"] = n_head
   else:
     cfg = presets.gpt_config("GPT-B", image_size, downsample)
-    cfg.update(dim=emb[1] if emb else cfg["dim"], n_layer=len(layers) or cfg["n_layer"], n_head=n_head)
+    cfg.update(
+      dim=emb[1] if emb else cfg["dim"], n_layer=len(layers) or cfg["n_layer"], n_head=n_head
+    )
   if emb is not None:
     cfg["vocab_size"] = emb[0]
   s = _shape(sd, "cls_embedding.embedding_table.weight")
@@ -359,8 +416,9 @@ def infer_gpt_config(state_dict: Mapping[str, Any], image_size: int = 384, downs
   # SwiGLU width: published models follow the preset rule; other widths are expressed exactly
   # through multiple_of (find_multiple(int(8 dim / 3), hidden) == hidden when hidden >= 8 dim / 3).
   s = _shape(sd, "layers.0.feed_forward.w1.weight")
-  if s is not None and s[0] != transformer_lib.ffn_hidden_dim(cfg["dim"], cfg["multiple_of"],
-                                                               cfg["ffn_dim_multiplier"]):
+  if s is not None and s[0] != transformer_lib.ffn_hidden_dim(
+    cfg["dim"], cfg["multiple_of"], cfg["ffn_dim_multiplier"]
+  ):
     base = int(2 * (4 * cfg["dim"]) / 3)
     cfg["multiple_of"] = s[0]
     cfg["ffn_dim_multiplier"] = None if s[0] >= base else s[0] / base
@@ -376,6 +434,7 @@ def infer_gpt_config(state_dict: Mapping[str, Any], image_size: int = 384, downs
 
 # ------------------------------------------------------------------ convert, save, load
 
+
 def convert_vq(state_dict: Mapping[str, Any], preset: str = "VQ-16", **overrides):
   """(VQModel, params) from a LlamaGen VQ state dict."""
   cfg = dict(infer_vq_config(state_dict, preset), **overrides)
@@ -383,8 +442,14 @@ def convert_vq(state_dict: Mapping[str, Any], preset: str = "VQ-16", **overrides
   return model, to_flax_params(state_dict, model, "VQ")
 
 
-def convert_gpt(state_dict: Mapping[str, Any], image_size: int = 384, downsample: int = 16,
-                preset: str | None = None, n_head: int | None = None, **overrides):
+def convert_gpt(
+  state_dict: Mapping[str, Any],
+  image_size: int = 384,
+  downsample: int = 16,
+  preset: str | None = None,
+  n_head: int | None = None,
+  **overrides,
+):
   """(Transformer, params, preset name) from a LlamaGen c2i GPT state dict."""
   name, cfg = infer_gpt_config(state_dict, image_size, downsample, preset, n_head)
   cfg.update(overrides)
@@ -398,15 +463,26 @@ def _jsonable(cfg: Mapping[str, Any]) -> dict:
 
 def _module_config(model) -> dict:
   import dataclasses
+
   skip = {"parent", "name", "dtype"}
-  return _jsonable({f.name: getattr(model, f.name) for f in dataclasses.fields(model)
-                    if f.name not in skip and f.init})
+  return _jsonable(
+    {
+      f.name: getattr(model, f.name)
+      for f in dataclasses.fields(model)
+      if f.name not in skip and f.init
+    }
+  )
 
 
-def save_converted(out_dir: str, vq: tuple | None = None, gpt: tuple | None = None,
-                   meta: Mapping[str, Any] | None = None) -> str:
+def save_converted(
+  out_dir: str,
+  vq: tuple | None = None,
+  gpt: tuple | None = None,
+  meta: Mapping[str, Any] | None = None,
+) -> str:
   """Writes ``(model, params)`` pairs as OUT/{vq,gpt}/ orbax checkpoints plus OUT/config.json."""
   import orbax.checkpoint as ocp
+
   if vq is None and gpt is None:
     raise ValueError("nothing to save: give vq and/or gpt")
   out_dir = os.path.abspath(out_dir)
@@ -420,8 +496,10 @@ def save_converted(out_dir: str, vq: tuple | None = None, gpt: tuple | None = No
     ckptr.save(os.path.join(out_dir, name), params, force=True)
     ckptr.wait_until_finished()
     entry = dict(config.get(name, {}))
-    entry.update(model=_module_config(model),
-                 params=int(sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(params))))
+    entry.update(
+      model=_module_config(model),
+      params=int(sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(params))),
+    )
     config[name] = entry
   with open(os.path.join(out_dir, "config.json"), "w") as f:
     json.dump(config, f, indent=2)
@@ -439,11 +517,14 @@ def load_converted(out_dir: str, dtype: Any = jnp.float32):
   A part that was not converted is returned as ``(None, None)``.
   """
   import orbax.checkpoint as ocp
+
   out_dir = os.path.abspath(out_dir)
   path = os.path.join(out_dir, "config.json")
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"{out_dir} is not a converted LlamaGen checkpoint (no config.json); "
-                            "run python -m stegjax.models.convert_llamagen first")
+    raise FileNotFoundError(
+      f"{out_dir} is not a converted LlamaGen checkpoint (no config.json); "
+      "run python -m stegjax.models.convert_llamagen first"
+    )
   with open(path) as f:
     config = json.load(f)
   ckptr = ocp.StandardCheckpointer()
@@ -457,13 +538,20 @@ def load_converted(out_dir: str, dtype: Any = jnp.float32):
     try:
       params = ckptr.restore(os.path.join(out_dir, name), abstract)
     except (ValueError, KeyError) as e:
-      raise CheckpointMismatchError(f"{out_dir}/{name} does not match its config.json: {e}") from None
+      raise CheckpointMismatchError(
+        f"{out_dir}/{name} does not match its config.json: {e}"
+      ) from None
     result += [model, params]
   return tuple(result)
 
 
-def load_checkpoints(vq: str = "", gpt: str = "", image_size: int | None = None, dtype: Any = jnp.float32,
-                     trust_pickle: bool = False):
+def load_checkpoints(
+  vq: str = "",
+  gpt: str = "",
+  image_size: int | None = None,
+  dtype: Any = jnp.float32,
+  trust_pickle: bool = False,
+):
   """``(vq_model, vq_params, gpt_model, gpt_params)`` for ``--config.checkpoints.vq/gpt``.
 
   Each path may be a directory written by this module's CLI (its ``vq``/``gpt`` part is
@@ -480,7 +568,9 @@ def load_checkpoints(vq: str = "", gpt: str = "", image_size: int | None = None,
       loaded = load_converted(path, dtype)
       model, params = loaded[2 * i], loaded[2 * i + 1]
       if model is None:
-        raise ValueError(f"{path} holds no converted {name.upper()} (config.json has no {name!r} entry)")
+        raise ValueError(
+          f"{path} holds no converted {name.upper()} (config.json has no {name!r} entry)"
+        )
     else:
       sd = read_state_dict(path, trust_pickle)
       if name == "vq":
@@ -492,15 +582,23 @@ def load_checkpoints(vq: str = "", gpt: str = "", image_size: int | None = None,
     if name == "vq":
       downsample = model.downsample_factor
     elif image_size is not None and tuple(model.grid) != (image_size // downsample,) * 2:
-      raise ValueError(f"{path} was converted for a {model.grid[0]}x{model.grid[1]} token grid, not "
-                       f"image_size={image_size} / {downsample}; convert it again with --image_size")
+      raise ValueError(
+        f"{path} was converted for a {model.grid[0]}x{model.grid[1]} token grid, not "
+        f"image_size={image_size} / {downsample}; convert it again with --image_size"
+      )
     out[2 * i], out[2 * i + 1] = model, params
   return tuple(out)
 
 
-def convert_files(vq_path: str | None = None, gpt_path: str | None = None, image_size: int = 384,
-                  vq_preset: str = "VQ-16", gpt_preset: str | None = None, n_head: int | None = None,
-                  trust_pickle: bool = False) -> dict:
+def convert_files(
+  vq_path: str | None = None,
+  gpt_path: str | None = None,
+  image_size: int = 384,
+  vq_preset: str = "VQ-16",
+  gpt_preset: str | None = None,
+  n_head: int | None = None,
+  trust_pickle: bool = False,
+) -> dict:
   """Reads and converts the given files: ``{'vq': (model, params), 'gpt': (model, params), 'meta': ...}``."""
   if not vq_path and not gpt_path:
     raise ValueError("give a VQ checkpoint (--vq), a GPT checkpoint (--gpt) or both")
@@ -512,34 +610,65 @@ def convert_files(vq_path: str | None = None, gpt_path: str | None = None, image
     del sd
     downsample = model.downsample_factor
     out["vq"] = (model, params)
-    out["meta"]["vq"] = dict(source=os.path.abspath(vq_path), bytes=os.path.getsize(vq_path), preset=vq_preset)
+    out["meta"]["vq"] = dict(
+      source=os.path.abspath(vq_path), bytes=os.path.getsize(vq_path), preset=vq_preset
+    )
   if gpt_path:
     sd = read_state_dict(gpt_path, trust_pickle)
     model, params, name = convert_gpt(sd, image_size, downsample, gpt_preset, n_head)
     del sd
     out["gpt"] = (model, params)
-    out["meta"]["gpt"] = dict(source=os.path.abspath(gpt_path), bytes=os.path.getsize(gpt_path),
-                              preset=name, image_size=image_size, downsample=downsample)
+    out["meta"]["gpt"] = dict(
+      source=os.path.abspath(gpt_path),
+      bytes=os.path.getsize(gpt_path),
+      preset=name,
+      image_size=image_size,
+      downsample=downsample,
+    )
   return out
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m stegjax.models.convert_llamagen",
-                               description="Convert LlamaGen VQ / c2i GPT checkpoints to stegjax (orbax).")
-  ap.add_argument("--vq", default="", help="VQ tokenizer checkpoint (.pt or .safetensors), e.g. vq_ds16_c2i.pt")
-  ap.add_argument("--gpt", default="", help="c2i GPT checkpoint (.pt or .safetensors), e.g. c2i_B_384.pt")
+  ap = argparse.ArgumentParser(
+    prog="python -m stegjax.models.convert_llamagen",
+    description="Convert LlamaGen VQ / c2i GPT checkpoints to stegjax (orbax).",
+  )
+  ap.add_argument(
+    "--vq", default="", help="VQ tokenizer checkpoint (.pt or .safetensors), e.g. vq_ds16_c2i.pt"
+  )
+  ap.add_argument(
+    "--gpt", default="", help="c2i GPT checkpoint (.pt or .safetensors), e.g. c2i_B_384.pt"
+  )
   ap.add_argument("--out", required=True, help="output directory")
-  ap.add_argument("--image_size", type=int, default=384, help="image side the GPT samples (grid = size / 16)")
+  ap.add_argument(
+    "--image_size", type=int, default=384, help="image side the GPT samples (grid = size / 16)"
+  )
   ap.add_argument("--vq_model", default="VQ-16", choices=sorted(presets.VQ_PRESETS))
-  ap.add_argument("--gpt_model", default=None, choices=sorted(presets.GPT_PRESETS),
-                  help="published GPT shape (default: matched from the checkpoint's width and depth)")
-  ap.add_argument("--n_head", type=int, default=None, help="head count for a GPT that is not a published shape")
-  ap.add_argument("--trust_pickle", action="store_true",
-                  help="allow arbitrary pickled objects in .pt files (only for files you trust)")
+  ap.add_argument(
+    "--gpt_model",
+    default=None,
+    choices=sorted(presets.GPT_PRESETS),
+    help="published GPT shape (default: matched from the checkpoint's width and depth)",
+  )
+  ap.add_argument(
+    "--n_head", type=int, default=None, help="head count for a GPT that is not a published shape"
+  )
+  ap.add_argument(
+    "--trust_pickle",
+    action="store_true",
+    help="allow arbitrary pickled objects in .pt files (only for files you trust)",
+  )
   args = ap.parse_args(argv)
   try:
-    res = convert_files(args.vq or None, args.gpt or None, args.image_size, args.vq_model,
-                        args.gpt_model, args.n_head, args.trust_pickle)
+    res = convert_files(
+      args.vq or None,
+      args.gpt or None,
+      args.image_size,
+      args.vq_model,
+      args.gpt_model,
+      args.n_head,
+      args.trust_pickle,
+    )
     out = save_converted(args.out, res.get("vq"), res.get("gpt"), res["meta"])
   except (ValueError, FileNotFoundError, ImportError) as e:
     print(f"convert_llamagen: error: {e}", file=sys.stderr)

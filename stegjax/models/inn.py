@@ -61,6 +61,7 @@ def haar_iwt(y: jax.Array) -> jax.Array:
 
 class DenseSubnet(nn.Module):
   """HiNet's ResidualDenseBlock_out: 4 densely connected 3x3 convs + a zero-initialized output conv."""
+
   out_channels: int
   growth: int = 32
   num_convs: int = 5
@@ -73,7 +74,8 @@ class DenseSubnet(nn.Module):
       feats.append(nn.leaky_relu(h, 0.01))
     # Zero init: every coupling starts as the identity, so stego == cover at step 0.
     return nn.Conv(self.out_channels, (3, 3), kernel_init=nn.initializers.zeros)(
-        jnp.concatenate(feats, axis=-1))
+      jnp.concatenate(feats, axis=-1)
+    )
 
 
 class InvBlock(nn.Module):
@@ -111,6 +113,7 @@ class InvBlock(nn.Module):
 
 class HidingINN(nn.Module):
   """hide(cover, secret) -> (stego, lost); reveal(stego, z) -> (cover_rec, secret_rec)."""
+
   num_blocks: int = 16
   growth: int = 32
   num_convs: int = 5
@@ -119,8 +122,12 @@ class HidingINN(nn.Module):
   high_freq_only: bool = False
 
   def setup(self):
-    self.blocks = [InvBlock(4 * self.image_channels, self.growth, self.num_convs, self.clamp,
-                            self.high_freq_only) for _ in range(self.num_blocks)]
+    self.blocks = [
+      InvBlock(
+        4 * self.image_channels, self.growth, self.num_convs, self.clamp, self.high_freq_only
+      )
+      for _ in range(self.num_blocks)
+    ]
 
   def __call__(self, cover, secret):
     return self.hide(cover, secret)

@@ -30,8 +30,10 @@ def latent_channels_for_ratio(ratio: float) -> int:
   frac = Fraction(ratio).limit_denominator(1000)
   c = frac * 2 * 3 * DOWNSAMPLE * DOWNSAMPLE
   if c.denominator != 1 or c <= 0 or abs(float(frac) - float(ratio)) > 1e-9:
-    raise ValueError(f"bandwidth ratio {ratio} is not c/96 for a positive integer c "
-                     "(e.g. 1/6 -> 16 latent channels, 1/12 -> 8)")
+    raise ValueError(
+      f"bandwidth ratio {ratio} is not c/96 for a positive integer c "
+      "(e.g. 1/6 -> 16 latent channels, 1/12 -> 8)"
+    )
   return int(c)
 
 
@@ -54,6 +56,7 @@ def power_normalize(z: jax.Array) -> jax.Array:
 
 class JSCCEncoder(nn.Module):
   """Conv encoder with PReLU; output is NOT power-normalized (see ``power_normalize``)."""
+
   features: int = 64
   latent_channels: int = 16
   kernel: int = 5
@@ -77,6 +80,7 @@ class JSCCEncoder(nn.Module):
 
 class JSCCDecoder(nn.Module):
   """Mirror of the encoder with transposed convs; sigmoid output in [0,1]."""
+
   features: int = 64
   out_channels: int = 3
   kernel: int = 5
@@ -97,6 +101,7 @@ class JSCCDecoder(nn.Module):
 
 class DeepJSCC(nn.Module):
   """Encoder + decoder; ``channel(z) -> z_hat`` is passed in so the module stays channel-free."""
+
   features: int = 64
   latent_channels: int = 16
 
@@ -145,6 +150,7 @@ class PilotJSCC(nn.Module):
   which a plain conv autoencoder has to learn slowly; the latent shape, bandwidth ratio
   and power constraint are those of ``DeepJSCC``.
   """
+
   features: int = 64
   latent_channels: int = 16
   depth: int = 3
@@ -207,19 +213,23 @@ def pca_init(params, images: np.ndarray, latent_channels: int):
   x = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
   n, h, w, c3 = x.shape  # numpy throughout: this runs inside the trainer's jitted init
   b = DOWNSAMPLE
-  blocks = x.reshape(n, h // b, b, w // b, b, c3).transpose(0, 1, 3, 2, 4, 5).reshape(-1, b * b * c3)
+  blocks = (
+    x.reshape(n, h // b, b, w // b, b, c3).transpose(0, 1, 3, 2, 4, 5).reshape(-1, b * b * c3)
+  )
   mu = blocks.mean(0)
   _, sv, vt = np.linalg.svd(blocks - mu, full_matrices=False)
   c = latent_channels - 1
   v = vt[:c].T
   lam = np.maximum(sv[:c] ** 2 / len(blocks), 1e-8)
-  gain = lam ** -0.25
-  gain = gain / np.sqrt(np.sum(gain ** 2 * lam) / np.sum(lam))  # same total power as plain PCA
+  gain = lam**-0.25
+  gain = gain / np.sqrt(np.sum(gain**2 * lam) / np.sum(lam))  # same total power as plain PCA
   enc, dec = v * gain[None], (v / gain[None]).T
   inner = dict(params["params"])
-  inner["e_lin"] = {"kernel": jnp.asarray(enc, jnp.float32),
-                    "bias": jnp.asarray(-mu @ enc, jnp.float32)}
+  inner["e_lin"] = {
+    "kernel": jnp.asarray(enc, jnp.float32),
+    "bias": jnp.asarray(-mu @ enc, jnp.float32),
+  }
   inner["d_lin"] = {"kernel": jnp.asarray(dec, jnp.float32), "bias": jnp.asarray(mu, jnp.float32)}
   # Pilot at the coefficients' average power per symbol.
-  inner["pilot"] = jnp.asarray(np.sqrt(np.mean(gain ** 2 * lam)), jnp.float32)
+  inner["pilot"] = jnp.asarray(np.sqrt(np.mean(gain**2 * lam)), jnp.float32)
   return {**params, "params": inner}

@@ -27,28 +27,51 @@ from stegjax.models import transformer as transformer_lib
 from stegjax.models import vq as vq_lib
 
 # LlamaGen VQ ModelArgs defaults: ch 128, z_channels 256, 2 res blocks, codebook 16384 x 8, l2.
-_VQ_COMMON = dict(ch=128, num_res_blocks=2, z_channels=256, codebook_size=16384, codebook_dim=8,
-                  beta=0.25, l2_norm=True, dropout=0.0, norm_groups=32)
+_VQ_COMMON = dict(
+  ch=128,
+  num_res_blocks=2,
+  z_channels=256,
+  codebook_size=16384,
+  codebook_dim=8,
+  beta=0.25,
+  l2_norm=True,
+  dropout=0.0,
+  norm_groups=32,
+)
 VQ_PRESETS: dict[str, dict[str, Any]] = {
-    "VQ-16": dict(_VQ_COMMON, ch_mult=(1, 1, 2, 2, 4)),
-    "VQ-8": dict(_VQ_COMMON, ch_mult=(1, 2, 2, 4)),
+  "VQ-16": dict(_VQ_COMMON, ch_mult=(1, 1, 2, 2, 4)),
+  "VQ-8": dict(_VQ_COMMON, ch_mult=(1, 2, 2, 4)),
 }
 
 # LlamaGen GPT_B ... GPT_3B (c2i): n_layer, n_head, dim.
 GPT_PRESETS: dict[str, dict[str, Any]] = {
-    "GPT-B": dict(n_layer=12, n_head=12, dim=768),
-    "GPT-L": dict(n_layer=24, n_head=16, dim=1024),
-    "GPT-XL": dict(n_layer=36, n_head=20, dim=1280),
-    "GPT-XXL": dict(n_layer=48, n_head=24, dim=1536),
-    "GPT-3B": dict(n_layer=24, n_head=32, dim=3200),
+  "GPT-B": dict(n_layer=12, n_head=12, dim=768),
+  "GPT-L": dict(n_layer=24, n_head=16, dim=1024),
+  "GPT-XL": dict(n_layer=36, n_head=20, dim=1280),
+  "GPT-XXL": dict(n_layer=48, n_head=24, dim=1536),
+  "GPT-3B": dict(n_layer=24, n_head=32, dim=3200),
 }
-_GPT_COMMON = dict(vocab_size=16384, num_classes=1000, multiple_of=256, ffn_dim_multiplier=None,
-                   norm_eps=1e-5, rope_base=10000.0, cls_token_num=1, class_dropout_prob=0.1,
-                   cls_rope="zero")
+_GPT_COMMON = dict(
+  vocab_size=16384,
+  num_classes=1000,
+  multiple_of=256,
+  ffn_dim_multiplier=None,
+  norm_eps=1e-5,
+  rope_base=10000.0,
+  cls_token_num=1,
+  class_dropout_prob=0.1,
+  cls_rope="zero",
+)
 
 # The sizes LlamaGen states for its models (rounded; used as a sanity check).
-PUBLISHED_PARAMS = {"VQ-16": "72M", "GPT-B": "111M", "GPT-L": "343M", "GPT-XL": "775M",
-                    "GPT-XXL": "1.4B", "GPT-3B": "3.1B"}
+PUBLISHED_PARAMS = {
+  "VQ-16": "72M",
+  "GPT-B": "111M",
+  "GPT-L": "343M",
+  "GPT-XL": "775M",
+  "GPT-XXL": "1.4B",
+  "GPT-3B": "3.1B",
+}
 
 
 def _check_name(name: str, table: dict) -> None:
@@ -66,8 +89,9 @@ def vq_model(name: str = "VQ-16", dtype: Any = jnp.float32, **overrides) -> vq_l
   return vq_lib.VQModel(**vq_config(name, **overrides), dtype=dtype)
 
 
-def gpt_config(name: str = "GPT-B", image_size: int = 384, downsample: int = 16,
-               **overrides) -> dict[str, Any]:
+def gpt_config(
+  name: str = "GPT-B", image_size: int = 384, downsample: int = 16, **overrides
+) -> dict[str, Any]:
   """Keyword arguments of ``transformer.Transformer`` for a published c2i GPT.
 
   ``grid = image_size // downsample`` per side (384 / 16 -> 24 x 24 = 576 tokens, the
@@ -75,17 +99,25 @@ def gpt_config(name: str = "GPT-B", image_size: int = 384, downsample: int = 16,
   """
   _check_name(name, GPT_PRESETS)
   if image_size < 1 or downsample < 1 or image_size % downsample:
-    raise ValueError(f"image_size={image_size} must be a positive multiple of downsample={downsample}")
+    raise ValueError(
+      f"image_size={image_size} must be a positive multiple of downsample={downsample}"
+    )
   g = image_size // downsample
   cfg = dict(_GPT_COMMON, **GPT_PRESETS[name], grid=(g, g))
   cfg.update(overrides)
   return cfg
 
 
-def gpt_model(name: str = "GPT-B", image_size: int = 384, downsample: int = 16,
-              dtype: Any = jnp.float32, **overrides) -> transformer_lib.Transformer:
-  return transformer_lib.Transformer(**gpt_config(name, image_size, downsample, **overrides),
-                                     dtype=dtype)
+def gpt_model(
+  name: str = "GPT-B",
+  image_size: int = 384,
+  downsample: int = 16,
+  dtype: Any = jnp.float32,
+  **overrides,
+) -> transformer_lib.Transformer:
+  return transformer_lib.Transformer(
+    **gpt_config(name, image_size, downsample, **overrides), dtype=dtype
+  )
 
 
 def abstract_params(model) -> Any:

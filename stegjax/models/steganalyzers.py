@@ -28,11 +28,19 @@ import jax.numpy as jnp
 import numpy as np
 
 # The KV ("square 5x5") high-pass kernel used by Qian et al. and Xu et al.
-KV = np.array([[-1, 2, -2, 2, -1],
-               [2, -6, 8, -6, 2],
-               [-2, 8, -12, 8, -2],
-               [2, -6, 8, -6, 2],
-               [-1, 2, -2, 2, -1]], np.float32) / 12.0
+KV = (
+  np.array(
+    [
+      [-1, 2, -2, 2, -1],
+      [2, -6, 8, -6, 2],
+      [-2, 8, -12, 8, -2],
+      [2, -6, 8, -6, 2],
+      [-1, 2, -2, 2, -1],
+    ],
+    np.float32,
+  )
+  / 12.0
+)
 
 
 def srm_filters() -> np.ndarray:
@@ -42,6 +50,7 @@ def srm_filters() -> np.ndarray:
   (4 rotations), SQUARE 5x5 (= KV), EDGE 5x5 (4 rotations); each scaled to
   max |coefficient| = 1 so all residuals start on a comparable scale.
   """
+
   def embed3(k3):
     k = np.zeros((5, 5), np.float32)
     k[1:4, 1:4] = k3
@@ -84,20 +93,30 @@ def srm_filters() -> np.ndarray:
 
 def _prepare(x: jax.Array, dtype) -> jax.Array:
   if x.ndim != 4:
-    raise ValueError(f"steganalyzer input must be (batch, height, width, channels), "
-                     f"got shape {x.shape}")
+    raise ValueError(
+      f"steganalyzer input must be (batch, height, width, channels), got shape {x.shape}"
+    )
   chex.assert_rank(x, 4)
   return (x.astype(jnp.float32) - 127.5) / 127.5  # uint8 range -> [-1, 1]
 
 
 def _bn(train: bool, dtype, name=None):
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      dtype=dtype, name=name)
+  return nn.BatchNorm(
+    use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name
+  )
 
 
 def _conv(features, kernel, strides=1, dtype=jnp.float32, name=None, use_bias=False, **kw):
-  return nn.Conv(features, (kernel, kernel), strides=(strides, strides), padding="SAME",
-                 use_bias=use_bias, dtype=dtype, name=name, **kw)
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    strides=(strides, strides),
+    padding="SAME",
+    use_bias=use_bias,
+    dtype=dtype,
+    name=name,
+    **kw,
+  )
 
 
 def _head(h: jax.Array, dtype) -> jax.Array:
@@ -157,8 +176,8 @@ def _high_pass_init(noise: float = 0.1):
     if (kh, kw) != (3, 3):
       raise ValueError(f"high-pass init needs a 3x3 kernel, got {shape}")
     k = np.tile(hp[np.arange(f) % len(hp)].transpose(1, 2, 0)[:, :, None, :], (1, 1, c, 1)) / c
-    return (jnp.asarray(k, dtype)
-            + noise * nn.initializers.lecun_normal()(key, shape, dtype))
+    return jnp.asarray(k, dtype) + noise * nn.initializers.lecun_normal()(key, shape, dtype)
+
   return init
 
 
@@ -170,6 +189,7 @@ class SRNet(nn.Module):
   paper's SRNet, which learns its front end from scratch over ~10^5 steps; short CPU
   runs need the head start.
   """
+
   type1: Sequence[int] = (64, 16)
   num_type2: int = 5
   type3: Sequence[int] = (16, 64, 128, 256)
@@ -197,15 +217,18 @@ def _fixed_depthwise(x: jax.Array, kernels: np.ndarray) -> jax.Array:
   """Applies each of K fixed 5x5 kernels to each input channel: C -> C*K channels."""
   c = x.shape[-1]
   k = kernels.shape[0]
-  w = jnp.asarray(np.tile(kernels.transpose(1, 2, 0)[:, :, None, :], (1, 1, 1, c))
-                  .reshape(5, 5, 1, c * k), x.dtype)
-  return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                      feature_group_count=c)
+  w = jnp.asarray(
+    np.tile(kernels.transpose(1, 2, 0)[:, :, None, :], (1, 1, 1, c)).reshape(5, 5, 1, c * k),
+    x.dtype,
+  )
+  return jax.lax.conv_general_dilated(
+    x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c
+  )
 
 
 class XuNet(nn.Module):
   """XuNet: KV high-pass (fixed), ABS + tanh in the first groups, 1x1 convs after."""
+
   features: Sequence[int] = (8, 16, 32, 64, 128)
   dtype: Any = jnp.float32
 
@@ -255,13 +278,14 @@ def _srm_init(num_channels: int):
     del key
     if shape != (5, 5, num_channels, 30):
       raise ValueError(f"unexpected SRM kernel shape {shape}")
-    return jnp.asarray(np.tile(f[:, :, None, :], (1, 1, num_channels, 1)) / num_channels,
-                       dtype)
+    return jnp.asarray(np.tile(f[:, :, None, :], (1, 1, num_channels, 1)) / num_channels, dtype)
+
   return init
 
 
 class LWENet(nn.Module):
   """LWENet-style: trainable SRM preprocessing, bottleneck residual stages, multi-view pooling."""
+
   stem: int = 32
   stages: Sequence[int] = (32, 64, 128, 256)
   blocks_per_stage: int = 2
@@ -273,8 +297,15 @@ class LWENet(nn.Module):
     x = _prepare(x, self.dtype).astype(self.dtype)
     c = x.shape[-1]
     # SRM-initialized 5x5 filters, trained with the rest (30 residual maps).
-    x = nn.Conv(30, (5, 5), padding="SAME", use_bias=False, dtype=self.dtype,
-                kernel_init=_srm_init(c), name="srm")(x)
+    x = nn.Conv(
+      30,
+      (5, 5),
+      padding="SAME",
+      use_bias=False,
+      dtype=self.dtype,
+      kernel_init=_srm_init(c),
+      name="srm",
+    )(x)
     x = nn.relu(_bn(train, self.dtype)(x))
     x = nn.relu(_bn(train, self.dtype)(_conv(self.stem, 3, dtype=self.dtype)(x)))
     for i, width in enumerate(self.stages):

@@ -95,4 +95,5 @@ def unscramble(x: jax.Array, keys: jax.Array, block: int = 4) -> jax.Array:
 def message_keys(secret_key: jax.Array, start: int, count: int) -> jax.Array:
   """Per-transmission keys fold_in(secret_key, index): one shared key, a fresh scramble per image."""
   return jax.vmap(lambda i: jax.random.fold_in(secret_key, i))(
-      jnp.arange(start, start + count, dtype=jnp.uint32))
+    jnp.arange(start, start + count, dtype=jnp.uint32)
+  )

@@ -22,6 +22,7 @@ def _convs(x, features: int, depth: int):
 
 class HideNet(nn.Module):
   """concat(cover, secret) -> residual added to the cover: stego = cover + r."""
+
   features: int = 64
   depth: int = 8
 
@@ -33,13 +34,17 @@ class HideNet(nn.Module):
     # Small random init: stego starts near the cover but already carries a trace of the
     # secret. (A zero init starts at an equilibrium: no residual, so nothing for the
     # revealing network to read, so no gradient to hide; the CNN never leaves it.)
-    r = nn.Conv(cover.shape[-1], (3, 3),
-                kernel_init=nn.initializers.variance_scaling(0.1, "fan_in", "truncated_normal"))(h)
+    r = nn.Conv(
+      cover.shape[-1],
+      (3, 3),
+      kernel_init=nn.initializers.variance_scaling(0.1, "fan_in", "truncated_normal"),
+    )(h)
     return cover + r
 
 
 class RevealNet(nn.Module):
   """stego -> secret in [0,1]."""
+
   features: int = 64
   depth: int = 8
   out_channels: int = 3
@@ -59,6 +64,7 @@ class RefineNet(nn.Module):
   across blocks; this net can, and only on the right key's unscrambling. Zero-init
   last layer: it starts as the identity.
   """
+
   features: int = 32
   depth: int = 4
 
@@ -71,6 +77,7 @@ class RefineNet(nn.Module):
 
 class Discriminator(nn.Module):
   """Strided CNN -> one logit per image (> 0: stego). No BatchNorm so GAN state stays in params."""
+
   features: int = 64
   num_layers: int = 4
 

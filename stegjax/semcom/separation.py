@@ -80,11 +80,12 @@ def jpeg_payload_bits(image: np.ndarray, quality: int) -> tuple[int, np.ndarray]
 @dataclasses.dataclass
 class RateTable:
   """Per image i and quality QUALITIES[j]: sizes, decoded images and their MSE."""
-  bits: np.ndarray       # int64[N, Q] payload bits
+
+  bits: np.ndarray  # int64[N, Q] payload bits
   file_bits: np.ndarray  # int64[N, Q] whole-file bits (headers included)
-  decoded: np.ndarray    # float32[N, Q, H, W, 3] in [0, 1]
-  mse: np.ndarray        # float64[N, Q] MSE of decoded vs source
-  grey_mse: np.ndarray   # float64[N] MSE of the grey image (nothing delivered)
+  decoded: np.ndarray  # float32[N, Q, H, W, 3] in [0, 1]
+  mse: np.ndarray  # float64[N, Q] MSE of decoded vs source
+  grey_mse: np.ndarray  # float64[N] MSE of the grey image (nothing delivered)
 
   @property
   def num_symbols(self) -> int:
@@ -95,7 +96,9 @@ def rate_table(images: np.ndarray) -> RateTable:
   """Encodes every uint8[H,W,3] image at every quality in QUALITIES."""
   images = np.asarray(images)
   if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-    raise ValueError(f"separation baseline needs uint8[N,H,W,3] images, got {images.dtype}{images.shape}")
+    raise ValueError(
+      f"separation baseline needs uint8[N,H,W,3] images, got {images.dtype}{images.shape}"
+    )
   shape = (len(images), len(QUALITIES))
   bits = np.zeros(shape, np.int64)
   file_bits = np.zeros(shape, np.int64)
@@ -130,9 +133,15 @@ def outage_probability(bits, num_pixels_x3: int, ratio: float, snr_db: float) ->
   return 1.0 - np.exp(-(np.exp2(np.asarray(bits, np.float64) / k) - 1.0) / snr)
 
 
-def reconstruct(table: RateTable, snr_db: float, ratio: float, channel: str, key: jax.Array,
-                size: str = "payload", rayleigh: str = "outage"
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reconstruct(
+  table: RateTable,
+  snr_db: float,
+  ratio: float,
+  channel: str,
+  key: jax.Array,
+  size: str = "payload",
+  rayleigh: str = "outage",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(recon float[N,H,W,3], chosen quality [N] (0 = nothing sent), delivered bool[N]).
 
   ``size``: 'payload' or 'file' (see the module docstring). ``rayleigh``: 'outage'
@@ -155,7 +164,7 @@ def reconstruct(table: RateTable, snr_db: float, ratio: float, channel: str, key
     j = np.argmin(exp_mse, axis=1)
     send = exp_mse[rows, j] < table.grey_mse
     h = np.asarray(jax.random.normal(key, (n_img, 2))) / np.sqrt(2.0)
-    cap = ratio * n * np.log2(1.0 + 10.0 ** (snr_db / 10.0) * np.sum(h ** 2, axis=1))
+    cap = ratio * n * np.log2(1.0 + 10.0 ** (snr_db / 10.0) * np.sum(h**2, axis=1))
     delivered = send & (bits[rows, j] <= cap)
   else:
     if channel == "rayleigh":

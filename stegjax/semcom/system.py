@@ -39,6 +39,7 @@ CHANNELS = ("awgn", "rayleigh")
 
 # ----------------------------------------------------------------------------- channel
 
+
 def apply_channel(z: jax.Array, snr_db, key: jax.Array, channel: str) -> jax.Array:
   """'awgn', 'rayleigh' (block fading, perfect-CSI equalization) or 'mixed' (per-example coin)."""
   if channel == "awgn":
@@ -48,8 +49,9 @@ def apply_channel(z: jax.Array, snr_db, key: jax.Array, channel: str) -> jax.Arr
   if channel == "mixed":
     k_a, k_r, k_c = jax.random.split(key, 3)
     pick = jax.random.bernoulli(k_c, 0.5, (z.shape[0],)).reshape((-1,) + (1,) * (z.ndim - 1))
-    return jnp.where(pick, wireless.rayleigh(z, snr_db, k_r, equalize=True),
-                     wireless.awgn(z, snr_db, k_a))
+    return jnp.where(
+      pick, wireless.rayleigh(z, snr_db, k_r, equalize=True), wireless.awgn(z, snr_db, k_a)
+    )
   raise ValueError(f"unknown channel {channel!r}; valid: 'awgn', 'rayleigh', 'mixed'")
 
 
@@ -90,6 +92,7 @@ def transmit(model: jscc_lib.DeepJSCC, params, x, snr_db, key, channel: str) -> 
 
 # ----------------------------------------------------------------------------- hiders
 
+
 def _mask_low_band(r: jax.Array) -> jax.Array:
   """Zero a residual's Haar LL band (high-frequency hiding for the CNN/GAN hiders)."""
   y = inn_lib.haar_dwt(r)
@@ -100,6 +103,7 @@ def _mask_low_band(r: jax.Array) -> jax.Array:
 @dataclasses.dataclass(frozen=True)
 class Hider:
   """One family's hide/reveal pair with a uniform interface over its params."""
+
   family: str
   cfg: Any
   high_freq: bool = False
@@ -107,12 +111,18 @@ class Hider:
   def _nets(self):
     c = self.cfg
     if self.family in ("cnn", "gan"):
-      return (networks.HideNet(int(c.features), int(c.depth)),
-              networks.RevealNet(int(c.features), int(c.depth)))
+      return (
+        networks.HideNet(int(c.features), int(c.depth)),
+        networks.RevealNet(int(c.features), int(c.depth)),
+      )
     if self.family == "inn":
-      return inn_lib.HidingINN(num_blocks=int(c.num_blocks), growth=int(c.growth),
-                               num_convs=int(c.get("num_convs", 5)), clamp=float(c.clamp),
-                               high_freq_only=self.high_freq)
+      return inn_lib.HidingINN(
+        num_blocks=int(c.num_blocks),
+        growth=int(c.growth),
+        num_convs=int(c.get("num_convs", 5)),
+        clamp=float(c.clamp),
+        high_freq_only=self.high_freq,
+      )
     raise ValueError(f"unknown stego family {self.family!r}; valid: {FAMILIES}")
 
   def init(self, rng, image_shape):
@@ -146,6 +156,7 @@ class Hider:
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
   """One row family of the table: a family and its strategies."""
+
   name: str
   family: str
   end_to_end: bool = False
@@ -177,6 +188,7 @@ def parse_run(spec: str) -> RunSpec:
 
 # ----------------------------------------------------------------------------- losses
 
+
 def typed_key(rng: jax.Array) -> jax.Array:
   """The trainer hands loss functions raw uint32 key data; keys.scramble wants typed keys."""
   if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
@@ -198,6 +210,7 @@ def bce_logits(logits, label: float):
 
 def jscc_loss_fn(model, chan_cfg) -> Callable:
   """DeepJSCC pretraining: MSE of the reconstruction at a random SNR on a random channel."""
+
   def loss_fn(params, extra, batch, rng, step):
     del step
     x = to_float(batch["image"])
@@ -206,11 +219,24 @@ def jscc_loss_fn(model, chan_cfg) -> Callable:
     y = transmit(model, params["jscc"], x, snr, k_ch, chan_cfg.train_channel)
     loss = mse(y, x)
     return loss, ({"mse": loss}, extra)
+
   return loss_fn
 
 
-def stego_forward(spec: RunSpec, hider: Hider, jscc_model, p_hider, p_jscc, cover, secret,
-                  scramble_keys, snr, k_ch, channel: str, block: int):
+def stego_forward(
+  spec: RunSpec,
+  hider: Hider,
+  jscc_model,
+  p_hider,
+  p_jscc,
+  cover,
+  secret,
+  scramble_keys,
+  snr,
+  k_ch,
+  channel: str,
+  block: int,
+):
   """cover, secret in [0,1] -> (secret as hidden, stego, received, revealed as hidden)."""
   hidden = keys_lib.scramble(secret, scramble_keys, block) if spec.keyed else secret
   stego = hider.hide(p_hider, cover, hidden)
@@ -220,8 +246,9 @@ def stego_forward(spec: RunSpec, hider: Hider, jscc_model, p_hider, p_jscc, cove
   return hidden, stego, received, revealed
 
 
-def unscramble_secret(spec: RunSpec, revealed, scramble_keys, block: int,
-                      refine: nn.Module | None = None, p_refine=None) -> jax.Array:
+def unscramble_secret(
+  spec: RunSpec, revealed, scramble_keys, block: int, refine: nn.Module | None = None, p_refine=None
+) -> jax.Array:
   """The receiver's secret from the revealed (scrambled) image: unscramble with its key,
   then the public post-filter (``networks.RefineNet``) when the run has one. With a
   wrong key this is the naive eavesdropper's guess."""
@@ -231,8 +258,16 @@ def unscramble_secret(spec: RunSpec, revealed, scramble_keys, block: int,
   return secret if refine is None else refine.apply(p_refine, secret)
 
 
-def stego_loss_fn(spec: RunSpec, hider: Hider, jscc_model, chan_cfg, w, block: int,
-                  disc: nn.Module | None = None, refine: nn.Module | None = None) -> Callable:
+def stego_loss_fn(
+  spec: RunSpec,
+  hider: Hider,
+  jscc_model,
+  chan_cfg,
+  w,
+  block: int,
+  disc: nn.Module | None = None,
+  refine: nn.Module | None = None,
+) -> Callable:
   """Loss of one stego run. params = {'hider', ['jscc' if end-to-end], ['disc' if GAN],
   ['refine' if keyed with a post-filter]}.
 
@@ -240,6 +275,7 @@ def stego_loss_fn(spec: RunSpec, hider: Hider, jscc_model, chan_cfg, w, block: i
   computed in the scrambled domain, which equals the unscrambled MSE (keys.py); a
   post-filter adds the MSE of the refined secret (weight ``w.refined``).
   """
+
   def loss_fn(params, extra, batch, rng, step):
     del step
     cover, secret = to_float(batch["cover"]), to_float(batch["secret"])
@@ -249,8 +285,19 @@ def stego_loss_fn(spec: RunSpec, hider: Hider, jscc_model, chan_cfg, w, block: i
     snr = sample_snr(k_snr, b, chan_cfg.train_snr_min, chan_cfg.train_snr_max)
     scramble_keys = jax.random.split(k_key, b)
     hidden, stego, received, revealed = stego_forward(
-        spec, hider, jscc_model, params["hider"], p_jscc, cover, secret,
-        scramble_keys, snr, k_ch, chan_cfg.train_channel, block)
+      spec,
+      hider,
+      jscc_model,
+      params["hider"],
+      p_jscc,
+      cover,
+      secret,
+      scramble_keys,
+      snr,
+      k_ch,
+      chan_cfg.train_channel,
+      block,
+    )
     l_stego = mse(stego, cover)
     l_secret = mse(revealed, hidden)
     l_rx = mse(received, cover)
@@ -267,13 +314,15 @@ def stego_loss_fn(spec: RunSpec, hider: Hider, jscc_model, chan_cfg, w, block: i
       # One optimizer trains both players: the generator sees a frozen copy of D,
       # D sees a frozen stego (stop_gradient both ways).
       p_d = params["disc"]
-      d_loss = (bce_logits(disc.apply(p_d, cover), 0.0)
-                + bce_logits(disc.apply(p_d, jax.lax.stop_gradient(stego)), 1.0))
+      d_loss = bce_logits(disc.apply(p_d, cover), 0.0) + bce_logits(
+        disc.apply(p_d, jax.lax.stop_gradient(stego)), 1.0
+      )
       # D labels: cover 0, stego 1; the generator wants its stego called cover (label 0).
       g_adv = bce_logits(disc.apply(jax.lax.stop_gradient(p_d), stego), 0.0)
       loss = loss + w.adversarial * g_adv + d_loss
       metrics.update(adv_g=g_adv, adv_d=d_loss)
     return loss, (metrics, extra)
+
   return loss_fn
 
 
@@ -283,8 +332,9 @@ def eve_input(hider: Hider, p_hider, received: jax.Array) -> jax.Array:
   return jnp.concatenate([received, hider.reveal(p_hider, received)], axis=-1)
 
 
-def inverse_eve_loss_fn(spec: RunSpec, hider: Hider, jscc_model, eve_net, chan_cfg,
-                        block: int) -> Callable:
+def inverse_eve_loss_fn(
+  spec: RunSpec, hider: Hider, jscc_model, eve_net, chan_cfg, block: int
+) -> Callable:
   """Closed-box inverse (model-inversion) eavesdropper: learns received stego -> secret.
 
   It trains on intercepted (received stego, secret) pairs produced with keys the
@@ -292,41 +342,70 @@ def inverse_eve_loss_fn(spec: RunSpec, hider: Hider, jscc_model, eve_net, chan_c
   and DeepJSCC frozen in ``extra``; its input also carries the public revealing
   network's output (``eve_input``), so it is at least as informed as the naive one.
   """
+
   def loss_fn(params, extra, batch, rng, step):
     del step
     cover, secret = to_float(batch["cover"]), to_float(batch["secret"])
     b = cover.shape[0]
     k_key, k_snr, k_ch = jax.random.split(typed_key(rng), 3)
     snr = sample_snr(k_snr, b, chan_cfg.train_snr_min, chan_cfg.train_snr_max)
-    _, _, received, _ = stego_forward(spec, hider, jscc_model, extra["hider"], extra["jscc"],
-                                      cover, secret, jax.random.split(k_key, b), snr, k_ch,
-                                      chan_cfg.train_channel, block)
-    guess = eve_net.apply(params["eve"],
-                          jax.lax.stop_gradient(eve_input(hider, extra["hider"], received)))
+    _, _, received, _ = stego_forward(
+      spec,
+      hider,
+      jscc_model,
+      extra["hider"],
+      extra["jscc"],
+      cover,
+      secret,
+      jax.random.split(k_key, b),
+      snr,
+      k_ch,
+      chan_cfg.train_channel,
+      block,
+    )
+    guess = eve_net.apply(
+      params["eve"], jax.lax.stop_gradient(eve_input(hider, extra["hider"], received))
+    )
     loss = mse(guess, secret)
     return loss, ({"mse": loss}, extra)
+
   return loss_fn
 
 
-def steganalyzer_loss_fn(spec: RunSpec, hider: Hider, jscc_model, detector, chan_cfg,
-                         block: int) -> Callable:
+def steganalyzer_loss_fn(
+  spec: RunSpec, hider: Hider, jscc_model, detector, chan_cfg, block: int
+) -> Callable:
   """Steganalyzer on received images: JSCC(cover) labelled 0 vs JSCC(stego) labelled 1."""
+
   def loss_fn(params, extra, batch, rng, step):
     del step
     cover, secret = to_float(batch["cover"]), to_float(batch["secret"])
     b = cover.shape[0]
     k_key, k_snr, k_ch, k_ch2 = jax.random.split(typed_key(rng), 4)
     snr = sample_snr(k_snr, b, chan_cfg.train_snr_min, chan_cfg.train_snr_max)
-    _, _, received, _ = stego_forward(spec, hider, jscc_model, extra["hider"], extra["jscc"],
-                                      cover, secret, jax.random.split(k_key, b), snr, k_ch,
-                                      chan_cfg.train_channel, block)
+    _, _, received, _ = stego_forward(
+      spec,
+      hider,
+      jscc_model,
+      extra["hider"],
+      extra["jscc"],
+      cover,
+      secret,
+      jax.random.split(k_key, b),
+      snr,
+      k_ch,
+      chan_cfg.train_channel,
+      block,
+    )
     rx_cover = transmit(jscc_model, extra["jscc"], cover, snr, k_ch2, chan_cfg.train_channel)
     x = jax.lax.stop_gradient(jnp.concatenate([rx_cover, received]) * 255.0)
     labels = jnp.concatenate([jnp.zeros(b), jnp.ones(b)])
-    logits, upd = detector.apply({"params": params["det"], **extra["det_state"]}, x, train=True,
-                                 mutable=["batch_stats"])
+    logits, upd = detector.apply(
+      {"params": params["det"], **extra["det_state"]}, x, train=True, mutable=["batch_stats"]
+    )
     loss = jnp.mean(optax.sigmoid_binary_cross_entropy(logits.reshape(-1), labels))
     acc = jnp.mean((logits.reshape(-1) > 0) == (labels > 0.5))
     new_extra = dict(extra, det_state={"batch_stats": upd["batch_stats"]})
     return loss, ({"bce": loss, "acc": acc}, new_extra)
+
   return loss_fn

@@ -7,6 +7,7 @@ randomness (``key``/``nonce`` only feed ``sample``) and, when the interval is
 narrow, distorts the distribution: use it to compare capacity, not security.
 The interval is sender/receiver state, so ``extract_step`` also carries a state.
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,31 +18,49 @@ import jax
 import jax.numpy as jnp
 
 from stegjax.stego import prf
-from stegjax.stego.common import (mulhi as _mulhi, cumsum as _cumsum, check_precision, init_embed_state as _init_common, message_window,
-                                  n_embedded, broadcast_nonce, validate_bits, validate_freqs)
+from stegjax.stego.common import (
+  mulhi as _mulhi,
+  cumsum as _cumsum,
+  check_precision,
+  init_embed_state as _init_common,
+  message_window,
+  n_embedded,
+  broadcast_nonce,
+  validate_bits,
+  validate_freqs,
+)
 
-__all__ = ["ArithState", "init_embed_state", "init_extract_state", "embed_step", "extract_step",
-           "sample_step", "embed", "extract", "sample"]
+__all__ = [
+  "ArithState",
+  "init_embed_state",
+  "init_extract_state",
+  "embed_step",
+  "extract_step",
+  "sample_step",
+  "embed",
+  "extract",
+  "sample",
+]
 
 
 class ArithState(NamedTuple):
-  bits: jax.Array      # uint8[B, L]
-  bit_len: jax.Array   # int32[B]
-  cursor: jax.Array    # int32[B]
-  nonce: jax.Array     # uint32[B]
-  low: jax.Array       # uint32[B]
-  high: jax.Array      # uint32[B] (exclusive)
+  bits: jax.Array  # uint8[B, L]
+  bit_len: jax.Array  # int32[B]
+  cursor: jax.Array  # int32[B]
+  nonce: jax.Array  # uint32[B]
+  low: jax.Array  # uint32[B]
+  high: jax.Array  # uint32[B] (exclusive)
 
 
 def init_embed_state(bits, nonce, bit_len=None, *, precision: int = 24) -> ArithState:
   st = _init_common(bits, nonce, bit_len)
   b = st.cursor.shape[0]
-  return ArithState(*st, jnp.zeros((b,), jnp.uint32), jnp.full((b,), 2 ** precision, jnp.uint32))
+  return ArithState(*st, jnp.zeros((b,), jnp.uint32), jnp.full((b,), 2**precision, jnp.uint32))
 
 
 def init_extract_state(batch: int, *, precision: int = 24):
   """(low, high) for the receiver."""
-  return jnp.zeros((batch,), jnp.uint32), jnp.full((batch,), 2 ** precision, jnp.uint32)
+  return jnp.zeros((batch,), jnp.uint32), jnp.full((batch,), 2**precision, jnp.uint32)
 
 
 def _bounds(freqs, low, high, precision):
@@ -49,20 +68,27 @@ def _bounds(freqs, low, high, precision):
   c = _cumsum(freqs.astype(jnp.int32), axis=1).astype(jnp.uint32)
   w = (high - low)[:, None]
   lo_w, hi_w = w * c, _mulhi(w, c)
-  scaled = (hi_w << jnp.uint32(32 - precision)) | (lo_w >> jnp.uint32(precision)) if precision < 32 else hi_w
-  return low[:, None] + scaled                                        # upper bounds b_{j+1}
+  scaled = (
+    (hi_w << jnp.uint32(32 - precision)) | (lo_w >> jnp.uint32(precision))
+    if precision < 32
+    else hi_w
+  )
+  return low[:, None] + scaled  # upper bounds b_{j+1}
 
 
 def _narrow(ub, tok, low, precision):
   new_hi = jnp.take_along_axis(ub, tok[:, None], axis=1)[:, 0]
   prev = jnp.take_along_axis(ub, jnp.maximum(tok - 1, 0)[:, None], axis=1)[:, 0]
   new_lo = jnp.where(tok > 0, prev, low)
-  n = jnp.minimum(jax.lax.clz(new_lo ^ (new_hi - jnp.uint32(1))).astype(jnp.int32) - (32 - precision), precision)
-  mask = jnp.uint32(2 ** precision - 1)
+  n = jnp.minimum(
+    jax.lax.clz(new_lo ^ (new_hi - jnp.uint32(1))).astype(jnp.int32) - (32 - precision), precision
+  )
+  mask = jnp.uint32(2**precision - 1)
   nu = n.astype(jnp.uint32)
   shifted_lo = jnp.where(n >= precision, 0, (new_lo << nu) & mask).astype(jnp.uint32)
-  shifted_hi = jnp.where(n >= precision, 2 ** precision,
-                         (((new_hi - 1) << nu) | ((jnp.uint32(1) << nu) - 1)) & mask).astype(jnp.uint32)
+  shifted_hi = jnp.where(
+    n >= precision, 2**precision, (((new_hi - 1) << nu) | ((jnp.uint32(1) << nu) - 1)) & mask
+  ).astype(jnp.uint32)
   shifted_hi = jnp.where(n >= precision, shifted_hi, shifted_hi + 1)
   return new_lo, new_hi, n, shifted_lo, shifted_hi
 
@@ -71,7 +97,9 @@ def embed_step(freqs, t, state: ArithState, key=None, *, precision: int = 24):
   check_precision(precision)
   chex.assert_rank(freqs, 2)
   w = message_window(state, precision)
-  x = (w.astype(jnp.uint32) << jnp.arange(precision - 1, -1, -1, dtype=jnp.uint32)).sum(1, dtype=jnp.uint32)
+  x = (w.astype(jnp.uint32) << jnp.arange(precision - 1, -1, -1, dtype=jnp.uint32)).sum(
+    1, dtype=jnp.uint32
+  )
   ub = _bounds(freqs, state.low, state.high, precision)
   tok = jax.vmap(lambda u, v: jnp.searchsorted(u, v, side="right"))(ub, x).astype(jnp.int32)
   _, _, n, lo, hi = _narrow(ub, tok, state.low, precision)
@@ -102,12 +130,17 @@ def _embed_jit(freqs, bits, bit_len, precision):
   lead = freqs.shape[:-2]
   t_len = freqs.shape[-2]
   f = freqs.reshape((-1,) + freqs.shape[-2:])
-  st = init_embed_state(bits.reshape(f.shape[0], -1), 0,
-                        None if bit_len is None else jnp.broadcast_to(bit_len, lead).reshape(-1),
-                        precision=precision)
+  st = init_embed_state(
+    bits.reshape(f.shape[0], -1),
+    0,
+    None if bit_len is None else jnp.broadcast_to(bit_len, lead).reshape(-1),
+    precision=precision,
+  )
+
   def body(s, xs):
     tok, s = embed_step(xs[0], xs[1], s, precision=precision)
     return s, tok
+
   st, toks = jax.lax.scan(body, st, (jnp.swapaxes(f, 0, 1), jnp.arange(t_len)))
   return jnp.swapaxes(toks, 0, 1).reshape(lead + (t_len,)), n_embedded(st).reshape(lead)
 
@@ -119,11 +152,16 @@ def _extract_jit(freqs, tokens, precision):
   f = freqs.reshape((-1,) + freqs.shape[-2:])
   b = f.shape[0]
   tk = tokens.reshape(b, t_len)
+
   def body(iv, xs):
     bits, n, iv = extract_step(xs[0], xs[1], xs[2], None, None, iv, precision=precision)
     return iv, (bits, n)
-  _, (bits, n) = jax.lax.scan(body, init_extract_state(b, precision=precision),
-                              (jnp.swapaxes(f, 0, 1), tk.T, jnp.arange(t_len)))
+
+  _, (bits, n) = jax.lax.scan(
+    body,
+    init_extract_state(b, precision=precision),
+    (jnp.swapaxes(f, 0, 1), tk.T, jnp.arange(t_len)),
+  )
   bits, n = jnp.swapaxes(bits, 0, 1), n.T
   offs = _cumsum(n, axis=1) - n
   k = jnp.arange(precision)
@@ -139,8 +177,9 @@ def _sample_jit(freqs, key, nonce, precision):
   lead = freqs.shape[:-2]
   f = freqs.reshape((-1,) + freqs.shape[-2:])
   nn = jnp.broadcast_to(nonce, lead).reshape(-1).astype(jnp.uint32)
-  toks = jax.vmap(lambda ft, t: sample_step(ft, t, key, nn, precision=precision), in_axes=(1, 0), out_axes=1)(
-      f, jnp.arange(f.shape[1]))
+  toks = jax.vmap(
+    lambda ft, t: sample_step(ft, t, key, nn, precision=precision), in_axes=(1, 0), out_axes=1
+  )(f, jnp.arange(f.shape[1]))
   return toks.reshape(lead + (f.shape[1],))
 
 

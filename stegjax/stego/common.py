@@ -1,6 +1,7 @@
 """Pieces shared by the samplers: embedding state, message windows, validation,
 and the scan-based sequence drivers (``embed`` / ``extract`` / ``sample`` over
 ``[..., T, V]`` built from a sampler's step functions)."""
+
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
@@ -12,17 +13,34 @@ import numpy as np
 
 from stegjax.stego.quantize import MAX_PRECISION
 
-__all__ = ["EmbedState", "init_embed_state", "message_window", "cumsum", "ranked", "rank_to_id", "id_to_rank",
-           "mulhi", "frac_mul", "check_precision", "validate_freqs", "validate_bits",
-           "broadcast_nonce", "run_embed", "run_extract", "run_sample", "n_embedded"]
+__all__ = [
+  "EmbedState",
+  "init_embed_state",
+  "message_window",
+  "cumsum",
+  "ranked",
+  "rank_to_id",
+  "id_to_rank",
+  "mulhi",
+  "frac_mul",
+  "check_precision",
+  "validate_freqs",
+  "validate_bits",
+  "broadcast_nonce",
+  "run_embed",
+  "run_extract",
+  "run_sample",
+  "n_embedded",
+]
 
 
 class EmbedState(NamedTuple):
   """Per-example embedding state carried across AR steps (a pytree, scan-safe)."""
-  bits: jax.Array      # uint8[B, L]  message bits (0/1), MSB of each byte first
-  bit_len: jax.Array   # int32[B]     how many of the L bits are message; the rest read as 0
-  cursor: jax.Array    # int32[B]     bits consumed so far (may run past bit_len: zero padding)
-  nonce: jax.Array     # uint32[B]    per-message PRF nonce
+
+  bits: jax.Array  # uint8[B, L]  message bits (0/1), MSB of each byte first
+  bit_len: jax.Array  # int32[B]     how many of the L bits are message; the rest read as 0
+  cursor: jax.Array  # int32[B]     bits consumed so far (may run past bit_len: zero padding)
+  nonce: jax.Array  # uint32[B]    per-message PRF nonce
 
 
 def init_embed_state(bits, nonce, bit_len=None) -> EmbedState:
@@ -37,7 +55,9 @@ def init_embed_state(bits, nonce, bit_len=None) -> EmbedState:
   if bit_len is None:
     bit_len = jnp.full((b,), l, jnp.int32)
   bit_len = jnp.broadcast_to(jnp.asarray(bit_len, jnp.int32), (b,))
-  if not isinstance(bit_len, jax.core.Tracer) and np.any((np.asarray(bit_len) < 0) | (np.asarray(bit_len) > l)):
+  if not isinstance(bit_len, jax.core.Tracer) and np.any(
+    (np.asarray(bit_len) < 0) | (np.asarray(bit_len) > l)
+  ):
     raise ValueError(f"bit_len must lie in [0, {l}]")
   nonce = broadcast_nonce(nonce, (b,))
   return EmbedState(bits.astype(jnp.uint8), bit_len, jnp.zeros((b,), jnp.int32), nonce)
@@ -73,15 +93,15 @@ def ranked(freqs, support: int | None):
   if k < v:
     nz = f > 0
     slot = cumsum(nz.astype(jnp.int32), axis=1) - 1
-    slot = jnp.where(nz & (slot < k), slot, k)                  # k: dropped
+    slot = jnp.where(nz & (slot < k), slot, k)  # k: dropped
     f = jnp.zeros((b, k), jnp.int32).at[jnp.arange(b)[:, None], slot].set(f, mode="drop")
   return jnp.flip(jnp.sort(f, axis=1), axis=1)
 
 
 def rank_to_id(freqs, f_desc, pos):
   """Token id at rank ``pos`` (ties by lower id): int32[B]."""
-  fr = jnp.take_along_axis(f_desc, pos[:, None], axis=1)             # [B, 1]
-  j = pos - (f_desc > fr).sum(1)                                     # rank among equal masses
+  fr = jnp.take_along_axis(f_desc, pos[:, None], axis=1)  # [B, 1]
+  j = pos - (f_desc > fr).sum(1)  # rank among equal masses
   eq = freqs == fr
   hit = eq & (cumsum(eq.astype(jnp.int32), axis=1) == (j + 1)[:, None])
   return jnp.argmax(hit, axis=1).astype(jnp.int32)
@@ -108,14 +128,14 @@ def mulhi(a, b):
   a0, a1 = a & m16, a >> 16
   b0, b1 = b & m16, b >> 16
   p00, p01, p10, p11 = a0 * b0, a0 * b1, a1 * b0, a1 * b1
-  mid = (p00 >> 16) + (p01 & m16) + (p10 & m16)                  # < 3 * 2**16
+  mid = (p00 >> 16) + (p01 & m16) + (p10 & m16)  # < 3 * 2**16
   return p11 + (p01 >> 16) + (p10 >> 16) + (mid >> 16)
 
 
 def frac_mul(hi, lo, m):
   """floor((hi * 2**32 + lo) * m / 2**64) for uint32 hi, lo, m: an exact integer draw in [0, m)."""
   hi, lo, m = (x.astype(jnp.uint32) for x in (hi, lo, m))
-  a = hi * m                          # low word of hi*m
+  a = hi * m  # low word of hi*m
   s = a + mulhi(lo, m)
   carry = (s < a).astype(jnp.uint32)
   return mulhi(hi, m) + carry
@@ -130,16 +150,20 @@ def validate_freqs(freqs, precision: int, support: int | None = None):
   """Eager checks (skipped under tracing): integer dtype, >= 0, rows sum to 2**precision."""
   check_precision(precision)
   if not jnp.issubdtype(jnp.asarray(freqs).dtype, jnp.integer):
-    raise ValueError(f"freqs must be integers (use quantize.to_frequencies), got dtype {jnp.asarray(freqs).dtype}")
+    raise ValueError(
+      f"freqs must be integers (use quantize.to_frequencies), got dtype {jnp.asarray(freqs).dtype}"
+    )
   if isinstance(freqs, jax.core.Tracer):
     return
   f = np.asarray(freqs).astype(np.int64)
   if np.any(f < 0):
     raise ValueError("freqs contain negative values")
   sums = f.sum(-1)
-  if np.any(sums != 2 ** precision):
-    bad = sums[sums != 2 ** precision].ravel()[0]
-    raise ValueError(f"every freqs row must sum to 2**{precision} = {2**precision}, found a row summing to {bad}")
+  if np.any(sums != 2**precision):
+    bad = sums[sums != 2**precision].ravel()[0]
+    raise ValueError(
+      f"every freqs row must sum to 2**{precision} = {2**precision}, found a row summing to {bad}"
+    )
   if support is not None:
     nz = (f > 0).sum(-1).max()
     if nz > support:
@@ -148,7 +172,9 @@ def validate_freqs(freqs, precision: int, support: int | None = None):
 
 def validate_bits(bits):
   if not jnp.issubdtype(jnp.asarray(bits).dtype, jnp.integer):
-    raise ValueError(f"bits must be an integer (uint8) array of 0/1, got dtype {jnp.asarray(bits).dtype}")
+    raise ValueError(
+      f"bits must be an integer (uint8) array of 0/1, got dtype {jnp.asarray(bits).dtype}"
+    )
   if not isinstance(bits, jax.core.Tracer) and np.asarray(bits).size and np.asarray(bits).max() > 1:
     raise ValueError("bits must contain only 0 and 1 (unpack bytes with np.unpackbits)")
   if not isinstance(bits, jax.core.Tracer) and np.asarray(bits).size and np.asarray(bits).min() < 0:
@@ -160,13 +186,19 @@ def broadcast_nonce(nonce, shape):
   if not jnp.issubdtype(n.dtype, jnp.integer):
     raise ValueError(f"nonce must be an integer or integer array, got dtype {n.dtype}")
   if not isinstance(n, jax.core.Tracer):
-    v = np.asarray(nonce).astype(np.int64) if np.asarray(nonce).dtype != np.uint64 else np.asarray(nonce)
-    if v.size and (v.min() < 0 or v.max() >= 2 ** 32):
+    v = (
+      np.asarray(nonce).astype(np.int64)
+      if np.asarray(nonce).dtype != np.uint64
+      else np.asarray(nonce)
+    )
+    if v.size and (v.min() < 0 or v.max() >= 2**32):
       raise ValueError("nonce must lie in [0, 2**32)")
   try:
     return jnp.broadcast_to(n.astype(jnp.uint32), shape)
   except ValueError as e:
-    raise ValueError(f"nonce of shape {n.shape} does not broadcast to the batch shape {shape}") from e
+    raise ValueError(
+      f"nonce of shape {n.shape} does not broadcast to the batch shape {shape}"
+    ) from e
 
 
 def n_embedded(state: EmbedState):
@@ -176,9 +208,10 @@ def n_embedded(state: EmbedState):
 # ---------------------------------------------------------------- sequence drivers
 # Each takes leading dims [...], flattens them to a batch B, scans over T.
 
+
 def _flatten(freqs, lead):
   b = int(np.prod(lead)) if lead else 1
-  return freqs.reshape((b,) + freqs.shape[len(lead):])
+  return freqs.reshape((b,) + freqs.shape[len(lead) :])
 
 
 def run_embed(step_fn: Callable, freqs, bits, nonce, bit_len=None):
@@ -190,9 +223,11 @@ def run_embed(step_fn: Callable, freqs, bits, nonce, bit_len=None):
   t_len, v = freqs.shape[-2:]
   if bits.shape[:-1] != lead:
     raise ValueError(f"bits leading dims {bits.shape[:-1]} must equal freqs leading dims {lead}")
-  f = _flatten(freqs, lead)                                   # [B, T, V]
+  f = _flatten(freqs, lead)  # [B, T, V]
   bb = bits.reshape((f.shape[0], bits.shape[-1]))
-  bl = None if bit_len is None else jnp.broadcast_to(jnp.asarray(bit_len, jnp.int32), lead).reshape(-1)
+  bl = (
+    None if bit_len is None else jnp.broadcast_to(jnp.asarray(bit_len, jnp.int32), lead).reshape(-1)
+  )
   state = init_embed_state(bb, broadcast_nonce(nonce, lead).reshape(-1), bl)
 
   def body(st, xs):
@@ -200,7 +235,9 @@ def run_embed(step_fn: Callable, freqs, bits, nonce, bit_len=None):
     tok, st = step_fn(ft, t, st)
     return st, tok
 
-  state, toks = jax.lax.scan(body, state, (jnp.swapaxes(f, 0, 1), jnp.arange(t_len, dtype=jnp.int32)))
+  state, toks = jax.lax.scan(
+    body, state, (jnp.swapaxes(f, 0, 1), jnp.arange(t_len, dtype=jnp.int32))
+  )
   toks = jnp.swapaxes(toks, 0, 1).reshape(lead + (t_len,))
   return toks, n_embedded(state).reshape(lead), state
 
@@ -223,8 +260,10 @@ def run_extract(step_fn: Callable, width: int, freqs, tokens, nonce):
     ft, tt, t = xs
     return None, step_fn(ft, tt, t, nn)
 
-  _, (bits, n) = jax.lax.scan(body, None, (jnp.swapaxes(f, 0, 1), tk.T, jnp.arange(t_len, dtype=jnp.int32)))
-  bits, n = jnp.swapaxes(bits, 0, 1), n.T                     # [B, T, W], [B, T]
+  _, (bits, n) = jax.lax.scan(
+    body, None, (jnp.swapaxes(f, 0, 1), tk.T, jnp.arange(t_len, dtype=jnp.int32))
+  )
+  bits, n = jnp.swapaxes(bits, 0, 1), n.T  # [B, T, W], [B, T]
   chex.assert_shape(bits, (b, t_len, width))
   offs = jnp.cumsum(n, axis=1) - n
   k = jnp.arange(width, dtype=jnp.int32)

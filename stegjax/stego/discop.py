@@ -31,6 +31,7 @@ Step level (use inside an AR loop, all pure, jittable, scan-safe)::
 
 Sequence level: ``embed``, ``extract``, ``sample`` over ``freqs[..., T, V]``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -42,24 +43,51 @@ import jax.numpy as jnp
 import numpy as np
 
 from stegjax.stego import prf, quantize
-from stegjax.stego.common import (cumsum as _cumsum, broadcast_nonce, EmbedState,
-                                  check_precision, frac_mul, id_to_rank,
-                                  rank_to_id, ranked,
-                                  init_embed_state, message_window, run_embed,
-                                  run_extract, run_sample, validate_bits, validate_freqs)
+from stegjax.stego.common import (
+  cumsum as _cumsum,
+  broadcast_nonce,
+  EmbedState,
+  check_precision,
+  frac_mul,
+  id_to_rank,
+  rank_to_id,
+  ranked,
+  init_embed_state,
+  message_window,
+  run_embed,
+  run_extract,
+  run_sample,
+  validate_bits,
+  validate_freqs,
+)
 
-__all__ = ["VARIANTS", "EmbedState", "init_embed_state", "max_bits_per_step",
-           "embed_step", "extract_step", "extract_step_checked", "sample_step",
-           "embed", "extract", "sample", "make_choose_fn", "make_extract_fn",
-           "make_sample_fn", "basic_capacity", "tree_capacity"]
+__all__ = [
+  "VARIANTS",
+  "EmbedState",
+  "init_embed_state",
+  "max_bits_per_step",
+  "embed_step",
+  "extract_step",
+  "extract_step_checked",
+  "sample_step",
+  "embed",
+  "extract",
+  "sample",
+  "make_choose_fn",
+  "make_extract_fn",
+  "make_sample_fn",
+  "basic_capacity",
+  "tree_capacity",
+]
 
 VARIANTS = ("basic", "recursive", "recursive_bisect")
 PRFS = ("chacha20", "threefry")
-_BIG = np.int32(2 ** 31 - 1)
-_HALF = np.uint32(2 ** 31)
+_BIG = np.int32(2**31 - 1)
+_HALF = np.uint32(2**31)
 
 
 # ------------------------------------------------------------------ static sizes
+
 
 def _check_variant(variant):
   if variant not in VARIANTS:
@@ -83,7 +111,7 @@ def _huffman_depth(precision: int, k: int) -> int:
   # A leaf at depth d in a Huffman tree with integer masses >= 1 needs total >= F_{d+1}
   # (Katona-Nemetz); +1 margin.
   fib = [1, 1]
-  while fib[-1] <= 2 ** precision:
+  while fib[-1] <= 2**precision:
     fib.append(fib[-1] + fib[-2])
   return max(1, min(k - 1, len(fib) - 2 + 1))
 
@@ -94,7 +122,7 @@ def _bisect_depth(precision: int, k: int) -> int:
   return max(1, min(k - 1, int(math.floor((precision - 1) / math.log2(4 / 3))) + 1))
 
 
-def max_bits_per_step(variant: str, precision: int = 24, support: int = 2 ** 14) -> int:
+def max_bits_per_step(variant: str, precision: int = 24, support: int = 2**14) -> int:
   """Static upper bound on bits one token carries (the width of ``extract_step``'s bits)."""
   _check_variant(variant)
   if variant == "basic":
@@ -118,6 +146,7 @@ def _draws(key, nonce, t, n_words, prf_impl):
 
 # ------------------------------------------------------------------ basic
 
+
 def _basic(f, draws, precision, window=None, target=None):
   """Basic Discop on descending freqs ``f[B, K]``.
 
@@ -125,10 +154,10 @@ def _basic(f, draws, precision, window=None, target=None):
   """
   b, k = f.shape
   n_lv = _basic_levels(precision, k)
-  total = 2 ** precision
-  c_incl = _cumsum(f, axis=1).astype(jnp.uint32)                # C[1..K]
-  r = draws[:, 0] >> np.uint32(32 - precision)                    # exact uniform on [0, 2**p)
-  i = jnp.arange(2 ** n_lv, dtype=jnp.uint32)
+  total = 2**precision
+  c_incl = _cumsum(f, axis=1).astype(jnp.uint32)  # C[1..K]
+  r = draws[:, 0] >> np.uint32(32 - precision)  # exact uniform on [0, 2**p)
+  i = jnp.arange(2**n_lv, dtype=jnp.uint32)
   pts = (r[:, None] + i * np.uint32(total >> n_lv)) & np.uint32(total - 1)
   tok = jax.vmap(lambda c, x: jnp.searchsorted(c, x, side="right"))(c_incl, pts).astype(jnp.int32)
   # Level n uses points 0, s, 2s, ... (s = 2**(N-n)); a token's interval is an arc, so the
@@ -146,20 +175,25 @@ def _basic(f, draws, precision, window=None, target=None):
   kk = jnp.arange(width, dtype=jnp.int32)
   if target is None:
     w = window[:, :width] if n_lv else jnp.zeros((b, 1), jnp.int32)
-    weights = jnp.where(kk < n_bits[:, None], jnp.left_shift(1, jnp.maximum(n_bits[:, None] - 1 - kk, 0)), 0)
-    copy = (w * weights).sum(1)                                    # copy index, MSB first
+    weights = jnp.where(
+      kk < n_bits[:, None], jnp.left_shift(1, jnp.maximum(n_bits[:, None] - 1 - kk, 0)), 0
+    )
+    copy = (w * weights).sum(1)  # copy index, MSB first
     idx = copy << (n_lv - n_bits)
     pos = jnp.take_along_axis(tok, idx[:, None], axis=1)[:, 0]
     return pos, n_bits, None, jnp.ones((b,), bool)
-  stride_ok = (jnp.arange(2 ** n_lv)[None, :] & ((1 << (n_lv - n_bits[:, None])) - 1)) == 0
+  stride_ok = (jnp.arange(2**n_lv)[None, :] & ((1 << (n_lv - n_bits[:, None])) - 1)) == 0
   match = (tok == target[:, None]) & stride_ok
   ok = match.any(1)
   copy = jnp.argmax(match, axis=1).astype(jnp.int32) >> (n_lv - n_bits)
-  bits = jnp.where(kk < n_bits[:, None], (copy[:, None] >> jnp.maximum(n_bits[:, None] - 1 - kk, 0)) & 1, 0)
+  bits = jnp.where(
+    kk < n_bits[:, None], (copy[:, None] >> jnp.maximum(n_bits[:, None] - 1 - kk, 0)) & 1, 0
+  )
   return None, n_bits, bits.astype(jnp.uint8), ok
 
 
 # ------------------------------------------------------------------ recursive (shared node step)
+
 
 def _node(draws, d, big_p, little_l):
   """Copies at a node of mass P with first child mass L: (copy0 goes first, copy1 goes first)."""
@@ -176,7 +210,7 @@ def _decide(c0, c1, bit, go_first):
   if go_first is None:
     first = jnp.where(differ, jnp.where(bit == 1, c1, c0), c0)
     return first, differ, None, jnp.ones_like(differ)
-  out_bit = (go_first != c0).astype(jnp.int32)                    # which copy made that choice
+  out_bit = (go_first != c0).astype(jnp.int32)  # which copy made that choice
   ok = differ | (go_first == c0)
   return go_first, differ, out_bit, ok
 
@@ -216,6 +250,7 @@ def _tree_walk(b, max_depth, init, node_fn, window, extract):
 
 # ------------------------------------------------------------------ Huffman tree
 
+
 def _huffman_build(f):
   """Two-queue Huffman on the positive entries of descending ``f[B, K]``.
 
@@ -225,8 +260,11 @@ def _huffman_build(f):
   b, k = f.shape
   m = (f > 0).sum(1).astype(jnp.int32)
   a = jnp.arange(k, dtype=jnp.int32)
-  leaf_mass = jnp.where(a[None] < m[:, None],
-                        jnp.take_along_axis(f, jnp.clip(m[:, None] - 1 - a[None], 0, k - 1), axis=1), _BIG)
+  leaf_mass = jnp.where(
+    a[None] < m[:, None],
+    jnp.take_along_axis(f, jnp.clip(m[:, None] - 1 - a[None], 0, k - 1), axis=1),
+    _BIG,
+  )
   n_int = max(k - 1, 1)
   rows = jnp.arange(b)
 
@@ -235,9 +273,13 @@ def _huffman_build(f):
     lm = jnp.where(i < m, lm, _BIG)
     nm = jnp.take_along_axis(node_mass, jnp.minimum(j, n_int - 1)[:, None], axis=1)[:, 0]
     nm = jnp.where(j < q, nm, _BIG)
-    use_leaf = lm <= nm                                          # ties: the leaf first
-    return (jnp.where(use_leaf, i, k + j), jnp.where(use_leaf, lm, nm),
-            i + use_leaf.astype(jnp.int32), j + (~use_leaf).astype(jnp.int32))
+    use_leaf = lm <= nm  # ties: the leaf first
+    return (
+      jnp.where(use_leaf, i, k + j),
+      jnp.where(use_leaf, lm, nm),
+      i + use_leaf.astype(jnp.int32),
+      j + (~use_leaf).astype(jnp.int32),
+    )
 
   def merge(q, c):
     i, j, node_mass, child = c
@@ -274,23 +316,33 @@ def _huffman(f, draws, precision, window=None, target=None):
     cur = leaf
     for _ in range(depth + 1):
       on_path = on_path.at[jnp.arange(b), jnp.where(cur >= 0, cur, 2 * k - 1)].set(cur >= 0)
-      cur = jnp.where(cur >= 0, jnp.take_along_axis(parent, jnp.maximum(cur, 0)[:, None], axis=1)[:, 0], -1)
+      cur = jnp.where(
+        cur >= 0, jnp.take_along_axis(parent, jnp.maximum(cur, 0)[:, None], axis=1)[:, 0], -1
+      )
 
   def node_fn(node):
     cur = node["id"]
     qq = jnp.clip(cur - k, 0, max(k - 2, 0))
-    ch = jnp.take_along_axis(child, qq[:, None, None], axis=1)[:, 0]   # [B, 2]
+    ch = jnp.take_along_axis(child, qq[:, None, None], axis=1)[:, 0]  # [B, 2]
     big_p = jnp.take_along_axis(mass, cur[:, None], axis=1)[:, 0]
     little_l = jnp.take_along_axis(mass, ch[:, :1], axis=1)[:, 0]
     tgt = None if on_path is None else jnp.take_along_axis(on_path, ch[:, :1], axis=1)[:, 0]
+
     def nxt(first):
       nid = jnp.where(first, ch[:, 0], ch[:, 1])
       return {"id": nid, "leaf": nid < k}
+
     return big_p, little_l, tgt, nxt
 
-  init = {"node": {"id": root, "leaf": root < k}, "d": jnp.int32(0), "n": jnp.zeros((b,), jnp.int32),
-          "active": root >= k, "draws": draws, "ok": jnp.ones((b,), bool),
-          "bits": jnp.zeros((b, depth), jnp.int32)}
+  init = {
+    "node": {"id": root, "leaf": root < k},
+    "d": jnp.int32(0),
+    "n": jnp.zeros((b,), jnp.int32),
+    "active": root >= k,
+    "draws": draws,
+    "ok": jnp.ones((b,), bool),
+    "bits": jnp.zeros((b, depth), jnp.int32),
+  }
   out = _tree_walk(b, depth, init, node_fn, window, target is not None)
   pos = m - 1 - out["node"]["id"]
   if target is None:
@@ -300,11 +352,14 @@ def _huffman(f, draws, precision, window=None, target=None):
 
 # ------------------------------------------------------------------ bisection tree
 
+
 def _bisect(f, draws, precision, window=None, target=None):
   b, k = f.shape
   depth = _bisect_depth(precision, k)
   m = (f > 0).sum(1).astype(jnp.int32)
-  c = jnp.concatenate([jnp.zeros((b, 1), jnp.uint32), _cumsum(f, axis=1).astype(jnp.uint32)], axis=1)
+  c = jnp.concatenate(
+    [jnp.zeros((b, 1), jnp.uint32), _cumsum(f, axis=1).astype(jnp.uint32)], axis=1
+  )
   n_search = max(1, (k + 1).bit_length())
   at = lambda idx: jnp.take_along_axis(c, idx[:, None], axis=1)[:, 0]
 
@@ -315,7 +370,10 @@ def _bisect(f, draws, precision, window=None, target=None):
     for _ in range(n_search):
       mid = (a + z) // 2
       ge = (at(mid) * 2) >= target2
-      a, z = jnp.where(a < z, jnp.where(ge, a, mid + 1), a), jnp.where(a < z, jnp.where(ge, mid, z), z)
+      a, z = (
+        jnp.where(a < z, jnp.where(ge, a, mid + 1), a),
+        jnp.where(a < z, jnp.where(ge, mid, z), z),
+      )
     s_hi = jnp.clip(a, lo + 1, hi - 1)
     s_lo = jnp.clip(a - 1, lo + 1, hi - 1)
     imb = lambda s: jnp.maximum(at(s) * 2, target2) - jnp.minimum(at(s) * 2, target2)
@@ -327,15 +385,23 @@ def _bisect(f, draws, precision, window=None, target=None):
     big_p = at(hi) - at(lo)
     little_l = at(s) - at(lo)
     tgt = None if target is None else target < s
+
     def nxt(first):
       nlo, nhi = jnp.where(first, lo, s), jnp.where(first, s, hi)
       return {"lo": nlo, "hi": nhi, "leaf": nhi - nlo <= 1}
+
     return big_p, little_l, tgt, nxt
 
   zero = jnp.zeros((b,), jnp.int32)
-  init = {"node": {"lo": zero, "hi": m, "leaf": m <= 1}, "d": jnp.int32(0), "n": zero,
-          "active": m > 1, "draws": draws, "ok": jnp.ones((b,), bool),
-          "bits": jnp.zeros((b, depth), jnp.int32)}
+  init = {
+    "node": {"lo": zero, "hi": m, "leaf": m <= 1},
+    "d": jnp.int32(0),
+    "n": zero,
+    "active": m > 1,
+    "draws": draws,
+    "ok": jnp.ones((b,), bool),
+    "bits": jnp.zeros((b, depth), jnp.int32),
+  }
   out = _tree_walk(b, depth, init, node_fn, window, target is not None)
   pos = out["node"]["lo"]
   if target is None:
@@ -348,6 +414,7 @@ _IMPL = {"basic": _basic, "recursive": _huffman, "recursive_bisect": _bisect}
 
 # ------------------------------------------------------------------ step level
 
+
 def _prep(freqs, variant, precision, support):
   _check_variant(variant)
   check_precision(precision)
@@ -356,8 +423,17 @@ def _prep(freqs, variant, precision, support):
   return ranked(freqs, k), k
 
 
-def embed_step(freqs, t, state: EmbedState, key, variant: str = "recursive", *,
-               precision: int = 24, support: int | None = None, prf_impl: str = "chacha20"):
+def embed_step(
+  freqs,
+  t,
+  state: EmbedState,
+  key,
+  variant: str = "recursive",
+  *,
+  precision: int = 24,
+  support: int | None = None,
+  prf_impl: str = "chacha20",
+):
   """Choose one token per example, embedding message bits from ``state``'s cursor.
 
   Args:
@@ -379,8 +455,18 @@ def embed_step(freqs, t, state: EmbedState, key, variant: str = "recursive", *,
   return tokens, state._replace(cursor=state.cursor + n)
 
 
-def extract_step_checked(freqs, tokens, t, key, nonce, variant: str = "recursive", *,
-                         precision: int = 24, support: int | None = None, prf_impl: str = "chacha20"):
+def extract_step_checked(
+  freqs,
+  tokens,
+  t,
+  key,
+  nonce,
+  variant: str = "recursive",
+  *,
+  precision: int = 24,
+  support: int | None = None,
+  prf_impl: str = "chacha20",
+):
   """Like ``extract_step`` plus ``ok bool[B]``: False where the token could not have been
   produced at this step under this key (zero frequency, or inconsistent with the draws)."""
   f, k = _prep(freqs, variant, precision, support)
@@ -397,21 +483,42 @@ def extract_step_checked(freqs, tokens, t, key, nonce, variant: str = "recursive
   return bits, n, ok & found
 
 
-def extract_step(freqs, tokens, t, key, nonce, variant: str = "recursive", *,
-                 precision: int = 24, support: int | None = None, prf_impl: str = "chacha20"):
+def extract_step(
+  freqs,
+  tokens,
+  t,
+  key,
+  nonce,
+  variant: str = "recursive",
+  *,
+  precision: int = 24,
+  support: int | None = None,
+  prf_impl: str = "chacha20",
+):
   """Bits carried by ``tokens`` at step ``t``: (bits uint8[B, W], n int32[B]); ``W = max_bits_per_step``."""
-  bits, n, _ = extract_step_checked(freqs, tokens, t, key, nonce, variant, precision=precision,
-                                    support=support, prf_impl=prf_impl)
+  bits, n, _ = extract_step_checked(
+    freqs, tokens, t, key, nonce, variant, precision=precision, support=support, prf_impl=prf_impl
+  )
   return bits, n
 
 
-def sample_step(freqs, t, key, nonce, variant: str = "recursive", *,
-                precision: int = 24, support: int | None = None, prf_impl: str = "chacha20"):
+def sample_step(
+  freqs,
+  t,
+  key,
+  nonce,
+  variant: str = "recursive",
+  *,
+  precision: int = 24,
+  support: int | None = None,
+  prf_impl: str = "chacha20",
+):
   """Plain sampling with the same randomness (the walk with the all-zero message): int32[B]."""
   b = freqs.shape[0]
   state = init_embed_state(jnp.zeros((b, 1), jnp.uint8), nonce, jnp.zeros((b,), jnp.int32))
-  tokens, _ = embed_step(freqs, t, state, key, variant, precision=precision, support=support,
-                         prf_impl=prf_impl)
+  tokens, _ = embed_step(
+    freqs, t, state, key, variant, precision=precision, support=support, prf_impl=prf_impl
+  )
   return tokens
 
 
@@ -422,8 +529,9 @@ _STATIC = ("variant", "precision", "support", "prf_impl")
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _embed_jit(freqs, bits, bit_len, key, nonce, variant, precision, support, prf_impl):
-  step = lambda f, t, st: embed_step(f, t, st, key, variant, precision=precision,
-                                     support=support, prf_impl=prf_impl)
+  step = lambda f, t, st: embed_step(
+    f, t, st, key, variant, precision=precision, support=support, prf_impl=prf_impl
+  )
   toks, n, _ = run_embed(step, freqs, bits, nonce, bit_len)
   return toks, n
 
@@ -431,15 +539,17 @@ def _embed_jit(freqs, bits, bit_len, key, nonce, variant, precision, support, pr
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _extract_jit(freqs, tokens, key, nonce, variant, precision, support, prf_impl):
   k = _support(freqs.shape[-1], support)
-  step = lambda f, tk, t, nn: extract_step(f, tk, t, key, nn, variant, precision=precision,
-                                           support=support, prf_impl=prf_impl)
+  step = lambda f, tk, t, nn: extract_step(
+    f, tk, t, key, nn, variant, precision=precision, support=support, prf_impl=prf_impl
+  )
   return run_extract(step, max_bits_per_step(variant, precision, k), freqs, tokens, nonce)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _sample_jit(freqs, key, nonce, variant, precision, support, prf_impl):
-  step = lambda f, t, nn: sample_step(f, t, key, nn, variant, precision=precision,
-                                      support=support, prf_impl=prf_impl)
+  step = lambda f, t, nn: sample_step(
+    f, t, key, nn, variant, precision=precision, support=support, prf_impl=prf_impl
+  )
   return run_sample(step, freqs, nonce)
 
 
@@ -454,8 +564,18 @@ def _seq_checks(freqs, variant, precision, support, key):
   return freqs
 
 
-def embed(freqs, bits, key, nonce, variant: str = "recursive", *, bit_len=None,
-          precision: int = 24, support: int | None = None, prf_impl: str = "chacha20"):
+def embed(
+  freqs,
+  bits,
+  key,
+  nonce,
+  variant: str = "recursive",
+  *,
+  bit_len=None,
+  precision: int = 24,
+  support: int | None = None,
+  prf_impl: str = "chacha20",
+):
   """Embed ``bits[..., L]`` while sampling ``T`` tokens from ``freqs[..., T, V]``.
 
   After the message ends the walk continues with zero bits (plain sampling).
@@ -466,42 +586,88 @@ def embed(freqs, bits, key, nonce, variant: str = "recursive", *, bit_len=None,
   freqs = _seq_checks(freqs, variant, precision, support, key)
   bits = jnp.asarray(bits)
   validate_bits(bits)
-  return _embed_jit(freqs, bits.astype(jnp.uint8), bit_len, jnp.asarray(key, jnp.uint32),
-                    broadcast_nonce(nonce, freqs.shape[:-2]),
-                    variant=variant, precision=precision, support=support, prf_impl=prf_impl)
+  return _embed_jit(
+    freqs,
+    bits.astype(jnp.uint8),
+    bit_len,
+    jnp.asarray(key, jnp.uint32),
+    broadcast_nonce(nonce, freqs.shape[:-2]),
+    variant=variant,
+    precision=precision,
+    support=support,
+    prf_impl=prf_impl,
+  )
 
 
-def extract(freqs, tokens, key, nonce, variant: str = "recursive", *,
-            precision: int = 24, support: int | None = None, prf_impl: str = "chacha20"):
+def extract(
+  freqs,
+  tokens,
+  key,
+  nonce,
+  variant: str = "recursive",
+  *,
+  precision: int = 24,
+  support: int | None = None,
+  prf_impl: str = "chacha20",
+):
   """Every bit ``tokens[..., T]`` carry: (bits uint8[..., N], n int32[...]); bits past n are 0.
 
   ``N = T * max_bits_per_step(...)``; the first ``n_embedded`` bits equal the message.
   """
   freqs = _seq_checks(freqs, variant, precision, support, key)
-  return _extract_jit(freqs, jnp.asarray(tokens, jnp.int32), jnp.asarray(key, jnp.uint32),
-                    broadcast_nonce(nonce, freqs.shape[:-2]),
-                      variant=variant, precision=precision, support=support, prf_impl=prf_impl)
+  return _extract_jit(
+    freqs,
+    jnp.asarray(tokens, jnp.int32),
+    jnp.asarray(key, jnp.uint32),
+    broadcast_nonce(nonce, freqs.shape[:-2]),
+    variant=variant,
+    precision=precision,
+    support=support,
+    prf_impl=prf_impl,
+  )
 
 
-def sample(freqs, key, nonce, variant: str = "recursive", *,
-           precision: int = 24, support: int | None = None, prf_impl: str = "chacha20"):
+def sample(
+  freqs,
+  key,
+  nonce,
+  variant: str = "recursive",
+  *,
+  precision: int = 24,
+  support: int | None = None,
+  prf_impl: str = "chacha20",
+):
   """Plain sampling with the same randomness as ``embed``: tokens int32[..., T]."""
   freqs = _seq_checks(freqs, variant, precision, support, key)
-  return _sample_jit(freqs, jnp.asarray(key, jnp.uint32),
-                    broadcast_nonce(nonce, freqs.shape[:-2]),
-                     variant=variant, precision=precision, support=support, prf_impl=prf_impl)
+  return _sample_jit(
+    freqs,
+    jnp.asarray(key, jnp.uint32),
+    broadcast_nonce(nonce, freqs.shape[:-2]),
+    variant=variant,
+    precision=precision,
+    support=support,
+    prf_impl=prf_impl,
+  )
 
 
 # ------------------------------------------------------------------ choose_fn for AR models
+
 
 def _logits_to_freqs(logits, temperature, precision, top_k, top_p):
   probs = jax.nn.softmax(logits.astype(jnp.float32) / temperature, axis=-1)
   return quantize.to_frequencies(probs, precision=precision, top_k=top_k, top_p=top_p)
 
 
-def make_choose_fn(key, variant: str = "recursive", precision: int = 24, top_k: int | None = None,
-                   top_p: float | None = None, temperature: float = 1.0, support: int | None = None,
-                   prf_impl: str = "chacha20"):
+def make_choose_fn(
+  key,
+  variant: str = "recursive",
+  precision: int = 24,
+  top_k: int | None = None,
+  top_p: float | None = None,
+  temperature: float = 1.0,
+  support: int | None = None,
+  prf_impl: str = "chacha20",
+):
   """A ``choose_fn(logits float32[B, V], step int32, state) -> (tokens int32[B], state)``.
 
   softmax(logits / temperature) -> ``to_frequencies`` -> ``embed_step``. Make its state
@@ -517,14 +683,23 @@ def make_choose_fn(key, variant: str = "recursive", precision: int = 24, top_k: 
 
   def choose_fn(logits, step, state):
     f = _logits_to_freqs(logits, temperature, precision, top_k, top_p)
-    return embed_step(f, step, state, key, variant, precision=precision, support=support, prf_impl=prf_impl)
+    return embed_step(
+      f, step, state, key, variant, precision=precision, support=support, prf_impl=prf_impl
+    )
 
   return choose_fn
 
 
-def make_extract_fn(key, variant: str = "recursive", precision: int = 24, top_k: int | None = None,
-                    top_p: float | None = None, temperature: float = 1.0, support: int | None = None,
-                    prf_impl: str = "chacha20"):
+def make_extract_fn(
+  key,
+  variant: str = "recursive",
+  precision: int = 24,
+  top_k: int | None = None,
+  top_p: float | None = None,
+  temperature: float = 1.0,
+  support: int | None = None,
+  prf_impl: str = "chacha20",
+):
   """``extract_fn(logits[B, V], tokens[B], step, nonce[B]) -> (bits uint8[B, W], n, ok)``,
   the receiver's mirror of ``make_choose_fn`` (same settings)."""
   _check_variant(variant)
@@ -532,32 +707,43 @@ def make_extract_fn(key, variant: str = "recursive", precision: int = 24, top_k:
 
   def extract_fn(logits, tokens, step, nonce):
     f = _logits_to_freqs(logits, temperature, precision, top_k, top_p)
-    return extract_step_checked(f, tokens, step, key, nonce, variant, precision=precision,
-                                support=support, prf_impl=prf_impl)
+    return extract_step_checked(
+      f, tokens, step, key, nonce, variant, precision=precision, support=support, prf_impl=prf_impl
+    )
 
   return extract_fn
 
 
-def make_sample_fn(key, variant: str = "recursive", precision: int = 24, top_k: int | None = None,
-                   top_p: float | None = None, temperature: float = 1.0, support: int | None = None,
-                   prf_impl: str = "chacha20"):
+def make_sample_fn(
+  key,
+  variant: str = "recursive",
+  precision: int = 24,
+  top_k: int | None = None,
+  top_p: float | None = None,
+  temperature: float = 1.0,
+  support: int | None = None,
+  prf_impl: str = "chacha20",
+):
   """``sample_fn(logits[B, V], step, nonce[B]) -> tokens``: plain sampling, same randomness."""
   _check_variant(variant)
   support = top_k if support is None else support
 
   def sample_fn(logits, step, nonce):
     f = _logits_to_freqs(logits, temperature, precision, top_k, top_p)
-    return sample_step(f, step, key, nonce, variant, precision=precision, support=support, prf_impl=prf_impl)
+    return sample_step(
+      f, step, key, nonce, variant, precision=precision, support=support, prf_impl=prf_impl
+    )
 
   return sample_fn
 
 
 # ------------------------------------------------------------------ exact capacities (NumPy, for tests/benchmarks)
 
+
 def basic_capacity(freqs, precision: int = 24) -> float:
   """Expected bits per token of basic Discop, by exhaustive enumeration of r (small precision only)."""
   f = np.asarray(freqs, np.int64)
-  total = 2 ** precision
+  total = 2**precision
   if precision > 16:
     raise ValueError("basic_capacity enumerates 2**precision draws; use precision <= 16")
   c = np.cumsum(f)
@@ -566,7 +752,7 @@ def basic_capacity(freqs, precision: int = 24) -> float:
   r = np.arange(total)
   bits = np.zeros(total)
   for n in range(1, n_max + 1):
-    pts = (r[:, None] + np.arange(2 ** n)[None] * (total >> n)) % total
+    pts = (r[:, None] + np.arange(2**n)[None] * (total >> n)) % total
     tok = np.searchsorted(c, pts, side="right")
     ok = ~np.any(tok == np.roll(tok, -1, axis=1), axis=1)
     bits = np.where(ok & (bits == n - 1), n, bits)
@@ -585,6 +771,7 @@ def tree_capacity(freqs, tree: str = "huffman") -> float:
   acc = 0
   if tree == "huffman":
     import collections
+
     q1, q2 = collections.deque(np.sort(f).tolist()), collections.deque()
     while len(q1) + len(q2) > 1:
       ps = []

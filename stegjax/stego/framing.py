@@ -10,6 +10,7 @@ Layout (all bits look uniformly random to anyone without the secret)::
 sampler's PRF nonce: the sender must never reuse a counter with one secret.
 Keys come from the secret with HKDF-SHA256 under distinct ``info`` labels.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,9 +20,21 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from stegjax.stego import prf
 
-__all__ = ["FramingError", "WrongKeyError", "CorruptedError", "TooShortError", "VERSION",
-           "HEADER_BITS", "TAG_BITS", "pack", "unpack", "framed_bits", "sampling_key",
-           "bits_to_bytes", "bytes_to_bits"]
+__all__ = [
+  "FramingError",
+  "WrongKeyError",
+  "CorruptedError",
+  "TooShortError",
+  "VERSION",
+  "HEADER_BITS",
+  "TAG_BITS",
+  "pack",
+  "unpack",
+  "framed_bits",
+  "sampling_key",
+  "bits_to_bytes",
+  "bytes_to_bits",
+]
 
 VERSION = 1
 HEADER_BYTES = 6
@@ -48,8 +61,10 @@ class TooShortError(FramingError):
 
   def __init__(self, have: int, need: int):
     self.have, self.need, self.missing = have, need, need - have
-    super().__init__(f"carrier too short: {have} bits extracted, the framed message needs {need} "
-                     f"({need - have} bits missing)")
+    super().__init__(
+      f"carrier too short: {have} bits extracted, the framed message needs {need} "
+      f"({need - have} bits missing)"
+    )
 
 
 def sampling_key(secret: bytes) -> np.ndarray:
@@ -64,7 +79,11 @@ def _keys(secret: bytes):
 
 
 def _check_counter(counter):
-  if not isinstance(counter, (int, np.integer)) or isinstance(counter, bool) or not 0 <= counter < 2 ** 32:
+  if (
+    not isinstance(counter, (int, np.integer))
+    or isinstance(counter, bool)
+    or not 0 <= counter < 2**32
+  ):
     raise ValueError(f"counter must be an int in [0, 2**32), got {counter!r}")
   return int(counter)
 
@@ -75,7 +94,9 @@ def _nonce(counter: int) -> bytes:
 
 def _header_pad(header_key: bytes, counter: int) -> bytes:
   # ChaCha20 keystream block 0 under a key used for nothing else.
-  enc = Cipher(algorithms.ChaCha20(header_key, b"\x00" * 4 + _nonce(counter)), mode=None).encryptor()
+  enc = Cipher(
+    algorithms.ChaCha20(header_key, b"\x00" * 4 + _nonce(counter)), mode=None
+  ).encryptor()
   return enc.update(b"\x00" * HEADER_BYTES)
 
 
@@ -96,7 +117,7 @@ def pack(message: bytes, secret: bytes, counter: int) -> np.ndarray:
   """Frame and encrypt ``message``: uint8 bits (0/1), MSB first, ``framed_bits(len)`` long."""
   if not isinstance(message, (bytes, bytearray)):
     raise TypeError(f"message must be bytes, got {type(message).__name__}")
-  if len(message) >= 2 ** 32:
+  if len(message) >= 2**32:
     raise ValueError("message longer than 2**32 - 1 bytes")
   counter = _check_counter(counter)
   aead_key, header_key = _keys(secret)
@@ -124,7 +145,9 @@ def unpack(bits, secret: bytes, counter: int) -> bytes:
   pad = _header_pad(header_key, counter)
   header = bytes(a ^ b for a, b in zip(bits_to_bytes(bits[:HEADER_BITS]), pad))
   if header[0] != VERSION or header[1] != 0:
-    raise WrongKeyError("header does not decrypt: wrong secret or counter, or the header bits are corrupted")
+    raise WrongKeyError(
+      "header does not decrypt: wrong secret or counter, or the header bits are corrupted"
+    )
   length = int.from_bytes(header[2:], "big")
   need = framed_bits(length)
   if bits.size < need:
@@ -133,5 +156,7 @@ def unpack(bits, secret: bytes, counter: int) -> bytes:
   try:
     return ChaCha20Poly1305(aead_key).decrypt(_nonce(counter), body, header)
   except InvalidTag:
-    raise CorruptedError(f"authentication failed for a {length}-byte message: the bits were corrupted "
-                         "(or the header decrypted by chance under a wrong key)") from None
+    raise CorruptedError(
+      f"authentication failed for a {length}-byte message: the bits were corrupted "
+      "(or the header decrypted by chance under a wrong key)"
+    ) from None

@@ -6,6 +6,7 @@ the bits carried are the common prefix of that interval's endpoints. The margina
 is exact (``x`` is uniform) but the bits per token are below entropy (no reordering).
 Same API as ``discop`` (without a variant).
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,12 +16,32 @@ import jax
 import jax.numpy as jnp
 
 from stegjax.stego import prf
-from stegjax.stego.common import (cumsum as _cumsum, broadcast_nonce, EmbedState,
-                                  check_precision, init_embed_state, message_window,
-                                  run_embed, run_extract, run_sample, validate_bits, validate_freqs)
+from stegjax.stego.common import (
+  cumsum as _cumsum,
+  broadcast_nonce,
+  EmbedState,
+  check_precision,
+  init_embed_state,
+  message_window,
+  run_embed,
+  run_extract,
+  run_sample,
+  validate_bits,
+  validate_freqs,
+)
 
-__all__ = ["EmbedState", "init_embed_state", "embed_step", "extract_step", "extract_step_checked",
-           "sample_step", "embed", "extract", "sample", "max_bits_per_step"]
+__all__ = [
+  "EmbedState",
+  "init_embed_state",
+  "embed_step",
+  "extract_step",
+  "extract_step_checked",
+  "sample_step",
+  "embed",
+  "extract",
+  "sample",
+  "max_bits_per_step",
+]
 
 
 def max_bits_per_step(precision: int = 24) -> int:
@@ -43,14 +64,18 @@ def _interval(c_incl, tok):
 
 def _prefix(lo, hi, precision):
   # Common leading bits of lo and hi-1 within `precision` bits.
-  return jnp.minimum(jax.lax.clz(lo ^ (hi - jnp.uint32(1))).astype(jnp.int32) - (32 - precision), precision)
+  return jnp.minimum(
+    jax.lax.clz(lo ^ (hi - jnp.uint32(1))).astype(jnp.int32) - (32 - precision), precision
+  )
 
 
 def embed_step(freqs, t, state: EmbedState, key, *, precision: int = 24):
   """(tokens int32[B], state); ``freqs`` int32[B, V] summing to ``2**precision``."""
   c_incl, mask = _setup(freqs, t, key, state.nonce, precision)
   w = message_window(state, precision)
-  x = (w.astype(jnp.uint32) << jnp.arange(precision - 1, -1, -1, dtype=jnp.uint32)).sum(1, dtype=jnp.uint32)
+  x = (w.astype(jnp.uint32) << jnp.arange(precision - 1, -1, -1, dtype=jnp.uint32)).sum(
+    1, dtype=jnp.uint32
+  )
   x = x ^ mask
   tok = jax.vmap(lambda c, v: jnp.searchsorted(c, v, side="right"))(c_incl, x).astype(jnp.int32)
   lo, hi = _interval(c_incl, tok)
@@ -104,18 +129,33 @@ def embed(freqs, bits, key, nonce, *, bit_len=None, precision: int = 24):
   """(tokens int32[..., T], n_embedded int32[...]); see ``discop.embed``."""
   validate_freqs(freqs, precision)
   validate_bits(bits)
-  return _embed_jit(jnp.asarray(freqs), jnp.asarray(bits, jnp.uint8), bit_len, jnp.asarray(key, jnp.uint32),
-                    broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2]), precision=precision)
+  return _embed_jit(
+    jnp.asarray(freqs),
+    jnp.asarray(bits, jnp.uint8),
+    bit_len,
+    jnp.asarray(key, jnp.uint32),
+    broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2]),
+    precision=precision,
+  )
 
 
 def extract(freqs, tokens, key, nonce, *, precision: int = 24):
   """(bits uint8[..., T*precision], n int32[...])."""
   validate_freqs(freqs, precision)
-  return _extract_jit(jnp.asarray(freqs), jnp.asarray(tokens, jnp.int32), jnp.asarray(key, jnp.uint32),
-                      broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2]), precision=precision)
+  return _extract_jit(
+    jnp.asarray(freqs),
+    jnp.asarray(tokens, jnp.int32),
+    jnp.asarray(key, jnp.uint32),
+    broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2]),
+    precision=precision,
+  )
 
 
 def sample(freqs, key, nonce, *, precision: int = 24):
   validate_freqs(freqs, precision)
-  return _sample_jit(jnp.asarray(freqs), jnp.asarray(key, jnp.uint32),
-                     broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2]), precision=precision)
+  return _sample_jit(
+    jnp.asarray(freqs),
+    jnp.asarray(key, jnp.uint32),
+    broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2]),
+    precision=precision,
+  )

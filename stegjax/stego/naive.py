@@ -5,6 +5,7 @@ The positive control for steganalysis: its tokens are uniform over the top
 ``min(n_bits, floor(log2(number of kept tokens)))`` per step. ``sample`` is plain
 inverse-CDF sampling with the PRF (as in the other samplers). Same API as ``discop``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -14,11 +15,30 @@ import jax
 import jax.numpy as jnp
 
 from stegjax.stego import prf
-from stegjax.stego.common import (cumsum as _cumsum, EmbedState, check_precision, init_embed_state, message_window,
-                                  run_embed, run_extract, run_sample, validate_bits, validate_freqs)
+from stegjax.stego.common import (
+  cumsum as _cumsum,
+  EmbedState,
+  check_precision,
+  init_embed_state,
+  message_window,
+  run_embed,
+  run_extract,
+  run_sample,
+  validate_bits,
+  validate_freqs,
+)
 
-__all__ = ["EmbedState", "init_embed_state", "embed_step", "extract_step", "sample_step",
-           "embed", "extract", "sample", "make_choose_fn"]
+__all__ = [
+  "EmbedState",
+  "init_embed_state",
+  "embed_step",
+  "extract_step",
+  "sample_step",
+  "embed",
+  "extract",
+  "sample",
+  "make_choose_fn",
+]
 
 
 def _check_n(n_bits):
@@ -28,10 +48,12 @@ def _check_n(n_bits):
 
 def _top(freqs, n_bits):
   chex.assert_rank(freqs, 2)
-  k = min(2 ** n_bits, freqs.shape[-1])
-  f, ids = jax.lax.top_k(freqs.astype(jnp.int32), k)          # ties by lower id
+  k = min(2**n_bits, freqs.shape[-1])
+  f, ids = jax.lax.top_k(freqs.astype(jnp.int32), k)  # ties by lower id
   kept = (f > 0).sum(1)
-  n = jnp.minimum(n_bits, 31 - jax.lax.clz(jnp.maximum(kept, 1)).astype(jnp.int32))  # floor(log2 kept)
+  n = jnp.minimum(
+    n_bits, 31 - jax.lax.clz(jnp.maximum(kept, 1)).astype(jnp.int32)
+  )  # floor(log2 kept)
   return ids.astype(jnp.int32), n
 
 
@@ -46,7 +68,9 @@ def embed_step(freqs, t, state: EmbedState, key=None, *, n_bits: int = 2, precis
   return tok, state._replace(cursor=state.cursor + n)
 
 
-def extract_step(freqs, tokens, t=None, key=None, nonce=None, *, n_bits: int = 2, precision: int = 24):
+def extract_step(
+  freqs, tokens, t=None, key=None, nonce=None, *, n_bits: int = 2, precision: int = 24
+):
   """(bits uint8[B, max(n_bits,1)], n int32[B]); a token outside the top ``2**n`` gives n = 0."""
   _check_n(n_bits)
   ids, n = _top(freqs, n_bits)
@@ -54,7 +78,9 @@ def extract_step(freqs, tokens, t=None, key=None, nonce=None, *, n_bits: int = 2
   rank = jnp.argmax(hit, axis=1).astype(jnp.int32)
   n = jnp.where(hit.any(1) & (rank < (1 << n)), n, 0)
   kk = jnp.arange(max(n_bits, 1))
-  bits = jnp.where(kk[None] < n[:, None], (rank[:, None] >> jnp.maximum(n[:, None] - 1 - kk[None], 0)) & 1, 0)
+  bits = jnp.where(
+    kk[None] < n[:, None], (rank[:, None] >> jnp.maximum(n[:, None] - 1 - kk[None], 0)) & 1, 0
+  )
   return bits.astype(jnp.uint8), n
 
 
@@ -67,10 +93,12 @@ def sample_step(freqs, t, key, nonce, *, n_bits: int = 2, precision: int = 24):
   return jax.vmap(lambda c, v: jnp.searchsorted(c, v, side="right"))(c_incl, r).astype(jnp.int32)
 
 
-def make_choose_fn(key=None, n_bits: int = 2, precision: int = 24, top_k=None, top_p=None,
-                   temperature: float = 1.0):
+def make_choose_fn(
+  key=None, n_bits: int = 2, precision: int = 24, top_k=None, top_p=None, temperature: float = 1.0
+):
   """``choose_fn(logits[B, V], step, state) -> (tokens, state)`` like ``discop.make_choose_fn``."""
   from stegjax.stego import quantize
+
   _check_n(n_bits)
 
   def choose_fn(logits, step, state):
@@ -83,7 +111,9 @@ def make_choose_fn(key=None, n_bits: int = 2, precision: int = 24, top_k=None, t
 
 @functools.partial(jax.jit, static_argnames=("n_bits",))
 def _embed_jit(freqs, bits, bit_len, n_bits):
-  return run_embed(lambda f, t, st: embed_step(f, t, st, n_bits=n_bits), freqs, bits, 0, bit_len)[:2]
+  return run_embed(lambda f, t, st: embed_step(f, t, st, n_bits=n_bits), freqs, bits, 0, bit_len)[
+    :2
+  ]
 
 
 @functools.partial(jax.jit, static_argnames=("n_bits",))
@@ -113,4 +143,6 @@ def extract(freqs, tokens, key=None, nonce=0, *, n_bits: int = 2, precision: int
 
 def sample(freqs, key, nonce, *, precision: int = 24):
   validate_freqs(freqs, precision)
-  return _sample_jit(jnp.asarray(freqs), jnp.asarray(key, jnp.uint32), jnp.asarray(nonce), precision=precision)
+  return _sample_jit(
+    jnp.asarray(freqs), jnp.asarray(key, jnp.uint32), jnp.asarray(nonce), precision=precision
+  )

@@ -10,6 +10,7 @@ uint32 operations: key = the 256-bit sampling key, 32-bit block counter =
 keystream block. ``threefry_draw`` is offered as a faster, NON-cryptographic
 alternative (jax.random threefry is a good PRNG but not a vetted PRF).
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,8 +22,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = [
-    "SAMPLING_INFO", "make_key", "chacha20_block", "draw", "draw_words",
-    "threefry_draw", "threefry_draw_words", "words_to_bytes",
+  "SAMPLING_INFO",
+  "make_key",
+  "chacha20_block",
+  "draw",
+  "draw_words",
+  "threefry_draw",
+  "threefry_draw_words",
+  "words_to_bytes",
 ]
 
 # HKDF `info` label of the sampling key; framing.py derives the encryption key
@@ -52,17 +59,23 @@ def _rotl(x, n: int):
 
 
 def _quarter(a, b, c, d):
-  a = a + b; d = _rotl(d ^ a, 16)
-  c = c + d; b = _rotl(b ^ c, 12)
-  a = a + b; d = _rotl(d ^ a, 8)
-  c = c + d; b = _rotl(b ^ c, 7)
+  a = a + b
+  d = _rotl(d ^ a, 16)
+  c = c + d
+  b = _rotl(b ^ c, 12)
+  a = a + b
+  d = _rotl(d ^ a, 8)
+  c = c + d
+  b = _rotl(b ^ c, 7)
   return a, b, c, d
 
 
 def _check_key(key):
   key = jnp.asarray(key)
   if key.shape[-1:] != (8,):
-    raise ValueError(f"key must have last dimension 8 (uint32[8] from make_key), got shape {key.shape}")
+    raise ValueError(
+      f"key must have last dimension 8 (uint32[8] from make_key), got shape {key.shape}"
+    )
   return key.astype(jnp.uint32)
 
 
@@ -82,13 +95,25 @@ def chacha20_block(key, counter, nonce):
   counter = jnp.asarray(counter).astype(jnp.uint32)
   shape = jnp.broadcast_shapes(key.shape[:-1], counter.shape, nonce.shape[:-1])
   bc = lambda x: jnp.broadcast_to(x, shape)
-  init = ([bc(jnp.uint32(c)) for c in _CONSTANTS] + [bc(key[..., i]) for i in range(8)]
-          + [bc(counter)] + [bc(nonce[..., i]) for i in range(3)])
+  init = (
+    [bc(jnp.uint32(c)) for c in _CONSTANTS]
+    + [bc(key[..., i]) for i in range(8)]
+    + [bc(counter)]
+    + [bc(nonce[..., i]) for i in range(3)]
+  )
 
   def double_round(_, s):
     s = list(s)
-    for a, b, c, d in ((0, 4, 8, 12), (1, 5, 9, 13), (2, 6, 10, 14), (3, 7, 11, 15),
-                       (0, 5, 10, 15), (1, 6, 11, 12), (2, 7, 8, 13), (3, 4, 9, 14)):
+    for a, b, c, d in (
+      (0, 4, 8, 12),
+      (1, 5, 9, 13),
+      (2, 6, 10, 14),
+      (3, 7, 11, 15),
+      (0, 5, 10, 15),
+      (1, 6, 11, 12),
+      (2, 7, 8, 13),
+      (3, 4, 9, 14),
+    ):
       s[a], s[b], s[c], s[d] = _quarter(s[a], s[b], s[c], s[d])
     return tuple(s)
 
@@ -114,8 +139,14 @@ def draw_words(key, nonce, step, n_words: int):
   nonce, step = _uint32(nonce, "nonce"), _uint32(step, "step")
   n_blocks = -(-int(n_words) // 16)
   shape = jnp.broadcast_shapes(key.shape[:-1], nonce.shape, step.shape)
-  nonce3 = jnp.stack([jnp.broadcast_to(step, shape), jnp.broadcast_to(nonce, shape),
-                      jnp.full(shape, _DOMAIN, jnp.uint32)], axis=-1)
+  nonce3 = jnp.stack(
+    [
+      jnp.broadcast_to(step, shape),
+      jnp.broadcast_to(nonce, shape),
+      jnp.full(shape, _DOMAIN, jnp.uint32),
+    ],
+    axis=-1,
+  )
   ctr = jnp.arange(n_blocks, dtype=jnp.uint32)
   blocks = chacha20_block(key[..., None, :], ctr, nonce3[..., None, :])  # [..., n_blocks, 16]
   return blocks.reshape(shape + (n_blocks * 16,))[..., :n_words]
@@ -127,16 +158,24 @@ def draw(key, nonce, step, node):
   key = _check_key(key)
   nonce, step, node = _uint32(nonce, "nonce"), _uint32(step, "step"), _uint32(node, "node")
   shape = jnp.broadcast_shapes(key.shape[:-1], nonce.shape, step.shape, node.shape)
-  nonce3 = jnp.stack([jnp.broadcast_to(step, shape), jnp.broadcast_to(nonce, shape),
-                      jnp.full(shape, _DOMAIN, jnp.uint32)], axis=-1)
+  nonce3 = jnp.stack(
+    [
+      jnp.broadcast_to(step, shape),
+      jnp.broadcast_to(nonce, shape),
+      jnp.full(shape, _DOMAIN, jnp.uint32),
+    ],
+    axis=-1,
+  )
   block = chacha20_block(key, node >> jnp.uint32(4), nonce3)
   word = jnp.broadcast_to(node & jnp.uint32(15), shape).astype(jnp.int32)
   return jnp.take_along_axis(block, word[..., None], axis=-1)[..., 0]
 
 
 def _threefry_key(key, nonce, step):
-  k = jax.random.wrap_key_data(jnp.stack([key[0] ^ key[2] ^ key[4] ^ key[6],
-                                          key[1] ^ key[3] ^ key[5] ^ key[7]]), impl="threefry2x32")
+  k = jax.random.wrap_key_data(
+    jnp.stack([key[0] ^ key[2] ^ key[4] ^ key[6], key[1] ^ key[3] ^ key[5] ^ key[7]]),
+    impl="threefry2x32",
+  )
   return jax.random.fold_in(jax.random.fold_in(k, nonce), step)
 
 
@@ -150,8 +189,9 @@ def threefry_draw(key, nonce, step, node):
     raise ValueError("threefry_draw takes a single key uint32[8]")
   nonce, step, node = _uint32(nonce, "nonce"), _uint32(step, "step"), _uint32(node, "node")
   shape = jnp.broadcast_shapes(nonce.shape, step.shape, node.shape)
-  f = jax.vmap(lambda a, b, c: jax.random.bits(
-      jax.random.fold_in(_threefry_key(key, a, b), c), (), jnp.uint32))
+  f = jax.vmap(
+    lambda a, b, c: jax.random.bits(jax.random.fold_in(_threefry_key(key, a, b), c), (), jnp.uint32)
+  )
   args = [jnp.broadcast_to(x, shape).reshape(-1) for x in (nonce, step, node)]
   return f(*args).reshape(shape)
 
@@ -159,4 +199,6 @@ def threefry_draw(key, nonce, step, node):
 def threefry_draw_words(key, nonce, step, n_words: int):
   """``threefry_draw`` for nodes ``0..n_words-1``: uint32[..., n_words]."""
   nonce, step = _uint32(nonce, "nonce"), _uint32(step, "step")
-  return threefry_draw(key, nonce[..., None], step[..., None], jnp.arange(n_words, dtype=jnp.uint32))
+  return threefry_draw(
+    key, nonce[..., None], step[..., None], jnp.arange(n_words, dtype=jnp.uint32)
+  )

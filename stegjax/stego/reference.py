@@ -4,6 +4,7 @@ Independent of the JAX code paths (the PRF comes from the ``cryptography``
 package's ChaCha20), so tests compare against it, and ``benchmarks/samplers.py``
 uses it as the per-token loop baseline.
 """
+
 from __future__ import annotations
 
 import collections
@@ -19,7 +20,7 @@ __all__ = ["draw_words", "basic_step", "huffman_step", "bisect_step", "STEPS"]
 def draw_words(key, nonce: int, step: int, n_words: int) -> np.ndarray:
   """The same words as ``prf.draw_words``, from cryptography's ChaCha20 keystream."""
   n_blocks = -(-n_words // 16)
-  nonce16 = (np.array([0, step, nonce, prf._DOMAIN], np.uint32).astype("<u4").tobytes())
+  nonce16 = np.array([0, step, nonce, prf._DOMAIN], np.uint32).astype("<u4").tobytes()
   enc = Cipher(algorithms.ChaCha20(prf.words_to_bytes(key), nonce16), mode=None).encryptor()
   ks = enc.update(b"\x00" * (64 * n_blocks))
   return np.frombuffer(ks, "<u4")[:n_words].astype(np.uint64)

@@ -37,6 +37,7 @@ from stegjax.train import sharding, trainer
 @dataclasses.dataclass
 class Trained:
   """A model, its parameters, and what it was trained on."""
+
   model: Any
   params: Any
   info: dict
@@ -49,7 +50,9 @@ def to_model_range(images_uint8) -> jax.Array:
 
 def dataset(config, workdir: str):
   """The patch dataset (built once under ``workdir/data``, or ``model_dir/data`` when shared)."""
-  return data_lib.get_dataset(config.data, os.path.join(config.get("model_dir", "") or workdir, "data"))
+  return data_lib.get_dataset(
+    config.data, os.path.join(config.get("model_dir", "") or workdir, "data")
+  )
 
 
 def _batch_fn(arrays, batch_size: int, seed: int, keys):
@@ -67,8 +70,9 @@ def _batch_fn(arrays, batch_size: int, seed: int, keys):
 
 
 def _fingerprint(*parts) -> str:
-  blob = json.dumps([p.to_dict() if hasattr(p, "to_dict") else p for p in parts], sort_keys=True,
-                    default=str)
+  blob = json.dumps(
+    [p.to_dict() if hasattr(p, "to_dict") else p for p in parts], sort_keys=True, default=str
+  )
   return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
@@ -78,10 +82,15 @@ def model_path(config, workdir: str, kind: str) -> str:
   if not shared:
     return os.path.join(workdir, kind)
   parts = {
-      "tokenizer": (config.data, config.vq, config.seed),
-      "prior": (config.data, config.vq, config.seed, config.get("prior", {}).get("model"),
-                config.get("prior", {}).get("train")),
-      "captioner": (config.get("captioner"), config.seed),
+    "tokenizer": (config.data, config.vq, config.seed),
+    "prior": (
+      config.data,
+      config.vq,
+      config.seed,
+      config.get("prior", {}).get("model"),
+      config.get("prior", {}).get("train"),
+    ),
+    "captioner": (config.get("captioner"), config.seed),
   }[kind]
   return os.path.join(shared, f"{kind}_{_fingerprint(*parts)}")
 
@@ -93,10 +102,11 @@ def random_crops(images: np.ndarray, size: int, seed: int, step: int) -> np.ndar
     raise ValueError(f"crop size {size} must be in 1..{min(h, w)} for {h}x{w} patches")
   rng = np.random.default_rng([seed, step])
   ys, xs = rng.integers(0, h - size + 1, n), rng.integers(0, w - size + 1, n)
-  return np.stack([images[i, y:y + size, x:x + size] for i, (y, x) in enumerate(zip(ys, xs))])
+  return np.stack([images[i, y : y + size, x : x + size] for i, (y, x) in enumerate(zip(ys, xs))])
 
 
 # ----------------------------------------------------------------------------- tokenizer
+
 
 def vq_model(config) -> vq_lib.VQModel:
   return vq_lib.VQModel(**config.vq.model.to_dict())
@@ -127,14 +137,20 @@ def tokenizer(config, workdir: str, train_arrays=None) -> Trained:
     mse = jnp.mean(jnp.square(x_rec - x))
     loss = mse + cfg.codebook_weight * (aux["codebook_loss"] + aux["commit_loss"])
     loss = loss + aux.get("entropy_loss", 0.0)
-    metrics = dict(mse=mse, psnr=10 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10)),
-                   usage=aux["usage"], perplexity=aux["perplexity"])
+    metrics = dict(
+      mse=mse,
+      psnr=10 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10)),
+      usage=aux["usage"],
+      perplexity=aux["perplexity"],
+    )
     if use_gan:
       on = (step >= cfg.gan_start_step).astype(jnp.float32)
       d_frozen = jax.lax.stop_gradient(params["d"])
       g_adv = vq_lib.hinge_g_loss(disc.apply({"params": d_frozen}, x_rec))
-      d_loss = vq_lib.hinge_d_loss(disc.apply({"params": params["d"]}, x),
-                                   disc.apply({"params": params["d"]}, jax.lax.stop_gradient(x_rec)))
+      d_loss = vq_lib.hinge_d_loss(
+        disc.apply({"params": params["d"]}, x),
+        disc.apply({"params": params["d"]}, jax.lax.stop_gradient(x_rec)),
+      )
       loss = loss + on * (cfg.gan_weight * g_adv + d_loss)
       metrics.update(g_adv=g_adv, d_loss=d_loss)
     return loss, (metrics, extra)
@@ -142,10 +158,18 @@ def tokenizer(config, workdir: str, train_arrays=None) -> Trained:
   batch_fn = _batch_fn(train_arrays, cfg.train.batch_size, config.seed, ("image",))
   if crop:  # the VQ is fully convolutional: train on windows, apply to whole patches
     full_batch_fn = batch_fn
-    batch_fn = lambda step: {"image": random_crops(full_batch_fn(step)["image"], crop,
-                                                   config.seed, step)}
-  params = _fit(config, cfg.train, model_path(config, workdir, "tokenizer"), init_fn, loss_fn,
-                batch_fn, desc="tokenizer")
+    batch_fn = lambda step: {
+      "image": random_crops(full_batch_fn(step)["image"], crop, config.seed, step)
+    }
+  params = _fit(
+    config,
+    cfg.train,
+    model_path(config, workdir, "tokenizer"),
+    init_fn,
+    loss_fn,
+    batch_fn,
+    desc="tokenizer",
+  )
   return Trained(model, params["g"], {"downsample": model.downsample_factor})
 
 
@@ -160,13 +184,15 @@ def _fit(config, train_cfg, ckpt_dir, init_fn, loss_fn, batch_fn, desc):
   rng = jax.random.PRNGKey(config.seed)
   state = trainer.create_train_state(init_fn, tx, rng, mesh, config.mesh.get("rules", "replicate"))
   step_fn = trainer.make_train_step(loss_fn, tx, mesh, state)
-  state = trainer.fit(state, step_fn, batch_fn, int(train_cfg.num_steps), ckpt_dir, train_cfg,
-                      mesh, desc=desc)
+  state = trainer.fit(
+    state, step_fn, batch_fn, int(train_cfg.num_steps), ckpt_dir, train_cfg, mesh, desc=desc
+  )
   return state.params
 
 
 def encode_tokens(vq: Trained, images_uint8, batch_size: int = 256) -> np.ndarray:
   """Token grids int32[N, h, w] of uint8 images, in batches (one compiled function)."""
+
   @jax.jit
   def enc(params, x):
     z = vq.model.apply({"params": params}, to_model_range(x), method="encode")
@@ -177,11 +203,11 @@ def encode_tokens(vq: Trained, images_uint8, batch_size: int = 256) -> np.ndarra
   n = len(images_uint8)
   out = []
   for i in range(0, n, batch_size):
-    chunk = np.asarray(images_uint8[i:i + batch_size])
+    chunk = np.asarray(images_uint8[i : i + batch_size])
     pad = batch_size - len(chunk) if n > batch_size else 0
     if pad:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-    out.append(np.asarray(enc(params, sharding.spread(chunk)))[:len(chunk) - pad])
+    out.append(np.asarray(enc(params, sharding.spread(chunk)))[: len(chunk) - pad])
   return np.concatenate(out).astype(np.int32)
 
 
@@ -201,10 +227,14 @@ def cached_tokens(config, workdir: str, vq: Trained, arrays, split: str) -> np.n
 
 # ----------------------------------------------------------------------------- AR prior
 
+
 def prior_model(config, vq_cfg_model, grid, num_classes) -> transformer_lib.Transformer:
   kw = config.prior.model.to_dict()
-  kw.update(vocab_size=int(vq_cfg_model.codebook_size), num_classes=int(num_classes),
-            grid=tuple(int(g) for g in grid))
+  kw.update(
+    vocab_size=int(vq_cfg_model.codebook_size),
+    num_classes=int(num_classes),
+    grid=tuple(int(g) for g in grid),
+  )
   return transformer_lib.Transformer(**kw)
 
 
@@ -225,63 +255,94 @@ def prior(config, workdir: str) -> tuple[Trained, Trained]:
   model = prior_model(config, config.vq.model, (h, w), info["num_classes"])
 
   def init_fn(rng):
-    params = model.init({"params": rng, "dropout": rng}, jnp.zeros((1, h * w), jnp.int32),
-                        jnp.zeros((1,), jnp.int32))["params"]
+    params = model.init(
+      {"params": rng, "dropout": rng}, jnp.zeros((1, h * w), jnp.int32), jnp.zeros((1,), jnp.int32)
+    )["params"]
     return params, {}
 
   def loss_fn(params, extra, batch, rng, step):
     toks = batch["tokens"]
-    logits = model.apply({"params": params}, toks, batch["label"], train=True,
-                         rngs={"dropout": rng})
+    logits = model.apply(
+      {"params": params}, toks, batch["label"], train=True, rngs={"dropout": rng}
+    )
     loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), toks).mean()
     return loss, ({"nll": loss, "bits_per_token": loss / np.log(2)}, extra)
 
   cfg = config.prior
-  params = _fit(config, cfg.train, model_path(config, workdir, "prior"), init_fn, loss_fn,
-                _batch_fn(flat, cfg.train.batch_size, config.seed + 1, ("tokens", "label")),
-                desc="prior")
-  pinfo = dict(grid=(h, w), num_classes=info["num_classes"], class_names=info["class_names"],
-               train_labels=info["train_labels"], patch_size=info["patch_size"])
+  params = _fit(
+    config,
+    cfg.train,
+    model_path(config, workdir, "prior"),
+    init_fn,
+    loss_fn,
+    _batch_fn(flat, cfg.train.batch_size, config.seed + 1, ("tokens", "label")),
+    desc="prior",
+  )
+  pinfo = dict(
+    grid=(h, w),
+    num_classes=info["num_classes"],
+    class_names=info["class_names"],
+    train_labels=info["train_labels"],
+    patch_size=info["patch_size"],
+  )
   logging.info("prior ready: grid %s, %d classes", (h, w), info["num_classes"])
   return vq, Trained(model, params, pinfo)
 
 
 # ----------------------------------------------------------------------------- caption LM
 
+
 def caption_model(config, length: int | None = None) -> transformer_lib.Transformer:
   """The M3 caption LM: the Llama decoder over characters with a 1 x L grid, topic-conditioned."""
   from stegjax.cmsteg import caption  # pylint: disable=g-import-not-at-top
+
   kw = config.captioner.model.to_dict()
-  kw.update(vocab_size=len(caption.ALPHABET), num_classes=len(caption.topics()),
-            grid=(1, int(length or config.captioner.window)), class_dropout_prob=0.0)
+  kw.update(
+    vocab_size=len(caption.ALPHABET),
+    num_classes=len(caption.topics()),
+    grid=(1, int(length or config.captioner.window)),
+    class_dropout_prob=0.0,
+  )
   return transformer_lib.Transformer(**kw)
 
 
 def captioner(config, workdir: str) -> Trained:
   """Trains (or loads from ``workdir/captioner``) the caption LM on the WordNet glosses."""
   from stegjax.cmsteg import caption  # pylint: disable=g-import-not-at-top
+
   cfg = config.captioner
   model = caption_model(config)
   window = int(cfg.window)
 
   def init_fn(rng):
-    return model.init({"params": rng, "dropout": rng}, jnp.zeros((1, window), jnp.int32),
-                      jnp.zeros((1,), jnp.int32))["params"], {}
+    return model.init(
+      {"params": rng, "dropout": rng}, jnp.zeros((1, window), jnp.int32), jnp.zeros((1,), jnp.int32)
+    )["params"], {}
 
   def loss_fn(params, extra, batch, rng, step):
-    logits = model.apply({"params": params}, batch["text"], batch["topic"], train=True,
-                         rngs={"dropout": rng})
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
-                                                           batch["text"]).mean()
+    logits = model.apply(
+      {"params": params}, batch["text"], batch["topic"], train=True, rngs={"dropout": rng}
+    )
+    loss = optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), batch["text"]
+    ).mean()
     return loss, ({"bits_per_char": loss / np.log(2)}, extra)
 
   per_process = int(cfg.train.batch_size) // jax.process_count()
 
   def batch_fn(step):
-    topic, text = caption.training_windows(window, per_process, config.seed * 7919 + jax.process_index(),
-                                           step)
+    topic, text = caption.training_windows(
+      window, per_process, config.seed * 7919 + jax.process_index(), step
+    )
     return {"topic": topic, "text": text}
 
-  params = _fit(config, cfg.train, model_path(config, workdir, "captioner"), init_fn, loss_fn, batch_fn,
-                desc="captioner")
+  params = _fit(
+    config,
+    cfg.train,
+    model_path(config, workdir, "captioner"),
+    init_fn,
+    loss_fn,
+    batch_fn,
+    desc="captioner",
+  )
   return Trained(model, params, {"topics": caption.topics()})

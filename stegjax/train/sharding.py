@@ -33,28 +33,28 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 Rule = tuple[str, Any]
 
 PRESETS: dict[str, list[Rule]] = {
-    "replicate": [],
-    "fsdp": [(r".*", "largest")],
-    "fsdp_tp": [
-        # --- AR prior (models/transformer.py), 2D kernels [in, out].
-        # Column-parallel: output features over 'model' (heads / MLP hidden).
-        (r"attention/wqkv/kernel$", ("data", "model")),
-        (r"feed_forward/w[13]/kernel$", ("data", "model")),
-        # Row-parallel: input features over 'model'.
-        (r"attention/wo/kernel$", ("model", "data")),
-        (r"feed_forward/w2/kernel$", ("model", "data")),
-        # Vocabulary-parallel token embedding [V, D] and output head [D, V].
-        (r"tok_embeddings/embedding$", ("model", "data")),
-        (r"output/kernel$", ("data", "model")),
-        # --- VQ tokenizer (models/vq.py), conv kernels HWIO: channel-parallel pairs like
-        # the MLP above (each ResnetBlock's conv1 splits its output channels, conv2 its input; the
-        # attention q/k/v 1x1 convs split channels, proj_out gathers them back).
-        (r"/conv1/kernel$", (None, None, "data", "model")),
-        (r"/conv2/kernel$", (None, None, "model", "data")),
-        (r"/(q|k|v)/kernel$", (None, None, "data", "model")),
-        (r"/proj_out/kernel$", (None, None, "model", "data")),
-        (r".*", "largest"),
-    ],
+  "replicate": [],
+  "fsdp": [(r".*", "largest")],
+  "fsdp_tp": [
+    # --- AR prior (models/transformer.py), 2D kernels [in, out].
+    # Column-parallel: output features over 'model' (heads / MLP hidden).
+    (r"attention/wqkv/kernel$", ("data", "model")),
+    (r"feed_forward/w[13]/kernel$", ("data", "model")),
+    # Row-parallel: input features over 'model'.
+    (r"attention/wo/kernel$", ("model", "data")),
+    (r"feed_forward/w2/kernel$", ("model", "data")),
+    # Vocabulary-parallel token embedding [V, D] and output head [D, V].
+    (r"tok_embeddings/embedding$", ("model", "data")),
+    (r"output/kernel$", ("data", "model")),
+    # --- VQ tokenizer (models/vq.py), conv kernels HWIO: channel-parallel pairs like
+    # the MLP above (each ResnetBlock's conv1 splits its output channels, conv2 its input; the
+    # attention q/k/v 1x1 convs split channels, proj_out gathers them back).
+    (r"/conv1/kernel$", (None, None, "data", "model")),
+    (r"/conv2/kernel$", (None, None, "model", "data")),
+    (r"/(q|k|v)/kernel$", (None, None, "data", "model")),
+    (r"/proj_out/kernel$", (None, None, "model", "data")),
+    (r".*", "largest"),
+  ],
 }
 
 
@@ -70,7 +70,8 @@ def make_mesh(mesh_config=None, devices: Sequence[jax.Device] | None = None) -> 
     data = n // model
   if data * model != n:
     raise ValueError(
-        f"config.mesh data={data} x model={model} = {data * model} devices, but {n} are available")
+      f"config.mesh data={data} x model={model} = {data * model} devices, but {n} are available"
+    )
   arr = np.asarray(devices, dtype=object).reshape(data, model)
   return Mesh(arr, ("data", "model"))
 
@@ -164,13 +165,18 @@ def rule_matches(tree, rules) -> dict[str, list[str]]:
 def describe(tree, mesh: Mesh, rules) -> dict[str, P]:
   """{path: PartitionSpec} for every leaf, for logs and tests."""
   specs = tree_specs(tree, mesh, rules)
-  return {path_str(p): s for p, s in jax.tree_util.tree_leaves_with_path(
-      specs, is_leaf=lambda x: isinstance(x, P))}
+  return {
+    path_str(p): s
+    for p, s in jax.tree_util.tree_leaves_with_path(specs, is_leaf=lambda x: isinstance(x, P))
+  }
 
 
 def tree_shardings(tree, mesh: Mesh, rules) -> Any:
-  return jax.tree.map(lambda s: NamedSharding(mesh, s), tree_specs(tree, mesh, rules),
-                      is_leaf=lambda x: isinstance(x, P))
+  return jax.tree.map(
+    lambda s: NamedSharding(mesh, s),
+    tree_specs(tree, mesh, rules),
+    is_leaf=lambda x: isinstance(x, P),
+  )
 
 
 def _leading_spec(shape, mesh: Mesh) -> P:
@@ -193,6 +199,7 @@ def batch_specs(tree, mesh: Mesh) -> Any:
 
 def shard_batch(tree, mesh: Mesh) -> Any:
   """Global arrays (the same full value on every process) -> arrays sharded by ``batch_specs``."""
+
   def put(x):
     sharding = NamedSharding(mesh, _leading_spec(np.shape(x), mesh))
     if isinstance(x, jax.Array):
@@ -220,8 +227,11 @@ def replicate_local(tree) -> Any:
 def constrain_batch(tree, mesh: Mesh) -> Any:
   """Inside jit: ``with_sharding_constraint`` of every leaf to ``batch_specs``."""
   return jax.tree.map(
-      lambda x: jax.lax.with_sharding_constraint(x, NamedSharding(mesh, _leading_spec(x.shape, mesh))),
-      tree)
+    lambda x: jax.lax.with_sharding_constraint(
+      x, NamedSharding(mesh, _leading_spec(x.shape, mesh))
+    ),
+    tree,
+  )
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -59,17 +59,25 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
   kind = cfg.get("schedule", "cosine")
   if kind == "cosine":
     sched = optax.warmup_cosine_decay_schedule(
-        0.0, lr, max(warmup, 1), total, end_value=lr * cfg.get("final_lr_frac", 0.1))
+      0.0, lr, max(warmup, 1), total, end_value=lr * cfg.get("final_lr_frac", 0.1)
+    )
   elif kind == "constant":
     sched = optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, max(warmup, 1)), optax.constant_schedule(lr)], [warmup])
+      [optax.linear_schedule(0.0, lr, max(warmup, 1)), optax.constant_schedule(lr)], [warmup]
+    )
   else:
     raise ValueError(f"unknown train.schedule {kind!r}; valid: 'cosine', 'constant'")
   parts = []
   if cfg.get("grad_clip", 0.0):
     parts.append(optax.clip_by_global_norm(float(cfg.grad_clip)))
-  parts.append(optax.adamw(sched, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.95),
-                           weight_decay=cfg.get("weight_decay", 0.0)))
+  parts.append(
+    optax.adamw(
+      sched,
+      b1=cfg.get("b1", 0.9),
+      b2=cfg.get("b2", 0.95),
+      weight_decay=cfg.get("weight_decay", 0.0),
+    )
+  )
   return optax.chain(*parts)
 
 
@@ -84,15 +92,21 @@ def state_shardings(abstract_state: TrainState, mesh, rules) -> TrainState:
   return shd.tree_shardings(abstract_state, mesh, rules)
 
 
-def create_train_state(init_fn: Callable, tx: optax.GradientTransformation, rng, mesh,
-                       rules="replicate") -> TrainState:
+def create_train_state(
+  init_fn: Callable, tx: optax.GradientTransformation, rng, mesh, rules="replicate"
+) -> TrainState:
   rng = _raw_key(rng)
 
   def init(rng):
     init_rng, state_rng = jax.random.split(rng)
     params, extra = init_fn(init_rng)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, extra=extra,
-                      opt_state=tx.init(params), rng=state_rng)
+    return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      extra=extra,
+      opt_state=tx.init(params),
+      rng=state_rng,
+    )
 
   abstract = jax.eval_shape(init, rng)
   shardings = state_shardings(abstract, mesh, rules)
@@ -103,8 +117,9 @@ def _where_tree(pred, a, b):
   return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
 
 
-def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, mesh,
-                    state: TrainState) -> Callable:
+def make_train_step(
+  loss_fn: Callable, tx: optax.GradientTransformation, mesh, state: TrainState
+) -> Callable:
   """Jitted ``step(state, batch) -> (state, metrics)`` with a donated state.
 
   A non-finite loss or gradient leaves the state unchanged (so no checkpoint is
@@ -117,22 +132,25 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, mesh,
   def step_fn(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
     (loss, (metrics, new_extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, state.extra, batch, rng, state.step)
+      state.params, state.extra, batch, rng, state.step
+    )
     grad_norm = optax.global_norm(grads)
     updates, new_opt = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = TrainState(
-        step=state.step + 1,
-        params=_where_tree(finite, new_params, state.params),
-        extra=_where_tree(finite, new_extra, state.extra),
-        opt_state=_where_tree(finite, new_opt, state.opt_state),
-        rng=state.rng)
+      step=state.step + 1,
+      params=_where_tree(finite, new_params, state.params),
+      extra=_where_tree(finite, new_extra, state.extra),
+      opt_state=_where_tree(finite, new_opt, state.opt_state),
+      rng=state.rng,
+    )
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm, nonfinite=~finite)
     return new_state, metrics
 
-  return jax.jit(step_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
-                 donate_argnums=(0,))
+  return jax.jit(
+    step_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl), donate_argnums=(0,)
+  )
 
 
 class MetricWriter:
@@ -168,15 +186,15 @@ class MetricWriter:
 
 def checkpoint_manager(ckpt_dir: str, cfg) -> ocp.CheckpointManager:
   opts = ocp.CheckpointManagerOptions(
-      max_to_keep=int(cfg.get("max_to_keep", 2)),
-      save_interval_steps=int(cfg.get("checkpoint_every", 1000)),
-      create=True)
+    max_to_keep=int(cfg.get("max_to_keep", 2)),
+    save_interval_steps=int(cfg.get("checkpoint_every", 1000)),
+    create=True,
+  )
   return ocp.CheckpointManager(os.path.abspath(ckpt_dir), options=opts)
 
 
 def abstract_like(state):
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
 
 
 def restore_latest(mngr: ocp.CheckpointManager, state):
@@ -188,9 +206,17 @@ def restore_latest(mngr: ocp.CheckpointManager, state):
   return restored, int(step)
 
 
-def fit(state: TrainState, step_fn: Callable, batch_fn: Callable[[int], Any], num_steps: int,
-        workdir: str, cfg, mesh, eval_fn: Callable | None = None, desc: str = "train"
-        ) -> TrainState:
+def fit(
+  state: TrainState,
+  step_fn: Callable,
+  batch_fn: Callable[[int], Any],
+  num_steps: int,
+  workdir: str,
+  cfg,
+  mesh,
+  eval_fn: Callable | None = None,
+  desc: str = "train",
+) -> TrainState:
   """Runs ``step_fn`` up to ``num_steps``, resuming from ``workdir`` if it holds a checkpoint.
 
   ``cfg`` fields: checkpoint_every, max_to_keep, log_every, eval_every.
@@ -204,8 +230,9 @@ def fit(state: TrainState, step_fn: Callable, batch_fn: Callable[[int], Any], nu
   if start:
     logging.info("%s: resumed from step %d in %s", desc, start, workdir)
   writer = MetricWriter(os.path.join(workdir, "metrics.jsonl"), resume_step=start)
-  bar = tqdm(total=num_steps, initial=start, desc=desc, disable=not sys.stderr.isatty(),
-             dynamic_ncols=True)
+  bar = tqdm(
+    total=num_steps, initial=start, desc=desc, disable=not sys.stderr.isatty(), dynamic_ncols=True
+  )
   pending = []
 
   def flush():
@@ -215,8 +242,10 @@ def fit(state: TrainState, step_fn: Callable, batch_fn: Callable[[int], Any], nu
     pending.clear()
     for s, m in rows:
       if bool(m.pop("nonfinite")):
-        raise NonFiniteError(f"{desc}: loss or gradient is NaN/inf at step {s} "
-                             f"(loss={float(m['loss'])}, grad_norm={float(m['grad_norm'])})")
+        raise NonFiniteError(
+          f"{desc}: loss or gradient is NaN/inf at step {s} "
+          f"(loss={float(m['loss'])}, grad_norm={float(m['grad_norm'])})"
+        )
     s, m = rows[-1]
     writer.write(s, m)
     bar.set_postfix({k: f"{float(v):.4g}" for k, v in m.items() if k in ("loss", "grad_norm")})
@@ -232,7 +261,9 @@ def fit(state: TrainState, step_fn: Callable, batch_fn: Callable[[int], Any], nu
         flush()
       if (step + 1) % save_every == 0:
         mngr.save(step + 1, args=ocp.args.StandardSave(state))
-      if eval_fn is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < num_steps:
+      if (
+        eval_fn is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < num_steps
+      ):
         writer.write(step + 1, {f"eval/{k}": v for k, v in eval_fn(state, step + 1).items()})
     flush()
     if mngr.latest_step() != num_steps and num_steps > start:

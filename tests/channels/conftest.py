@@ -6,15 +6,18 @@ import pytest
 
 def _center_crop(x, h, w):
   top, left = (x.shape[0] - h) // 2, (x.shape[1] - w) // 2
-  return np.ascontiguousarray(x[top:top + h, left:left + w])
+  return np.ascontiguousarray(x[top : top + h, left : left + w])
 
 
 def load_photos():
   """{name: uint8 [H, W, 3]} full-size colour photographs."""
   import skimage.data
   from sklearn.datasets import load_sample_images
-  photos = {n: getattr(skimage.data, n)() for n in
-            ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")}
+
+  photos = {
+    n: getattr(skimage.data, n)()
+    for n in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
+  }
   china, flower = load_sample_images().images
   photos["china"], photos["flower"] = china, flower
   return photos

@@ -34,8 +34,9 @@ def ste_and_ss(crops256):
   xf = jnp.asarray(x, jnp.float32) / 255.0
   out = {}
   for mode in ("ste", "ss"):
-    out[mode] = {q: _psnr(_pil_roundtrip(x, q), np.asarray(_diff_jpeg(xf, q, mode=mode)))
-                 for q in QUALITIES}
+    out[mode] = {
+      q: _psnr(_pil_roundtrip(x, q), np.asarray(_diff_jpeg(xf, q, mode=mode))) for q in QUALITIES
+    }
   return out
 
 
@@ -93,11 +94,12 @@ def test_dct_orthonormal_round_trip():
   np.testing.assert_allclose(d @ d.T, np.eye(8), atol=1e-6)
   x = jax.random.uniform(jax.random.key(1), (3, 4, 8, 8), minval=-128, maxval=127)
   c = jax.jit(jpeg.dct2d)(x)
-  np.testing.assert_allclose(np.asarray(c), scipy.fft.dctn(np.asarray(x, np.float64), axes=(-2, -1),
-                                                            norm="ortho"), atol=2e-3)
+  np.testing.assert_allclose(
+    np.asarray(c), scipy.fft.dctn(np.asarray(x, np.float64), axes=(-2, -1), norm="ortho"), atol=2e-3
+  )
   np.testing.assert_allclose(np.asarray(jax.jit(jpeg.idct2d)(c)), np.asarray(x), atol=2e-4)
   # Parseval: the orthonormal transform keeps energy.
-  np.testing.assert_allclose(float(jnp.sum(c ** 2)), float(jnp.sum(x ** 2)), rtol=1e-5)
+  np.testing.assert_allclose(float(jnp.sum(c**2)), float(jnp.sum(x**2)), rtol=1e-5)
   planes = jax.random.normal(jax.random.key(2), (2, 16, 24))
   np.testing.assert_array_equal(np.asarray(jpeg.unblockify(jpeg.blockify(planes))), planes)
   assert jpeg.blockify(planes).shape == (2, 2, 3, 8, 8)
@@ -105,8 +107,9 @@ def test_dct_orthonormal_round_trip():
 
 def test_colour_conversion_round_trip():
   x = jax.random.uniform(jax.random.key(3), (5, 7, 3)) * 255
-  np.testing.assert_allclose(np.asarray(jpeg.ycbcr_to_rgb(jpeg.rgb_to_ycbcr(x))), np.asarray(x),
-                             atol=1e-3)
+  np.testing.assert_allclose(
+    np.asarray(jpeg.ycbcr_to_rgb(jpeg.rgb_to_ycbcr(x))), np.asarray(x), atol=1e-3
+  )
 
 
 def test_mask_keeps_low_frequencies():

@@ -18,14 +18,35 @@ def _psnr(a, b):
 def test_default_channels_parse():
   assert real.CHANNELS == ("png", "jpeg95", "jpeg85", "jpeg75", "gauss0.01", "scale0.5", "scale2.0")
   kinds = [(c.kind, c.param) for c in map(real.parse, real.CHANNELS)]
-  assert kinds == [("png", None), ("jpeg", 95), ("jpeg", 85), ("jpeg", 75), ("gauss", 0.01),
-                   ("scale", 0.5), ("scale", 2.0)]
+  assert kinds == [
+    ("png", None),
+    ("jpeg", 95),
+    ("jpeg", 85),
+    ("jpeg", 75),
+    ("gauss", 0.01),
+    ("scale", 0.5),
+    ("scale", 2.0),
+  ]
   assert real.parse("jpeg7").param == 7 and real.parse("gauss.05").param == 0.05
   assert real.parse("scale1.25").param == 1.25 and real.parse("gauss1e-3").param == 1e-3
 
 
-@pytest.mark.parametrize("bad", ["jpeg", "jpeg0", "jpeg101", "jpg75", "scale0", "scale-1", "gauss",
-                                 "gauss-0.1", "blur3", "", "png2"])
+@pytest.mark.parametrize(
+  "bad",
+  [
+    "jpeg",
+    "jpeg0",
+    "jpeg101",
+    "jpg75",
+    "scale0",
+    "scale-1",
+    "gauss",
+    "gauss-0.1",
+    "blur3",
+    "",
+    "png2",
+  ],
+)
 def test_unknown_names_list_the_valid_forms(bad):
   with pytest.raises(ValueError, match=r"valid forms: png, jpegNN"):
     real.parse(bad)
@@ -50,8 +71,9 @@ def test_jpeg_equals_pil_bytes_decoded(q, crops64):
   # The file really is 4:2:0 with the libjpeg tables for that quality.
   with Image.open(io.BytesIO(real.jpeg_bytes(x[0], q))) as im:
     assert [s[1:3] for s in im.layer] == [(2, 2), (1, 1), (1, 1)]
-    np.testing.assert_array_equal(np.array(im.quantization[0]).reshape(8, 8),
-                                  np.asarray(jpeg.quality_tables(q)[0]))
+    np.testing.assert_array_equal(
+      np.array(im.quantization[0]).reshape(8, 8), np.asarray(jpeg.quality_tables(q)[0])
+    )
   assert not np.array_equal(out, x)  # lossy
   assert _psnr(out / 255.0, x / 255.0) > 25.0
 

@@ -14,23 +14,27 @@ _rayleigh = jax.jit(wireless.rayleigh, static_argnames=("equalize", "return_gain
 def _snr_db(x, y):
   x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
   axes = tuple(range(1, x.ndim))
-  return 10 * np.log10(np.mean(x ** 2, axis=axes) / np.mean((y - x) ** 2, axis=axes))
+  return 10 * np.log10(np.mean(x**2, axis=axes) / np.mean((y - x) ** 2, axis=axes))
 
 
 def test_power_normalize_per_example():
-  x = jax.random.normal(jax.random.key(0), (4, 3, 5, 6)) * jnp.array([0.1, 1.0, 7.0, 300.0])[:, None, None, None]
+  x = (
+    jax.random.normal(jax.random.key(0), (4, 3, 5, 6))
+    * jnp.array([0.1, 1.0, 7.0, 300.0])[:, None, None, None]
+  )
   z = jax.jit(wireless.power_normalize)(x)
   np.testing.assert_allclose(np.mean(np.asarray(z) ** 2, axis=(1, 2, 3)), 1.0, rtol=1e-5)
   # A positive rescaling of each example, nothing else.
   ratio = np.asarray(z / x).reshape(4, -1)
   np.testing.assert_allclose(ratio, ratio[:, :1] * np.ones_like(ratio), rtol=1e-5)
-  np.testing.assert_allclose(np.mean(np.asarray(wireless.power_normalize(x, power=2.0)) ** 2,
-                                     axis=(1, 2, 3)), 2.0, rtol=1e-5)
+  np.testing.assert_allclose(
+    np.mean(np.asarray(wireless.power_normalize(x, power=2.0)) ** 2, axis=(1, 2, 3)), 2.0, rtol=1e-5
+  )
 
 
 @pytest.mark.parametrize("snr", [-5.0, 0.0, 10.0, 20.0])
 def test_awgn_measured_snr(snr):
-  x = wireless.power_normalize(jax.random.normal(jax.random.key(1), (1, 10 ** 6)))
+  x = wireless.power_normalize(jax.random.normal(jax.random.key(1), (1, 10**6)))
   y = _awgn(x, jnp.float32(snr), jax.random.key(2))
   assert abs(_snr_db(x, y)[0] - snr) < 0.1  # stderr ~0.006 dB at 10^6 symbols
 
@@ -71,7 +75,7 @@ def test_rayleigh_received_snr_and_pairing():
   snr = 10 * np.log10(np.mean(np.abs(hz) ** 2) / np.mean(np.abs(yc - hz) ** 2))
   assert abs(snr - 5.0) < 0.1, snr
   # Noise is the same per real part as AWGN at this SNR.
-  assert abs(np.var(np.real(yc - hz)) - 10 ** -0.5) < 0.01
+  assert abs(np.var(np.real(yc - hz)) - 10**-0.5) < 0.01
 
 
 def test_equalized_rayleigh_at_high_snr_returns_input():
@@ -88,8 +92,10 @@ def test_equalized_rayleigh_at_high_snr_returns_input():
 
 def test_gradients_and_errors():
   x = jax.random.normal(jax.random.key(14), (2, 6))
-  for fn in (lambda v: wireless.awgn(wireless.power_normalize(v), 3.0, jax.random.key(0)),
-             lambda v: wireless.rayleigh(wireless.power_normalize(v), 3.0, jax.random.key(0))):
+  for fn in (
+    lambda v: wireless.awgn(wireless.power_normalize(v), 3.0, jax.random.key(0)),
+    lambda v: wireless.rayleigh(wireless.power_normalize(v), 3.0, jax.random.key(0)),
+  ):
     g = jax.jit(jax.grad(lambda v: jnp.sum(fn(v) ** 2)))(x)
     assert np.all(np.isfinite(np.asarray(g))) and float(jnp.max(jnp.abs(g))) > 0
   with pytest.raises(ValueError, match="even"):

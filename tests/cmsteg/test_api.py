@@ -31,37 +31,54 @@ def models():
   vq = recipes.Trained(vq_model, vq_params, {})
   grid = (4, 4)
   prior_model = recipes.prior_model(config, config.vq.model, grid, len(NAMES))
-  pp = prior_model.init(jax.random.PRNGKey(1), jnp.zeros((1, 16), jnp.int32),
-                        jnp.zeros((1,), jnp.int32))["params"]
-  prior = recipes.Trained(prior_model, jax.tree.map(lambda x: 3 * x, pp),
-                          dict(grid=grid, class_names=NAMES, train_labels=[0, 1, 2, 3]))
+  pp = prior_model.init(
+    jax.random.PRNGKey(1), jnp.zeros((1, 16), jnp.int32), jnp.zeros((1,), jnp.int32)
+  )["params"]
+  prior = recipes.Trained(
+    prior_model,
+    jax.tree.map(lambda x: 3 * x, pp),
+    dict(grid=grid, class_names=NAMES, train_labels=[0, 1, 2, 3]),
+  )
   cap_model = recipes.caption_model(config)
-  cp = cap_model.init(jax.random.PRNGKey(2), jnp.zeros((1, 8), jnp.int32),
-                      jnp.zeros((1,), jnp.int32))["params"]
+  cp = cap_model.init(
+    jax.random.PRNGKey(2), jnp.zeros((1, 8), jnp.int32), jnp.zeros((1,), jnp.int32)
+  )["params"]
   cap = recipes.Trained(cap_model, cp, {})
   cm = config.cmsteg
-  cap_sampler = m1.Sampler(variant=cm.variant, precision=24, top_k=int(cm.caption_top_k),
-                           cfg_scale=1.0, temperature=1.0)
-  return api.Models(vq, prior, cap, recipes.vq_codebook(vq), m1.Sampler.from_config(cm),
-                    cap_sampler, config)
+  cap_sampler = m1.Sampler(
+    variant=cm.variant, precision=24, top_k=int(cm.caption_top_k), cfg_scale=1.0, temperature=1.0
+  )
+  return api.Models(
+    vq, prior, cap, recipes.vq_codebook(vq), m1.Sampler.from_config(cm), cap_sampler, config
+  )
 
 
 def test_short_caption_keeps_the_earliest_corrections_and_reads_back(models):
   secret, counters, labels = b"s" * 32, np.arange(3), np.array([0, 1, 2])
-  true, _ = m1.embed(models.prior, np.zeros(8, np.uint32), np.zeros((3, 1), np.uint8),
-                     np.zeros(3, np.int32), labels, counters, models.sampler)
+  true, _ = m1.embed(
+    models.prior,
+    np.zeros(8, np.uint32),
+    np.zeros((3, 1), np.uint8),
+    np.zeros(3, np.int32),
+    labels,
+    counters,
+    models.sampler,
+  )
   wrong = (true + 1 + np.arange(16)) % models.codebook.shape[0]  # every token wrong
   length = 24  # far too short for 16 corrections of 16 bits each: forces the retry loop
   m3 = api.correction_captions(models, true, wrong, labels, labels, secret, counters, length)
-  full = [correct.plan(true[i], wrong[i], a, models.codebook)
-          for i, a in enumerate(m1.allowed_sets(models.prior, true, labels, models.sampler))]
+  full = [
+    correct.plan(true[i], wrong[i], a, models.codebook)
+    for i, a in enumerate(m1.allowed_sets(models.prior, true, labels, models.sampler))
+  ]
   assert np.all(m3["coded_bits"] <= m3["caption_bits"])
-  got_labels, ranks, ok = api.read_corrections(models, m3["captions"], m3["topics"], secret,
-                                               counters, length)
+  got_labels, ranks, ok = api.read_corrections(
+    models, m3["captions"], m3["topics"], secret, counters, length
+  )
   assert ok.all()
   np.testing.assert_array_equal(got_labels, labels)
   for i, p in enumerate(m3["plans"]):
     assert len(p.positions) < len(full[i].positions)  # cut to fit ...
-    assert p.positions == full[i].positions[:len(p.positions)]  # ... keeping the earliest
+    assert p.positions == full[i].positions[: len(p.positions)]  # ... keeping the earliest
     np.testing.assert_array_equal(np.nonzero(ranks[i] >= 0)[0], p.positions)
     np.testing.assert_array_equal(ranks[i][list(p.positions)], p.ranks)

@@ -80,10 +80,12 @@ def test_relative_position_threshold_drops(codebook):
 
 def test_rank_threshold_and_outside_topk_drop(codebook):
   true, rec, allowed = _case(codebook, [3, 9])
-  allowed[3, true[3]] = False        # correct token not samplable: cannot be coded
+  allowed[3, true[3]] = False  # correct token not samplable: cannot be coded
   order = np.asarray(correct.distance_order(codebook, rec[9], allowed[9])).tolist()
   rank9 = order.index(true[9])
-  plan = correct.plan(true, rec, allowed, codebook, l1=8, l2=max(1, math.ceil(math.log2(rank9 + 1))))
+  plan = correct.plan(
+    true, rec, allowed, codebook, l1=8, l2=max(1, math.ceil(math.log2(rank9 + 1)))
+  )
   assert 3 in plan.dropped
   assert plan.positions == (9,)
   tight = correct.plan(true, rec, allowed, codebook, l1=8, l2=1)

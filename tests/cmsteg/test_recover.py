@@ -15,8 +15,15 @@ from stegjax.train.recipes import Trained, encode_tokens
 
 @pytest.fixture(scope="module")
 def vq():
-  model = vq_lib.VQModel(ch=8, ch_mult=(1, 2), num_res_blocks=1, z_channels=8, codebook_size=32,
-                         codebook_dim=4, norm_groups=4)
+  model = vq_lib.VQModel(
+    ch=8,
+    ch_mult=(1, 2),
+    num_res_blocks=1,
+    z_channels=8,
+    codebook_size=32,
+    codebook_dim=4,
+    norm_groups=4,
+  )
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
   return Trained(model, params, {})
 
@@ -51,12 +58,12 @@ def test_m2_keeps_the_best_iterate(vq, images, png):
   after = _loss_of(vq, out["tokens"], images)
   np.testing.assert_allclose(after, out["loss"], rtol=1e-4)
   assert np.all(after <= before + 1e-7)  # never worse than where it started
-  assert np.any(after < before - 1e-6)   # and it does move
+  assert np.any(after < before - 1e-6)  # and it does move
 
 
 def test_batch_equals_one_by_one(vq, images):
   together = recover.recover(vq, images, "jpeg75", steps=STEPS, lr=LR, batch_size=3)
-  alone = [recover.recover(vq, images[i:i + 1], "jpeg75", steps=STEPS, lr=LR) for i in range(3)]
+  alone = [recover.recover(vq, images[i : i + 1], "jpeg75", steps=STEPS, lr=LR) for i in range(3)]
   np.testing.assert_array_equal(together["tokens"], np.concatenate([a["tokens"] for a in alone]))
 
 
@@ -82,7 +89,6 @@ def test_bad_input(vq, images):
     recover.recover(vq, images, "jpeg-ish", steps=1)
   with pytest.raises(ValueError, match="uint8"):
     recover.recover(vq, images.astype(np.float32), "png", steps=1)
-
 
 
 _SHARDED = """

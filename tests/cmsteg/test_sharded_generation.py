@@ -111,7 +111,7 @@ print('RESULT ' + json.dumps(dict(
 
 def test_discop_generation_sharded_over_data_equals_unsharded(python_subprocess):
   out = python_subprocess(_CODE, n_devices=8)
-  res = json.loads([l for l in out.splitlines() if l.startswith("RESULT ")][-1][len("RESULT "):])
+  res = json.loads([l for l in out.splitlines() if l.startswith("RESULT ")][-1][len("RESULT ") :])
   assert res["state_spec"] == ["data"], res  # the Discop state stays sharded through the scan
   assert res["out_spec"][:1] == ["data"], res  # so do the generated tokens [B, T]
   assert res["local_cache"] and not res["global_cache"], res  # KV cache sharded over data

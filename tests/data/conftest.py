@@ -5,8 +5,14 @@ import pytest
 
 from stegjax import data
 
-TINY = dict(patch_size=8, patches_per_photo=6, heldout_patches_per_photo=4, scales=(1.0, 0.5),
-            flip=True, seed=3)
+TINY = dict(
+  patch_size=8,
+  patches_per_photo=6,
+  heldout_patches_per_photo=4,
+  scales=(1.0, 0.5),
+  flip=True,
+  seed=3,
+)
 
 
 def tiny_config(**overrides):
@@ -32,6 +38,7 @@ def photo_arrays():
 
 def write_png(path, array):
   from PIL import Image
+
   path.parent.mkdir(parents=True, exist_ok=True)
   Image.fromarray(np.asarray(array)).save(path)
 

@@ -17,10 +17,11 @@ def _reference_patch(image, crop, flipped, patch_size):
   """Independent re-implementation: crop, PIL bicubic resize, flip."""
   y0, x0, side = (int(v) for v in crop)
   assert 0 <= y0 and y0 + side <= image.shape[0] and 0 <= x0 and x0 + side <= image.shape[1]
-  patch = image[y0:y0 + side, x0:x0 + side]
+  patch = image[y0 : y0 + side, x0 : x0 + side]
   if side != patch_size:
-    patch = np.asarray(Image.fromarray(patch).resize((patch_size, patch_size),
-                                                     Image.Resampling.BICUBIC))
+    patch = np.asarray(
+      Image.fromarray(patch).resize((patch_size, patch_size), Image.Resampling.BICUBIC)
+    )
   return patch[:, ::-1] if flipped else patch
 
 
@@ -28,8 +29,9 @@ def test_writes_array_record_in_tfds_layout_and_reads_back(tiny_photos, tiny):
   train, heldout, info, _, _ = tiny_photos
   d = info["dataset_dir"]
   assert sorted(os.path.basename(f) for f in glob.glob(os.path.join(d, "*.array_record*"))) == [
-      "photo_patches-heldout.array_record-00000-of-00001",
-      "photo_patches-train.array_record-00000-of-00001"]
+    "photo_patches-heldout.array_record-00000-of-00001",
+    "photo_patches-train.array_record-00000-of-00001",
+  ]
   n_train, n_held = 9 * tiny["patches_per_photo"], 2 * tiny["heldout_patches_per_photo"]
   assert (info["num_train"], info["num_heldout"]) == (n_train, n_held)
   assert train["image"].shape == (n_train, 8, 8, 3) and train["image"].dtype == np.uint8
@@ -37,8 +39,11 @@ def test_writes_array_record_in_tfds_layout_and_reads_back(tiny_photos, tiny):
   # The generic TFDS readers (no TensorFlow) see the same records as the cached arrays.
   builder = tfds.builder_from_directory(d)
   assert builder.info.splits["train"].num_examples == n_train
-  src = tfds.data_source(builder.name, data_dir=os.path.dirname(os.path.dirname(
-      os.path.dirname(d))), builder_kwargs={"config": builder.builder_config.name})["train"]
+  src = tfds.data_source(
+    builder.name,
+    data_dir=os.path.dirname(os.path.dirname(os.path.dirname(d))),
+    builder_kwargs={"config": builder.builder_config.name},
+  )["train"]
   assert len(src) == n_train
   for i in (0, 7, n_train - 1):
     np.testing.assert_array_equal(src[i]["image"], train["image"][i])
@@ -50,8 +55,9 @@ def test_every_patch_is_a_crop_of_the_photo_its_label_names(tiny_photos, photo_a
   train, heldout, info, _, _ = tiny_photos
   sides = set()
   for arrays in (train, heldout):
-    for img, label, source, crop, fl in zip(arrays["image"], arrays["label"], arrays["source"],
-                                            arrays["crop"], arrays["flipped"]):
+    for img, label, source, crop, fl in zip(
+      arrays["image"], arrays["label"], arrays["source"], arrays["crop"], arrays["flipped"]
+    ):
       photo = photo_arrays[photos.PHOTO_NAMES[label]]
       assert source == label
       np.testing.assert_array_equal(img, _reference_patch(photo, crop, fl, 8))
@@ -65,14 +71,15 @@ def test_every_patch_is_a_crop_of_the_photo_its_label_names(tiny_photos, photo_a
   assert 0 < flips.mean() < 1  # both flipped and unflipped patches occur
 
 
-def test_scale_one_without_flips_gives_exact_unflipped_crops(tmp_path, photo_arrays,
-                                                              tiny_config):
+def test_scale_one_without_flips_gives_exact_unflipped_crops(tmp_path, photo_arrays, tiny_config):
   cfg = tiny_config(scales=(1.0,), flip=False, patches_per_photo=3, heldout_patches_per_photo=2)
   train, heldout, _ = data.get_dataset(cfg, str(tmp_path))
   assert not train["flipped"].any() and (train["crop"][:, 2] == 8).all()
   for img, label, crop in zip(train["image"], train["label"], train["crop"]):
     y, x, _ = crop
-    np.testing.assert_array_equal(img, photo_arrays[photos.PHOTO_NAMES[label]][y:y + 8, x:x + 8])
+    np.testing.assert_array_equal(
+      img, photo_arrays[photos.PHOTO_NAMES[label]][y : y + 8, x : x + 8]
+    )
 
 
 def test_heldout_photos_never_appear_in_train(tiny_photos, tiny):
@@ -83,8 +90,10 @@ def test_heldout_photos_never_appear_in_train(tiny_photos, tiny):
   assert set(np.unique(train["label"]).tolist()) == set(range(11)) - held
   assert info["train_labels"] == sorted(set(range(11)) - held)
   # Balanced classes: every training photo gives the same number of patches.
-  assert (np.bincount(train["label"], minlength=11)[sorted(set(range(11)) - held)]
-          == tiny["patches_per_photo"]).all()
+  assert (
+    np.bincount(train["label"], minlength=11)[sorted(set(range(11)) - held)]
+    == tiny["patches_per_photo"]
+  ).all()
 
 
 def test_custom_heldout_photos(tmp_path, tiny_config):
@@ -94,8 +103,7 @@ def test_custom_heldout_photos(tmp_path, tiny_config):
   assert info["num_train"] == 10 * 2
 
 
-def test_deterministic_from_seed_and_prepared_once(tiny_photos, tmp_path, monkeypatch,
-                                                   tiny_config):
+def test_deterministic_from_seed_and_prepared_once(tiny_photos, tmp_path, monkeypatch, tiny_config):
   train, _, info, config, data_dir = tiny_photos
   record = glob.glob(os.path.join(info["dataset_dir"], "*train.array_record*"))[0]
   mtime = os.stat(record).st_mtime_ns
@@ -118,12 +126,15 @@ def test_deterministic_from_seed_and_prepared_once(tiny_photos, tmp_path, monkey
   assert (other["crop"] != train["crop"]).any(axis=1).mean() > 0.8
 
 
-@pytest.mark.parametrize("overrides,match", [
+@pytest.mark.parametrize(
+  "overrides,match",
+  [
     (dict(scales=(1.0, 0.0)), "scales"),
     (dict(patch_size=0), "patch_size"),
     (dict(heldout=("coffee", "lena")), "lena"),
     (dict(patches_per_photo=-1), "patches_per_photo"),
-])
+  ],
+)
 def test_bad_config_raises(tmp_path, overrides, match, tiny_config):
   with pytest.raises(ValueError, match=match):
     data.builder_for(tiny_config(**overrides), str(tmp_path))
@@ -143,8 +154,9 @@ def _random_image(rng, h, w):
   return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-def test_folder_builder_labels_by_subfolder_and_holds_out_whole_files(tmp_path, tiny_config,
-                                                                       write_png):
+def test_folder_builder_labels_by_subfolder_and_holds_out_whole_files(
+  tmp_path, tiny_config, write_png
+):
   rng = np.random.default_rng(0)
   folder = tmp_path / "imgs"
   images = {}
@@ -158,8 +170,14 @@ def test_folder_builder_labels_by_subfolder_and_holds_out_whole_files(tmp_path, 
   write_png(folder / "dogs" / "sub" / "grey.png", grey)
   images[os.path.join("dogs", "sub", "grey.png")] = np.repeat(grey[..., None], 3, -1)
   (folder / "cats" / "notes.txt").write_text("not an image")
-  cfg = tiny_config(folder=str(folder), scales=(1.0,), flip=False, patches_per_photo=4,
-                    heldout_patches_per_photo=3, heldout=(os.path.join("cats", "im1.png"),))
+  cfg = tiny_config(
+    folder=str(folder),
+    scales=(1.0,),
+    flip=False,
+    patches_per_photo=4,
+    heldout_patches_per_photo=3,
+    heldout=(os.path.join("cats", "im1.png"),),
+  )
   train, heldout, info = data.get_dataset(cfg, str(tmp_path / "ds"))
   files = sorted(images)
   assert info["class_names"] == ["cats", "dogs"]
@@ -170,21 +188,27 @@ def test_folder_builder_labels_by_subfolder_and_holds_out_whole_files(tmp_path, 
   assert held_idx not in set(train["source"].tolist())
   assert set(train["source"].tolist()) == set(range(7)) - {held_idx}
   for arrays in (train, heldout):
-    for img, label, source, crop in zip(arrays["image"], arrays["label"], arrays["source"],
-                                        arrays["crop"]):
+    for img, label, source, crop in zip(
+      arrays["image"], arrays["label"], arrays["source"], arrays["crop"]
+    ):
       rel = files[source]
       assert label == ["cats", "dogs"].index(rel.split(os.sep)[0])
       y, x, _ = crop
-      np.testing.assert_array_equal(img, images[rel][y:y + 8, x:x + 8])
+      np.testing.assert_array_equal(img, images[rel][y : y + 8, x : x + 8])
 
 
-def test_folder_without_subfolders_has_label_zero_and_fraction_heldout(tmp_path, tiny_config,
-                                                                       write_png):
+def test_folder_without_subfolders_has_label_zero_and_fraction_heldout(
+  tmp_path, tiny_config, write_png
+):
   rng = np.random.default_rng(1)
   for j in range(10):
     write_png(tmp_path / "flat" / f"{j}.png", _random_image(rng, 9, 9))
-  cfg = tiny_config(folder=str(tmp_path / "flat"), patches_per_photo=2,
-                    heldout_patches_per_photo=1, folder_heldout_fraction=0.2)
+  cfg = tiny_config(
+    folder=str(tmp_path / "flat"),
+    patches_per_photo=2,
+    heldout_patches_per_photo=1,
+    folder_heldout_fraction=0.2,
+  )
   train, heldout, info = data.get_dataset(cfg, str(tmp_path / "ds"))
   assert info["class_names"] == ["0"] and info["num_classes"] == 1
   assert (train["label"] == 0).all() and (heldout["label"] == 0).all()
@@ -217,8 +241,7 @@ def test_folder_errors(tmp_path, tiny_config, write_png):
     data.builder_for(tiny_config(folder=str(tmp_path / "mixed")), str(tmp_path))
   write_png(tmp_path / "one" / "a.png", _random_image(rng, 9, 9))
   with pytest.raises(ValueError, match="held-out file"):
-    data.builder_for(tiny_config(folder=str(tmp_path / "one"), heldout=("b.png",)),
-                     str(tmp_path))
+    data.builder_for(tiny_config(folder=str(tmp_path / "one"), heldout=("b.png",)), str(tmp_path))
   (tmp_path / "bad").mkdir()
   (tmp_path / "bad" / "x.png").write_bytes(b"not a png")
   (tmp_path / "bad" / "y.png").write_bytes(b"not a png")

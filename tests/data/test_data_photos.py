@@ -23,6 +23,7 @@ def test_all_eleven_photos_load_as_distinct_colour_images(photo_arrays):
 
 def test_stereo_motorcycle_is_the_left_view(photo_arrays):
   import skimage.data
+
   left, right, _ = skimage.data.stereo_motorcycle()
   np.testing.assert_array_equal(photo_arrays["stereo_motorcycle"], left)
   assert not np.array_equal(left, right)
@@ -30,6 +31,7 @@ def test_stereo_motorcycle_is_the_left_view(photo_arrays):
 
 def test_sklearn_photos_match_load_sample_images(photo_arrays):
   from sklearn.datasets import load_sample_images
+
   s = load_sample_images()
   for path, img in zip(s.filenames, s.images):
     name = "china" if path.endswith("china.jpg") else "flower"
@@ -42,11 +44,14 @@ def test_default_heldout_and_split():
   assert set(train) | set(held) == set(photos.PHOTO_NAMES) and not set(train) & set(held)
 
 
-@pytest.mark.parametrize("heldout,match", [
+@pytest.mark.parametrize(
+  "heldout,match",
+  [
     (("coffee", "nope"), "nope"),
     (("coffee", "coffee"), "duplicates"),
     (photos.PHOTO_NAMES, "nothing is left"),
-])
+  ],
+)
 def test_split_names_rejects_bad_heldout(heldout, match):
   with pytest.raises(ValueError, match=match):
     photos.split_names(heldout)

@@ -23,9 +23,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def _main(args, workdir, check=True):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-  proc = subprocess.run([sys.executable, "-m", "stegjax.main", "--config=configs/cmsteg.py:smoke",
-                         f"--workdir={workdir}"] + args, cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=1200)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "stegjax.main",
+      "--config=configs/cmsteg.py:smoke",
+      f"--workdir={workdir}",
+    ]
+    + args,
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=1200,
+  )
   if check and proc.returncode != 0:
     raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
   return proc
@@ -56,33 +68,62 @@ def test_embed_extract_real_file(workdir, tmp_path):
   msg.write_bytes(b"hi!")
   key = tmp_path / "k.json"
   out = tmp_path / "out"
-  p = _main(["--config.mode=embed", f"--config.message_file={msg}", f"--config.key_file={key}",
-             f"--config.out={out}"], workdir)
+  p = _main(
+    [
+      "--config.mode=embed",
+      f"--config.message_file={msg}",
+      f"--config.key_file={key}",
+      f"--config.out={out}",
+    ],
+    workdir,
+  )
   assert "hid 3 bytes" in p.stdout
   assert json.load(open(key))["counter"] == 1  # advanced
   # The real channel the sender prepared for (the config's cmsteg.channel): PIL JPEG at QF 85.
   stego = np.asarray(Image.open(out / "stego.png").convert("RGB"))
   (tmp_path / "received.jpg").write_bytes(real.jpeg_bytes(stego, 85))
   got = tmp_path / "got.bin"
-  _main(["--config.mode=extract", f"--config.image={tmp_path}/received.jpg",
-         f"--config.caption={out}/caption.txt", f"--config.key_file={key}",
-         f"--config.out={got}"], workdir)
+  _main(
+    [
+      "--config.mode=extract",
+      f"--config.image={tmp_path}/received.jpg",
+      f"--config.caption={out}/caption.txt",
+      f"--config.key_file={key}",
+      f"--config.out={got}",
+    ],
+    workdir,
+  )
   assert got.read_bytes() == b"hi!"
 
   # A wrong key: one clear line, non-zero exit, nothing written.
   bad = tmp_path / "bad.json"
   bad.write_text(json.dumps({"secret": "00" * 32, "counter": 1}))
   got2 = tmp_path / "got2.bin"
-  p = _main(["--config.mode=extract", f"--config.image={out}/stego.png",
-             f"--config.caption={out}/caption.txt", f"--config.key_file={bad}",
-             f"--config.out={got2}"], workdir, check=False)
+  p = _main(
+    [
+      "--config.mode=extract",
+      f"--config.image={out}/stego.png",
+      f"--config.caption={out}/caption.txt",
+      f"--config.key_file={bad}",
+      f"--config.out={got2}",
+    ],
+    workdir,
+    check=False,
+  )
   assert p.returncode != 0 and not got2.exists()
   assert "no message could be recovered" in p.stderr.strip().splitlines()[-1]
 
 
 def test_errors_are_one_line(workdir, tmp_path):
-  p = _main(["--config.mode=extract", "--config.image=/nonexistent.png",
-             f"--config.key_file={tmp_path}/none.json"], workdir, check=False)
+  p = _main(
+    [
+      "--config.mode=extract",
+      "--config.image=/nonexistent.png",
+      f"--config.key_file={tmp_path}/none.json",
+    ],
+    workdir,
+    check=False,
+  )
   assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("stegjax: error:")
   p = _main(["--config.mode=sideways"], workdir, check=False)
   assert p.returncode == 2 and "unknown --config.mode" in p.stderr
@@ -90,11 +131,19 @@ def test_errors_are_one_line(workdir, tmp_path):
 
 def test_acceptance_verdicts():
   from stegjax.experiments import cmsteg
-  rq = lambda m1, m2, m3: {"M1": {"R_q": {"mean": m1}}, "M1+M2": {"R_q": {"mean": m2}},
-                           "M1+M2+M3": {"R_q": {"mean": m3}, "message_ok": 1.0}}
-  res = {"channels": {"png": {"stages": rq(0.8, 0.9, 0.995)},
-                      "jpeg95": {"stages": rq(0.8, 0.9, 0.985)},
-                      "jpeg75": {"stages": rq(0.7, 0.7, 0.98)}}}
+
+  rq = lambda m1, m2, m3: {
+    "M1": {"R_q": {"mean": m1}},
+    "M1+M2": {"R_q": {"mean": m2}},
+    "M1+M2+M3": {"R_q": {"mean": m3}, "message_ok": 1.0},
+  }
+  res = {
+    "channels": {
+      "png": {"stages": rq(0.8, 0.9, 0.995)},
+      "jpeg95": {"stages": rq(0.8, 0.9, 0.985)},
+      "jpeg75": {"stages": rq(0.7, 0.7, 0.98)},
+    }
+  }
   res["channels"]["jpeg95"]["stages"]["M1+M2+M3"]["message_ok"] = 0.875
   got = {c: ok for c, _, ok in cmsteg.acceptance(res)}
   assert got["R_q after M1+M2+M3 >= 99% on png"]

@@ -17,7 +17,7 @@ _spec.loader.exec_module(sa_config)
 
 def _smoke():
   c = sa_config.get_config("smoke")
-  c.steganalysis.detectors = "xunet"     # one detector keeps the compile time down
+  c.steganalysis.detectors = "xunet"  # one detector keeps the compile time down
   c.steganalysis.scenarios = "discop,lsb"
   return c
 
@@ -26,8 +26,8 @@ def test_pairs_share_flip_rotation_and_crop():
   rng = np.random.default_rng(0)
   cover = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
   stego = cover.copy()
-  stego[:, 3, 5, 1] ^= 1                        # one changed value per image
-  t = np.arange(6) + 2                           # transforms 2..7 (rotations and flips)
+  stego[:, 3, 5, 1] ^= 1  # one changed value per image
+  t = np.arange(6) + 2  # transforms 2..7 (rotations and flips)
   off = rng.integers(0, 3, (6, 2))
   c = steganalysis._d4_crop(cover, t, off, 6)
   s = steganalysis._d4_crop(stego, t, off, 6)
@@ -44,20 +44,43 @@ def test_pairs_share_flip_rotation_and_crop():
 
 def test_verdicts_on_hand_made_results():
   def res(pe, lo, hi, pe_min, null_lo):
-    return dict(pe_fixed=pe, pe_fixed_ci=(lo, hi), pe_min=pe_min, pe_min_null_interval=(null_lo, 0.5),
-                pe_min_pvalue=0.5, auc=0.5, ci_level=0.95)
-  det = {"discop": {"a": res(0.49, 0.44, 0.54, 0.45, 0.43),    # undetected
-                    "b": res(0.40, 0.35, 0.45, 0.38, 0.43)},   # caught: 0.5 outside its CI
-         "naive": {"a": res(0.05, 0.02, 0.08, 0.04, 0.43)},
-         "lsb": {"a": res(0.25, 0.20, 0.30, 0.24, 0.43)}}      # missed: above 0.2
-  tok = {"loglik": {"naive": {"min_pvalue": 1e-9}, "discop": {"min_pvalue": 0.3}},
-         "chi2_fixed_message": {"naive": {"bonferroni_pvalue": 1.0},
-                                "discop": {"bonferroni_pvalue": 0.02}},
-         "coincidence": {"fixed_nonce": {"pvalue": 1e-5}, "fresh_nonce": {"pvalue": 0.5}}}
+    return dict(
+      pe_fixed=pe,
+      pe_fixed_ci=(lo, hi),
+      pe_min=pe_min,
+      pe_min_null_interval=(null_lo, 0.5),
+      pe_min_pvalue=0.5,
+      auc=0.5,
+      ci_level=0.95,
+    )
+
+  det = {
+    "discop": {
+      "a": res(0.49, 0.44, 0.54, 0.45, 0.43),  # undetected
+      "b": res(0.40, 0.35, 0.45, 0.38, 0.43),
+    },  # caught: 0.5 outside its CI
+    "naive": {"a": res(0.05, 0.02, 0.08, 0.04, 0.43)},
+    "lsb": {"a": res(0.25, 0.20, 0.30, 0.24, 0.43)},
+  }  # missed: above 0.2
+  tok = {
+    "loglik": {"naive": {"min_pvalue": 1e-9}, "discop": {"min_pvalue": 0.3}},
+    "chi2_fixed_message": {
+      "naive": {"bonferroni_pvalue": 1.0},
+      "discop": {"bonferroni_pvalue": 0.02},
+    },
+    "coincidence": {"fixed_nonce": {"pvalue": 1e-5}, "fresh_nonce": {"pvalue": 0.5}},
+  }
   v = steganalysis._verdicts(det, tok, alpha=0.01)
   got = [(x["target"], x["pass"]) for x in v]
-  assert got == [("a", True), ("a", False), ("b", True), ("b", False), ("c", True), ("c", True),
-                 ("d", True)]
+  assert got == [
+    ("a", True),
+    ("a", False),
+    ("b", True),
+    ("b", False),
+    ("c", True),
+    ("c", True),
+    ("d", True),
+  ]
   tok["coincidence"]["fresh_nonce"]["pvalue"] = 0.001  # the counter design flagged too
   v = steganalysis._verdicts(det, tok, alpha=0.01)
   assert [x["pass"] for x in v if x["target"] in "cd"] == [True, False, False]
@@ -90,7 +113,7 @@ def test_smoke_end_to_end(tmp_path):
     r = data["detectors"][sc]["xunet"]
     assert r["n_cover_test"] == r["n_stego_test"] == c.steganalysis.num_test
     assert 0.0 <= r["pe_min"] <= 0.5 and 0.0 <= r["pe_fixed"] <= 1.0
-    assert r["pe_min"] <= r["pe_fixed"] + 1e-12   # min over thresholds on the same data
+    assert r["pe_min"] <= r["pe_fixed"] + 1e-12  # min over thresholds on the same data
     lo, hi = r["pe_fixed_ci"]
     assert 0.0 <= lo < hi <= 1.0
     assert 0.0 <= r["auc"] <= 1.0
@@ -109,7 +132,7 @@ def test_smoke_end_to_end(tmp_path):
   assert tok["loglik_fast_vs_replay_max_abs_diff"] < 1e-3
   assert any("token tests reject naive" in v["check"] and v["pass"] for v in data["verdicts"])
   assert {v["target"] for v in data["verdicts"]} == {"a", "b", "c", "d"}
-  assert not data["models_cached"]   # smoke trains its own models in the test's folder
+  assert not data["models_cached"]  # smoke trains its own models in the test's folder
   with open(os.path.join(wd, "report.md")) as f:
     text = f.read()
   assert "Small-N SMOKE run" in text and "N = 16+16 train" in text and "MET" in text

@@ -103,7 +103,7 @@ def test_bootstrap_and_permutation_on_null_and_separable():
 def test_evaluate_fixed_threshold_from_train():
   labels = np.array([0, 0, 0, 1, 1, 1])
   train = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])  # threshold 2.5
-  test = np.array([0.0, 2.6, 1.0, 2.4, 9.0, 8.0])   # 1 FA, 1 MD of 3 each
+  test = np.array([0.0, 2.6, 1.0, 2.4, 9.0, 8.0])  # 1 FA, 1 MD of 3 each
   out = detection.evaluate(jax.random.key(1), train, labels, test, labels, num_resamples=50)
   assert out["threshold_train"] == pytest.approx(2.5)
   assert (out["p_fa"], out["p_md"]) == pytest.approx((1 / 3, 1 / 3))
@@ -113,12 +113,15 @@ def test_evaluate_fixed_threshold_from_train():
   assert out["pe_min"] <= out["pe_fixed"]
 
 
-@pytest.mark.parametrize("bad", [
+@pytest.mark.parametrize(
+  "bad",
+  [
     dict(scores=[0.1, 0.2], labels=[0, 0]),
     dict(scores=[0.1, np.nan], labels=[0, 1]),
     dict(scores=[0.1, 0.2], labels=[0, 2]),
     dict(scores=[0.1, 0.2, 0.3], labels=[0, 1]),
-])
+  ],
+)
 def test_bad_input_raises(bad):
   with pytest.raises(ValueError):
     detection.min_pe(**bad)

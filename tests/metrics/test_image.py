@@ -16,8 +16,11 @@ _ssim = jax.jit(image.ssim, static_argnames="max_val")
 @pytest.fixture(scope="module")
 def pairs():
   """Clean photos and degraded versions (noise, blur-ish, saturating shift), float [0, 1]."""
-  photos = [skimage.data.astronaut()[100:196, 150:246], skimage.data.coffee()[100:196, 200:296],
-            skimage.data.chelsea()[50:146, 100:196]]
+  photos = [
+    skimage.data.astronaut()[100:196, 150:246],
+    skimage.data.coffee()[100:196, 200:296],
+    skimage.data.chelsea()[50:146, 100:196],
+  ]
   a = np.stack(photos).astype(np.float32) / 255.0
   noise = np.asarray(jax.random.normal(jax.random.key(0), a.shape)) * 0.05
   b = np.clip(a + noise, 0, 1)
@@ -31,11 +34,14 @@ def test_psnr_matches_skimage(pairs):
   assert got.shape == (2, 3)
   for i in range(2):
     for j in range(3):
-      ref = peak_signal_noise_ratio(a[j].astype(np.float64), degraded[i, j].astype(np.float64),
-                                    data_range=1.0)
+      ref = peak_signal_noise_ratio(
+        a[j].astype(np.float64), degraded[i, j].astype(np.float64), data_range=1.0
+      )
       assert abs(got[i, j] - ref) < 1e-3, (i, j, got[i, j], ref)
   # max_val scales: uint8-range inputs with max_val=255 give the same numbers.
-  np.testing.assert_allclose(np.asarray(_psnr(a * 255, degraded * 255, max_val=255.0)), got, atol=1e-3)
+  np.testing.assert_allclose(
+    np.asarray(_psnr(a * 255, degraded * 255, max_val=255.0)), got, atol=1e-3
+  )
   assert np.isinf(float(image.psnr(a[0], a[0])))
 
 
@@ -45,12 +51,20 @@ def test_ssim_matches_skimage(pairs):
   assert got.shape == (2, 3)
   for i in range(2):
     for j in range(3):
-      ref = structural_similarity(a[j].astype(np.float64), degraded[i, j].astype(np.float64),
-                                  channel_axis=-1, gaussian_weights=True, sigma=1.5,
-                                  use_sample_covariance=False, data_range=1.0)
+      ref = structural_similarity(
+        a[j].astype(np.float64),
+        degraded[i, j].astype(np.float64),
+        channel_axis=-1,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=1.0,
+      )
       assert abs(got[i, j] - ref) < 2e-4, (i, j, got[i, j], ref)
   np.testing.assert_allclose(np.asarray(_ssim(a, a)), 1.0, atol=1e-5)
-  np.testing.assert_allclose(np.asarray(_ssim(a * 255, degraded * 255, max_val=255.0)), got, atol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(_ssim(a * 255, degraded * 255, max_val=255.0)), got, atol=1e-4
+  )
 
 
 def test_ssim_is_differentiable_and_checks_input():

@@ -32,7 +32,7 @@ def test_welch_hand_value():
   r = stats.welch_t_test(a, b)
   va, vb = a.var(ddof=1) / 4, b.var(ddof=1) / 5
   assert r.statistic == pytest.approx((2.5 - 6.0) / np.sqrt(va + vb))
-  assert r.df == pytest.approx((va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 4))
+  assert r.df == pytest.approx((va + vb) ** 2 / (va**2 / 3 + vb**2 / 4))
 
 
 def test_mann_whitney_u_counts_pairs():
@@ -60,8 +60,9 @@ def test_two_sample_level_and_power():
   out = stats.two_sample_tests(a, b, key=jax.random.key(0), num_permutations=500)
   assert out["welch_t"]["pvalue"] < 1e-6 and out["mann_whitney_u"]["pvalue"] < 1e-6
   assert out["permutation_mean"]["pvalue"] == pytest.approx(1 / 501)
-  same = stats.two_sample_tests(a, rng.normal(size=300), key=jax.random.key(1),
-                                num_permutations=500)
+  same = stats.two_sample_tests(
+    a, rng.normal(size=300), key=jax.random.key(1), num_permutations=500
+  )
   assert same["min_pvalue"] > 0.01
   # The permutation p-value agrees with Welch's on a null comparison.
   assert abs(same["permutation_mean"]["pvalue"] - same["welch_t"]["pvalue"]) < 0.08
@@ -127,10 +128,10 @@ def test_coincidence_catches_fixed_nonce():
   # Common prefix: pairs from a fixed nonce stay together longer.
   assert out["mean_common_prefix_test"] > out["mean_common_prefix_ref"]
   np.testing.assert_array_equal(
-      stats.pair_common_prefix(np.array([[1, 2, 3], [1, 2, 4], [5, 6, 7], [0, 6, 7]])), [2, 0])
+    stats.pair_common_prefix(np.array([[1, 2, 3], [1, 2, 4], [5, 6, 7], [0, 6, 7]])), [2, 0]
+  )
   # Unbiased collision rate matches sum_k p_k^2 on fresh samples.
   big = _sample_tokens(rng, probs, 3000)
-  np.testing.assert_allclose(stats.collision_rate(big).mean(), (probs ** 2).sum(1).mean(),
-                             rtol=0.05)
+  np.testing.assert_allclose(stats.collision_rate(big).mean(), (probs**2).sum(1).mean(), rtol=0.05)
   # With one draw for all, the histograms collapse to <= 2 tokens per position too.
   assert stats.per_position_chi2(cover, fixed, vocab)["bonferroni_pvalue"] < 1e-6

@@ -18,15 +18,26 @@ from stegjax.models import transformer as tr
 from stegjax.models import vq as vq_lib
 
 # Tiny shapes with the published structure (GroupNorm(32) needs multiples of 32 channels).
-VQ_TINY = dict(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, z_channels=32, codebook_size=64, codebook_dim=8)
-GPT_TINY = dict(vocab_size=64, num_classes=10, dim=64, n_layer=2, n_head=4, multiple_of=32, grid=(4, 4))
+VQ_TINY = dict(
+  ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, z_channels=32, codebook_size=64, codebook_dim=8
+)
+GPT_TINY = dict(
+  vocab_size=64, num_classes=10, dim=64, n_layer=2, n_head=4, multiple_of=32, grid=(4, 4)
+)
 
 
 # ------------------------------------------------------------------ LlamaGen key layout, written out
 # from LlamaGen's module constructors (vq_model.py / gpt.py), independent of the converter.
 
-def llamagen_vq_keys(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
-                     codebook_size=16384, codebook_dim=8):
+
+def llamagen_vq_keys(
+  ch=128,
+  ch_mult=(1, 1, 2, 2, 4),
+  num_res_blocks=2,
+  z_channels=256,
+  codebook_size=16384,
+  codebook_dim=8,
+):
   keys = {}
 
   def conv(name, cin, cout, k):
@@ -90,14 +101,19 @@ def llamagen_vq_keys(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channe
   return keys
 
 
-def llamagen_gpt_keys(vocab_size, num_classes, dim, n_layer, n_head, n_kv_head=None, multiple_of=256):
+def llamagen_gpt_keys(
+  vocab_size, num_classes, dim, n_layer, n_head, n_kv_head=None, multiple_of=256
+):
   hd = dim // n_head
   kv = n_kv_head or n_head
   hidden = int(2 * 4 * dim / 3)
   hidden = hidden if hidden % multiple_of == 0 else hidden + multiple_of - hidden % multiple_of
-  keys = {"cls_embedding.embedding_table.weight": (num_classes + 1, dim),
-          "tok_embeddings.weight": (vocab_size, dim), "norm.weight": (dim,),
-          "output.weight": (vocab_size, dim)}
+  keys = {
+    "cls_embedding.embedding_table.weight": (num_classes + 1, dim),
+    "tok_embeddings.weight": (vocab_size, dim),
+    "norm.weight": (dim,),
+    "output.weight": (vocab_size, dim),
+  }
   for i in range(n_layer):
     keys[f"layers.{i}.attention.wqkv.weight"] = ((n_head + 2 * kv) * hd, dim)
     keys[f"layers.{i}.attention.wo.weight"] = (dim, dim)
@@ -120,6 +136,7 @@ def _expected_shapes(model):
 
 # ------------------------------------------------------------------ without torch
 
+
 def test_vq16_keys_are_the_published_layout():
   got = _expected_shapes(presets.vq_model("VQ-16"))
   want = llamagen_vq_keys()
@@ -135,15 +152,23 @@ def test_vq16_keys_are_the_published_layout():
 def test_gpt_keys_are_the_published_layout(name):
   model = presets.gpt_model(name)
   p = presets.GPT_PRESETS[name]
-  assert _expected_shapes(model) == llamagen_gpt_keys(16384, 1000, p["dim"], p["n_layer"], p["n_head"])
+  assert _expected_shapes(model) == llamagen_gpt_keys(
+    16384, 1000, p["dim"], p["n_layer"], p["n_head"]
+  )
   if name == "GPT-3B":
     assert model.hd == 100 and model.grid == (24, 24) and model.num_tokens == 576
 
 
 def test_param_counts_of_published_configs():
   # Exact counts from jax.eval_shape (no allocation); LlamaGen rounds them to 111M ... 3.1B.
-  exact = {"VQ-16": 71_883_403, "GPT-B": 110_888_448, "GPT-L": 342_910_976, "GPT-XL": 774_699_520,
-           "GPT-XXL": 1_410_972_672, "GPT-3B": 3_096_659_200}
+  exact = {
+    "VQ-16": 71_883_403,
+    "GPT-B": 110_888_448,
+    "GPT-L": 342_910_976,
+    "GPT-XL": 774_699_520,
+    "GPT-XXL": 1_410_972_672,
+    "GPT-3B": 3_096_659_200,
+  }
   for name, n in exact.items():
     model = presets.vq_model(name) if name.startswith("VQ") else presets.gpt_model(name)
     got = presets.param_count(model)
@@ -174,7 +199,9 @@ def test_numpy_state_dict_maps_with_layouts():
   k = params["encoder"]["conv_blocks_2"]["res_0"]["conv1"]["kernel"]  # HWIO
   assert k.shape == (3, 3, 32, 64)
   assert k[0, 2, 5, 7] == w[7, 5, 0, 2] and k[2, 1, 31, 63] == w[63, 31, 2, 1]
-  np.testing.assert_array_equal(params["decoder"]["mid_1"]["norm"]["scale"], sd["decoder.mid.1.norm.weight"])
+  np.testing.assert_array_equal(
+    params["decoder"]["mid_1"]["norm"]["scale"], sd["decoder.mid.1.norm.weight"]
+  )
   np.testing.assert_array_equal(params["quantizer"]["embedding"], sd["quantize.embedding.weight"])
   # and back: the inverse reproduces the state dict exactly
   back = cv.to_torch_state_dict(params)
@@ -186,18 +213,28 @@ def test_numpy_state_dict_maps_with_layouts():
   gsd = _random_sd(llamagen_gpt_keys(64, 10, 64, 2, 4, multiple_of=32), seed=1)
   gp = cv.to_flax_params(gsd, gmodel)
   np.testing.assert_array_equal(gp["output"]["kernel"], gsd["output.weight"].T)
-  np.testing.assert_array_equal(gp["layers_1"]["attention"]["wqkv"]["kernel"], gsd["layers.1.attention.wqkv.weight"].T)
+  np.testing.assert_array_equal(
+    gp["layers_1"]["attention"]["wqkv"]["kernel"], gsd["layers.1.attention.wqkv.weight"].T
+  )
   np.testing.assert_array_equal(gp["tok_embeddings"]["embedding"], gsd["tok_embeddings.weight"])
-  np.testing.assert_array_equal(gp["layers_0"]["ffn_norm"]["weight"], gsd["layers.0.ffn_norm.weight"])
+  np.testing.assert_array_equal(
+    gp["layers_0"]["ffn_norm"]["weight"], gsd["layers.0.ffn_norm.weight"]
+  )
 
 
 def test_buffers_dropped_and_wrappers_unwrapped():
   gmodel = tr.Transformer(**GPT_TINY)
   sd = _random_sd(llamagen_gpt_keys(64, 10, 64, 2, 4, multiple_of=32))
-  extra = {"freqs_cis": np.zeros((17, 8, 2), np.float32), "causal_mask": np.ones((17, 17), bool),
-           "layers.0.attention.kv_cache.k_cache": np.zeros((2, 4, 17, 16), np.float32)}
-  ckpt = {"model": {f"module.{k}": v for k, v in {**sd, **extra}.items()}, "steps": 7,
-          "args": argparse.Namespace(gpt_model="GPT-B")}
+  extra = {
+    "freqs_cis": np.zeros((17, 8, 2), np.float32),
+    "causal_mask": np.ones((17, 17), bool),
+    "layers.0.attention.kv_cache.k_cache": np.zeros((2, 4, 17, 16), np.float32),
+  }
+  ckpt = {
+    "model": {f"module.{k}": v for k, v in {**sd, **extra}.items()},
+    "steps": 7,
+    "args": argparse.Namespace(gpt_model="GPT-B"),
+  }
   flat = cv.unwrap_state_dict(ckpt)
   assert "tok_embeddings.weight" in flat and "freqs_cis" in flat
   params = cv.to_flax_params(flat, gmodel)
@@ -222,7 +259,10 @@ def test_mismatch_names_every_bad_key():
   assert "layers.0.attention.wo.weight: expected shape (64, 64), got (64, 48)" in msg
   # a VQ checkpoint for the wrong codebook
   vq_sd = _random_sd(llamagen_vq_keys(**VQ_TINY))
-  with pytest.raises(cv.CheckpointMismatchError, match=r"quantize.embedding.weight: expected shape \(128, 8\), got \(64, 8\)"):
+  with pytest.raises(
+    cv.CheckpointMismatchError,
+    match=r"quantize.embedding.weight: expected shape \(128, 8\), got \(64, 8\)",
+  ):
     cv.to_flax_params(vq_sd, vq_lib.VQModel(**dict(VQ_TINY, codebook_size=128)))
   # a GPT checkpoint given as the VQ
   with pytest.raises(cv.CheckpointMismatchError, match="missing keys: decoder.conv_blocks"):
@@ -233,11 +273,20 @@ def test_infer_configs_from_shapes():
   def abstract(keys):
     return {k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in keys.items()}
 
-  name, cfg = cv.infer_gpt_config(abstract(llamagen_gpt_keys(16384, 1000, 3200, 24, 32)), image_size=384)
-  assert name == "GPT-3B" and cfg["n_head"] == 32 and cfg["grid"] == (24, 24) and cfg["num_classes"] == 1000
+  name, cfg = cv.infer_gpt_config(
+    abstract(llamagen_gpt_keys(16384, 1000, 3200, 24, 32)), image_size=384
+  )
+  assert (
+    name == "GPT-3B"
+    and cfg["n_head"] == 32
+    and cfg["grid"] == (24, 24)
+    and cfg["num_classes"] == 1000
+  )
   gqa = abstract(llamagen_gpt_keys(64, 10, 64, 2, 4, n_kv_head=2, multiple_of=32))
   _, cfg = cv.infer_gpt_config(gqa, image_size=64, downsample=16, n_head=4)
-  assert cfg["n_kv_head"] == 2 and cfg["dim"] == 64 and cfg["n_layer"] == 2 and cfg["vocab_size"] == 64
+  assert (
+    cfg["n_kv_head"] == 2 and cfg["dim"] == 64 and cfg["n_layer"] == 2 and cfg["vocab_size"] == 64
+  )
   assert cfg["grid"] == (4, 4)
   # the inferred config reproduces every shape of the checkpoint (SwiGLU width included)
   model = tr.Transformer(**cfg)
@@ -247,7 +296,12 @@ def test_infer_configs_from_shapes():
   vq_cfg = cv.infer_vq_config(abstract(llamagen_vq_keys(**VQ_TINY)))
   for k, v in VQ_TINY.items():
     assert vq_cfg[k] == v, k
-  assert cv.infer_vq_config(abstract(llamagen_vq_keys(ch_mult=(1, 2, 2, 4))))["ch_mult"] == (1, 2, 2, 4)
+  assert cv.infer_vq_config(abstract(llamagen_vq_keys(ch_mult=(1, 2, 2, 4))))["ch_mult"] == (
+    1,
+    2,
+    2,
+    4,
+  )
 
 
 def _write_safetensors(path, tensors):
@@ -267,7 +321,9 @@ def test_safetensors_reader(tmp_path):
   a = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
   b = np.asarray([1.5, -2.25, 3.0], ml_dtypes.bfloat16)
   p = str(tmp_path / "x.safetensors")
-  _write_safetensors(p, {"a": ("F32", a), "b": ("BF16", b), "c": ("I64", np.arange(3, dtype=np.int64))})
+  _write_safetensors(
+    p, {"a": ("F32", a), "b": ("BF16", b), "c": ("I64", np.arange(3, dtype=np.int64))}
+  )
   sd = cv.read_state_dict(p)
   np.testing.assert_array_equal(sd["a"], a)
   assert sd["b"].dtype == np.float32 and sd["b"].tolist() == [1.5, -2.25, 3.0]
@@ -292,7 +348,9 @@ def test_cli_safetensors_to_orbax_and_back(tmp_path, capsys):
   _write_safetensors(gpt_path, {k: ("F32", v) for k, v in gpt_sd.items()})
   out = str(tmp_path / "out")
   # the tiny GPT is no published shape, so its head count is given; 16 px / 4 (VQ_TINY) = 4 x 4
-  rc = cv.main([f"--vq={vq_path}", f"--gpt={gpt_path}", f"--out={out}", "--image_size=16", "--n_head=4"])
+  rc = cv.main(
+    [f"--vq={vq_path}", f"--gpt={gpt_path}", f"--out={out}", "--image_size=16", "--n_head=4"]
+  )
   assert rc == 0, capsys.readouterr()
   vq_model, vq_params, gpt_model, gpt_params = cv.load_converted(out)
   assert vq_model.ch_mult == (1, 1, 2) and vq_model.codebook_size == 64
@@ -301,7 +359,10 @@ def test_cli_safetensors_to_orbax_and_back(tmp_path, capsys):
   for k, v in (vq_sd | gpt_sd).items():
     np.testing.assert_array_equal(np.asarray(back[k]), v)
   meta = json.load(open(os.path.join(out, "config.json")))
-  assert meta["gpt"]["params"] == sum(v.size for v in gpt_sd.values()) and meta["gpt"]["image_size"] == 16
+  assert (
+    meta["gpt"]["params"] == sum(v.size for v in gpt_sd.values())
+    and meta["gpt"]["image_size"] == 16
+  )
   # only the GPT, and a checkpoint with a missing key: exit code 1 and the key named on stderr
   del gpt_sd["layers.0.ffn_norm.weight"]
   _write_safetensors(gpt_path, {k: ("F32", v) for k, v in gpt_sd.items()})
@@ -316,6 +377,7 @@ def test_cli_safetensors_to_orbax_and_back(tmp_path, capsys):
 # ------------------------------------------------------------------ with torch: a PyTorch reference
 # of LlamaGen's published layers (its module/attribute names, so state_dict() gives its keys).
 
+
 def _torch_reference():
   torch = pytest.importorskip("torch")
   nn, F = torch.nn, torch.nn.functional
@@ -327,7 +389,11 @@ def _torch_reference():
     def __init__(self, cin, cout):
       super().__init__()
       self.norm1, self.conv1 = gn(cin), nn.Conv2d(cin, cout, 3, 1, 1)
-      self.norm2, self.dropout, self.conv2 = gn(cout), nn.Dropout(0.0), nn.Conv2d(cout, cout, 3, 1, 1)
+      self.norm2, self.dropout, self.conv2 = (
+        gn(cout),
+        nn.Dropout(0.0),
+        nn.Conv2d(cout, cout, 3, 1, 1),
+      )
       if cin != cout:
         self.nin_shortcut = nn.Conv2d(cin, cout, 1)
       self.cin, self.cout = cin, cout
@@ -347,7 +413,7 @@ def _torch_reference():
       h = self.norm(x)
       q, k, v = self.q(h), self.k(h), self.v(h)
       b, c, hh, ww = q.shape
-      w = torch.bmm(q.reshape(b, c, hh * ww).permute(0, 2, 1), k.reshape(b, c, hh * ww)) * c ** -0.5
+      w = torch.bmm(q.reshape(b, c, hh * ww).permute(0, 2, 1), k.reshape(b, c, hh * ww)) * c**-0.5
       w = F.softmax(w, dim=2)
       h = torch.bmm(v.reshape(b, c, hh * ww), w.permute(0, 2, 1)).reshape(b, c, hh, ww)
       return x + self.proj_out(h)
@@ -456,7 +522,7 @@ def _torch_reference():
     def encode_indices(self, x):  # l2-normalized nearest entry, as LlamaGen's VectorQuantizer
       z = F.normalize(self.quant_conv(self.encoder(x)).permute(0, 2, 3, 1), dim=-1)
       e = F.normalize(self.quantize.embedding.weight, dim=-1)
-      d = (z ** 2).sum(-1, keepdim=True) + (e ** 2).sum(-1) - 2 * torch.einsum("bhwd,nd->bhwn", z, e)
+      d = (z**2).sum(-1, keepdim=True) + (e**2).sum(-1) - 2 * torch.einsum("bhwd,nd->bhwn", z, e)
       return z, torch.argmin(d, dim=-1)
 
     def decode_code(self, idx):
@@ -478,8 +544,13 @@ def _torch_reference():
   def rope(x, fc):
     xs = x.float().reshape(*x.shape[:-1], -1, 2)
     fc = fc.view(1, xs.size(1), 1, xs.size(3), 2)
-    out = torch.stack([xs[..., 0] * fc[..., 0] - xs[..., 1] * fc[..., 1],
-                       xs[..., 1] * fc[..., 0] + xs[..., 0] * fc[..., 1]], dim=-1)
+    out = torch.stack(
+      [
+        xs[..., 0] * fc[..., 0] - xs[..., 1] * fc[..., 1],
+        xs[..., 1] * fc[..., 0] + xs[..., 0] * fc[..., 1],
+      ],
+      dim=-1,
+    )
     return out.flatten(3).type_as(x)
 
   class RMSNorm(nn.Module):
@@ -489,7 +560,9 @@ def _torch_reference():
 
     def forward(self, x):
       xf = x.float()
-      return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+      return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(
+        x
+      ) * self.weight
 
   class FeedForward(nn.Module):
     def __init__(self, dim, multiple_of):
@@ -542,20 +615,32 @@ def _torch_reference():
       self.embedding_table = nn.Embedding(num_classes + 1, dim)
 
   class GPT(nn.Module):
-    def __init__(self, vocab_size, num_classes, dim, n_layer, n_head, n_kv_head=None, multiple_of=256,
-                 grid=(16, 16)):
+    def __init__(
+      self,
+      vocab_size,
+      num_classes,
+      dim,
+      n_layer,
+      n_head,
+      n_kv_head=None,
+      multiple_of=256,
+      grid=(16, 16),
+    ):
       super().__init__()
       self.cls_embedding = LabelEmbedder(num_classes, dim)
       self.tok_embeddings = nn.Embedding(vocab_size, dim)
-      self.layers = nn.ModuleList([TransformerBlock(dim, n_head, n_kv_head or n_head, multiple_of)
-                                   for _ in range(n_layer)])
+      self.layers = nn.ModuleList(
+        [TransformerBlock(dim, n_head, n_kv_head or n_head, multiple_of) for _ in range(n_layer)]
+      )
       self.norm = RMSNorm(dim)
       self.output = nn.Linear(dim, vocab_size, bias=False)
       self.freqs_cis = freqs_2d(grid[0], dim // n_head)  # a plain attribute, as in LlamaGen
       self.num_classes, self.seq = num_classes, 1 + grid[0] * grid[1]
 
     def forward(self, idx, cond):  # teacher forcing: logits[:, i] predicts token i
-      x = torch.cat([self.cls_embedding.embedding_table(cond)[:, None], self.tok_embeddings(idx[:, :-1])], 1)
+      x = torch.cat(
+        [self.cls_embedding.embedding_table(cond)[:, None], self.tok_embeddings(idx[:, :-1])], 1
+      )
       t = x.shape[1]
       mask = torch.tril(torch.ones(t, t, dtype=torch.bool))[None, None]
       for layer in self.layers:
@@ -602,7 +687,7 @@ def _torch_reference():
           p.copy_(0.2 * torch.randn(p.shape, generator=g))
         else:
           fan_in = p[0].numel() if p.ndim > 1 and "embedding" not in name else 1
-          p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+          p.copy_(torch.randn(p.shape, generator=g) / fan_in**0.5)
     return module.eval()
 
   return torch, VQModel, GPT, randomize
@@ -655,13 +740,23 @@ def test_gpt_matches_pytorch_reference(torch_ref, n_kv_head):
   with torch.no_grad():
     want = ref(torch.from_numpy(tokens), torch.from_numpy(labels)).numpy()
   variables = {"params": jax.tree.map(jnp.asarray, params)}
-  got = np.asarray(model.apply(variables, jnp.asarray(tokens, jnp.int32), jnp.asarray(labels, jnp.int32)))
+  got = np.asarray(
+    model.apply(variables, jnp.asarray(tokens, jnp.int32), jnp.asarray(labels, jnp.int32))
+  )
   assert np.std(want) > 0.3
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
   # KV-cached generation with CFG and top-k, as transformer.generate runs it
   want = ref.cached_logits(torch.from_numpy(tokens), torch.from_numpy(labels), 2.5, 12).numpy()
-  got = np.asarray(tr.logits_for_tokens(model, variables, jnp.asarray(labels, jnp.int32),
-                                        jnp.asarray(tokens, jnp.int32), cfg_scale=2.5, top_k=12))
+  got = np.asarray(
+    tr.logits_for_tokens(
+      model,
+      variables,
+      jnp.asarray(labels, jnp.int32),
+      jnp.asarray(tokens, jnp.int32),
+      cfg_scale=2.5,
+      top_k=12,
+    )
+  )
   np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
   assert np.isfinite(got).sum(-1).min() == 12
   fin = np.isfinite(want)
@@ -671,12 +766,19 @@ def test_gpt_matches_pytorch_reference(torch_ref, n_kv_head):
 def test_reads_torch_files(torch_ref, tmp_path):
   torch, _, GPT, randomize = torch_ref
   from safetensors.torch import save_file
+
   ref = randomize(GPT(**GPT_TINY), seed=2)
   sd = ref.state_dict()
   # a LlamaGen training checkpoint: DDP-prefixed keys under "model", with its args Namespace
   pt = str(tmp_path / "c2i.pt")
-  torch.save({"model": {f"module.{k}": v for k, v in sd.items()}, "steps": 10,
-              "args": argparse.Namespace(gpt_model="GPT-B", image_size=256)}, pt)
+  torch.save(
+    {
+      "model": {f"module.{k}": v for k, v in sd.items()},
+      "steps": 10,
+      "args": argparse.Namespace(gpt_model="GPT-B", image_size=256),
+    },
+    pt,
+  )
   got = cv.read_state_dict(pt)
   assert set(got) == set(sd)
   np.testing.assert_array_equal(got["output.weight"], sd["output.weight"].numpy())
@@ -685,9 +787,12 @@ def test_reads_torch_files(torch_ref, tmp_path):
   save_file({k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}, st)
   got = cv.read_state_dict(st)
   assert got["norm.weight"].dtype == np.float32
-  np.testing.assert_array_equal(got["norm.weight"], sd["norm.weight"].to(torch.bfloat16).float().numpy())
+  np.testing.assert_array_equal(
+    got["norm.weight"], sd["norm.weight"].to(torch.bfloat16).float().numpy()
+  )
   # a pickled object outside torch's safe list is refused unless the file is trusted
   import fractions
+
   bad = str(tmp_path / "bad.pt")
   torch.save({"model": dict(sd), "extra": fractions.Fraction(1, 3)}, bad)
   with pytest.raises(ValueError, match="--trust_pickle"):
@@ -705,7 +810,9 @@ def test_load_checkpoints_from_dirs_and_files(tmp_path):
   out = cv.save_converted(str(tmp_path / "conv"), gpt=(gpt_model, gpt_params))
   vm, vp, gm, gp = cv.load_checkpoints(vq=vq_path, gpt=out, dtype=jnp.bfloat16)
   assert vm.dtype == jnp.bfloat16 and gm.dtype == jnp.bfloat16 and gm.grid == (4, 4)
-  chex_equal = jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), b), (vp, gp), (vq_params, gpt_params))
+  chex_equal = jax.tree.map(
+    lambda a, b: np.array_equal(np.asarray(a), b), (vp, gp), (vq_params, gpt_params)
+  )
   assert all(jax.tree.leaves(chex_equal))
   assert cv.load_checkpoints(gpt=out)[:2] == (None, None)
   with pytest.raises(ValueError, match="converted for a 4x4 token grid, not image_size=384"):
@@ -719,27 +826,42 @@ def test_published_shapes_through_cli_match_pytorch(torch_ref, tmp_path):
   """GPT-B (24x24 grid) and VQ-16 at their published shapes: .pt -> CLI -> orbax -> load."""
   torch, VQModel, GPT, randomize = torch_ref
   gref = randomize(GPT(16384, 1000, 768, 12, 12, grid=(24, 24)), seed=7)
-  vref = randomize(VQModel(**{k: v for k, v in presets.vq_config("VQ-16").items()
-                              if k in ("ch", "ch_mult", "num_res_blocks", "z_channels", "codebook_size",
-                                       "codebook_dim")}), seed=8)
+  vref = randomize(
+    VQModel(
+      **{
+        k: v
+        for k, v in presets.vq_config("VQ-16").items()
+        if k in ("ch", "ch_mult", "num_res_blocks", "z_channels", "codebook_size", "codebook_dim")
+      }
+    ),
+    seed=8,
+  )
   gpt_pt, vq_pt = str(tmp_path / "c2i_B_384.pt"), str(tmp_path / "vq_ds16_c2i.pt")
   torch.save({"model": gref.state_dict(), "args": argparse.Namespace(gpt_model="GPT-B")}, gpt_pt)
   torch.save({"model": vref.state_dict()}, vq_pt)
   out = str(tmp_path / "conv")
   assert cv.main([f"--vq={vq_pt}", f"--gpt={gpt_pt}", f"--out={out}"]) == 0
   vq_model, vq_params, gpt_model, gpt_params = cv.load_converted(out)
-  assert gpt_model.n_head == 12 and gpt_model.num_tokens == 576 and vq_model.ch_mult == (1, 1, 2, 2, 4)
+  assert (
+    gpt_model.n_head == 12 and gpt_model.num_tokens == 576 and vq_model.ch_mult == (1, 1, 2, 2, 4)
+  )
   assert presets.param_count(gpt_model) == 110_888_448
   rng = np.random.default_rng(2)
   tokens, labels = rng.integers(0, 16384, (2, 40)), np.asarray([1, 999])
   with torch.no_grad():
     want = gref(torch.from_numpy(tokens), torch.from_numpy(labels)).numpy()
-  got = np.asarray(jax.jit(gpt_model.apply)({"params": gpt_params}, jnp.asarray(tokens, jnp.int32),
-                                            jnp.asarray(labels, jnp.int32)))
+  got = np.asarray(
+    jax.jit(gpt_model.apply)(
+      {"params": gpt_params}, jnp.asarray(tokens, jnp.int32), jnp.asarray(labels, jnp.int32)
+    )
+  )
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
   idx = rng.integers(0, 16384, (1, 2, 2))
   with torch.no_grad():
     img_ref = vref.decode_code(torch.from_numpy(idx)).permute(0, 2, 3, 1).numpy()
-  img = np.asarray(jax.jit(lambda p, i: vq_model.apply(p, i, method="decode_indices"))(
-      {"params": vq_params}, jnp.asarray(idx, jnp.int32)))
+  img = np.asarray(
+    jax.jit(lambda p, i: vq_model.apply(p, i, method="decode_indices"))(
+      {"params": vq_params}, jnp.asarray(idx, jnp.int32)
+    )
+  )
   np.testing.assert_allclose(img, img_ref, atol=1e-4, rtol=1e-4)

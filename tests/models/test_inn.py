@@ -20,7 +20,7 @@ def test_haar_round_trip_and_orthonormal():
   chex.assert_shape(y, (2, 4, 6, 12))
   chex.assert_trees_all_close(inn.haar_iwt(y), x, atol=1e-6)
   # Orthonormal: energy is preserved.
-  np.testing.assert_allclose(jnp.sum(y ** 2), jnp.sum(x ** 2), rtol=1e-5)
+  np.testing.assert_allclose(jnp.sum(y**2), jnp.sum(x**2), rtol=1e-5)
   # LL of a constant image is 2*value; high bands are zero.
   c = jnp.full((1, 4, 4, 3), 0.25)
   yc = inn.haar_dwt(c)
@@ -54,7 +54,8 @@ def small_inn():
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(3), len(leaves))
   params = jax.tree.unflatten(
-      tree, [l + 0.03 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)])
+    tree, [l + 0.03 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
+  )
   return m, params
 
 

@@ -44,13 +44,20 @@ def test_parameter_counts_match_architecture():
   # A small SRNet counted layer by layer (types 1, 2, 3, 4 and the head).
   t1 = conv_bn(3, 1, 4) + conv_bn(3, 4, 2)
   t2 = 2 * conv_bn(3, 2, 2)
-  t3 = (2 * conv_bn(3, 2, 2) + conv_bn(1, 2, 2)) + (conv_bn(3, 2, 4) + conv_bn(3, 4, 4)
-                                                    + conv_bn(1, 2, 4))
+  t3 = (2 * conv_bn(3, 2, 2) + conv_bn(1, 2, 2)) + (
+    conv_bn(3, 2, 4) + conv_bn(3, 4, 4) + conv_bn(1, 2, 4)
+  )
   t4 = conv_bn(3, 4, 8) + conv_bn(3, 8, 8)
   assert _count("srnet", SMALL_SRNET, (16, 16, 1))[0] == t1 + t2 + t3 + t4 + 8 + 1
   # XuNet: the KV filter is fixed (not a parameter), so conv1 sees C channels.
-  want = (conv_bn(5, 3, 8) + conv_bn(5, 8, 16) + conv_bn(1, 16, 32) + conv_bn(1, 32, 64)
-          + conv_bn(1, 64, 128) + 129)
+  want = (
+    conv_bn(5, 3, 8)
+    + conv_bn(5, 8, 16)
+    + conv_bn(1, 16, 32)
+    + conv_bn(1, 32, 64)
+    + conv_bn(1, 64, 128)
+    + 129
+  )
   assert _count("xunet", None, (32, 32, 3))[0] == want
   # LWENet-style stays under 400K parameters at its default size.
   n, p = _count("lwenet", None, (32, 32, 3))
@@ -58,11 +65,14 @@ def test_parameter_counts_match_architecture():
   assert p["srm"]["kernel"].shape == (5, 5, 3, 30)
 
 
-@pytest.mark.parametrize("name,cfg", [
+@pytest.mark.parametrize(
+  "name,cfg",
+  [
     ("srnet", SMALL_SRNET),
     ("xunet", dict(features=(4, 4, 8))),
     ("lwenet", dict(stem=8, stages=(8, 16), blocks_per_stage=1)),
-])
+  ],
+)
 def test_forward_shapes_train_and_eval(name, cfg):
   m = S.make_steganalyzer(name, cfg)
   params, extra = S.init_steganalyzer(m, _key(0), (16, 16, 3))
@@ -75,12 +85,14 @@ def test_forward_shapes_train_and_eval(name, cfg):
   logits_t, upd = apply({"params": params, **extra}, x, train=True, mutable=("batch_stats",))
   chex.assert_shape(logits_t, (4,))
   # Training mode moves the running statistics.
-  moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), upd["batch_stats"],
-                       extra["batch_stats"])
+  moved = jax.tree.map(
+    lambda a, b: float(jnp.max(jnp.abs(a - b))), upd["batch_stats"], extra["batch_stats"]
+  )
   assert max(jax.tree.leaves(moved)) > 0
   # Float images in the uint8 range give the same result as uint8 ones.
-  chex.assert_trees_all_close(apply({"params": params, **extra}, x.astype(jnp.float32)),
-                              logits, atol=1e-5)
+  chex.assert_trees_all_close(
+    apply({"params": params, **extra}, x.astype(jnp.float32)), logits, atol=1e-5
+  )
   with pytest.raises(ValueError):
     m.apply({"params": params, **extra}, x[0])
 
@@ -111,8 +123,9 @@ def test_xunet_invariances_from_fixed_kv_and_abs():
   params, extra = S.init_steganalyzer(m, _key(0), (16, 16, 1))
   x = jax.random.randint(jax.random.key(2), (3, 16, 16, 1), 20, 200).astype(jnp.float32)
   # Training mode (batch statistics) puts the logits on an O(1) scale.
-  f = jax.jit(lambda im: m.apply({"params": params, **extra}, im, train=True,
-                                 mutable=("batch_stats",))[0])
+  f = jax.jit(
+    lambda im: m.apply({"params": params, **extra}, im, train=True, mutable=("batch_stats",))[0]
+  )
   base = f(x)
   flipped = f(255.0 - x)
   chex.assert_trees_all_close(flipped, base, atol=1e-6)

@@ -30,8 +30,13 @@ def _check_run_and_cache(config, tmp_path):
   runs = {r.replace(":", "_").replace("+", "_") for r in config.runs}
   assert cells == {(r, c, s) for r in runs for c in ("awgn", "rayleigh") for s in snrs}
   for row in rep["table"]:
-    for k in ("stego_psnr", "legit_psnr", "eve_naive_psnr", "eve_inverse_psnr",
-              "steganalyzer_pe_fixed"):
+    for k in (
+      "stego_psnr",
+      "legit_psnr",
+      "eve_naive_psnr",
+      "eve_inverse_psnr",
+      "steganalyzer_pe_fixed",
+    ):
       assert row[k] == row[k] and abs(row[k]) < 1e3, (k, row)
     assert 0.0 <= row["steganalyzer_pe_min"] <= 0.5
   assert len(rep["jscc"]) == 2 * len(config.channel.jscc_eval_snrs) * len(config.jscc.ratios)
@@ -60,7 +65,9 @@ def _check_run_and_cache(config, tmp_path):
   logs = {d: open(os.path.join(models, d, "metrics.jsonl")).read() for d in os.listdir(models)}
   semcom.run(config, workdir)
   assert {d: sorted(os.listdir(os.path.join(models, d))) for d in os.listdir(models)} == stamp
-  assert {d: open(os.path.join(models, d, "metrics.jsonl")).read() for d in os.listdir(models)} == logs
+  assert {
+    d: open(os.path.join(models, d, "metrics.jsonl")).read() for d in os.listdir(models)
+  } == logs
   with open(os.path.join(workdir, "report.json")) as f:
     rep2 = json.load(f)
   assert rep2["runs"] == rep["runs"]  # same (cached) training times and sizes

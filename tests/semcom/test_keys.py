@@ -26,7 +26,9 @@ def test_round_trip_and_wrong_key(photos):
   mse_wrong = float(jnp.mean((keys.unscramble(y, wrong, 4) - photos) ** 2))
   assert mse_scr > 0.03 and mse_wrong > 0.03
   # Per-transmission keys differ, so the two images get different scrambles.
-  assert not np.array_equal(keys.scramble(photos[:1], k[:1], 4), keys.scramble(photos[:1], k[1:], 4))
+  assert not np.array_equal(
+    keys.scramble(photos[:1], k[:1], 4), keys.scramble(photos[:1], k[1:], 4)
+  )
 
 
 def test_preserves_squared_error(photos):

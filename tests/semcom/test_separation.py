@@ -25,8 +25,9 @@ def test_rate_table_monotone_in_quality(table):
   assert err < 0.01
   # The whole file carries the headers (hundreds of bytes) on top of the payload.
   assert np.all(tab.file_bits - bits > 8 * 300)
-  np.testing.assert_allclose(tab.mse[:, 0], np.mean((dec[:, 0] - images / 255.0) ** 2, axis=(1, 2, 3)),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    tab.mse[:, 0], np.mean((dec[:, 0] - images / 255.0) ** 2, axis=(1, 2, 3)), rtol=1e-5
+  )
 
 
 def test_capacity_formula():
@@ -92,6 +93,7 @@ def test_rayleigh_ergodic():
 
 def test_ergodic_always_delivered(table):
   _, tab = table
-  _, q, ok = separation.reconstruct(tab, 5.0, 1 / 6, "rayleigh", jax.random.key(0),
-                                    rayleigh="ergodic")
+  _, q, ok = separation.reconstruct(
+    tab, 5.0, 1 / 6, "rayleigh", jax.random.key(0), rayleigh="ergodic"
+  )
   assert ok.all() and np.all(q > 0)

@@ -1,5 +1,6 @@
 """Meteor, arithmetic coding and the naive sampler: round trips, Meteor's exact marginal,
 and the naive sampler's distortion (the positive control)."""
+
 import functools
 
 import jax
@@ -15,13 +16,18 @@ KEY = prf.make_key(b"baselines")
 @functools.lru_cache(maxsize=None)
 def case():
   rng = np.random.default_rng(0)
-  f = np.asarray(quantize.to_frequencies(rng.dirichlet(np.full(32, 0.3), size=(4, 8)).astype(np.float32),
-                                         precision=16))
+  f = np.asarray(
+    quantize.to_frequencies(
+      rng.dirichlet(np.full(32, 0.3), size=(4, 8)).astype(np.float32), precision=16
+    )
+  )
   bits = rng.integers(0, 2, size=(4, 300)).astype(np.uint8)
   return f, bits, np.arange(4, dtype=np.uint32)
 
 
-@pytest.mark.parametrize("mod", [meteor, arithmetic, naive], ids=lambda m: m.__name__.split(".")[-1])
+@pytest.mark.parametrize(
+  "mod", [meteor, arithmetic, naive], ids=lambda m: m.__name__.split(".")[-1]
+)
 def test_round_trip(mod):
   f, bits, nonce = case()
   tok, n = mod.embed(f, bits, KEY, nonce, precision=16)
@@ -29,7 +35,7 @@ def test_round_trip(mod):
   n, m, out = np.asarray(n), np.asarray(m), np.asarray(out)
   assert np.all(n > 0)
   for b in range(4):
-    np.testing.assert_array_equal(out[b, :n[b]], bits[b, :n[b]])
+    np.testing.assert_array_equal(out[b, : n[b]], bits[b, : n[b]])
   assert np.all(m >= n)
   # sampling follows the support
   s = np.asarray(mod.sample(f, KEY, nonce, precision=16))
@@ -38,16 +44,20 @@ def test_round_trip(mod):
 
 def test_meteor_marginal_and_naive_distortion():
   rng = np.random.default_rng(1)
-  f = np.asarray(quantize.to_frequencies(rng.dirichlet(np.full(8, 0.5), size=1).astype(np.float32), precision=12))
+  f = np.asarray(
+    quantize.to_frequencies(rng.dirichlet(np.full(8, 0.5), size=1).astype(np.float32), precision=12)
+  )
   n_keys = 4000
   freqs = np.broadcast_to(f, (n_keys, 1, 8))
-  bits = np.broadcast_to(np.array([1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 1, 0, 0, 0], np.uint8), (n_keys, 14))
+  bits = np.broadcast_to(
+    np.array([1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 1, 0, 0, 0], np.uint8), (n_keys, 14)
+  )
   tok, _ = meteor.embed(freqs, bits, KEY, np.arange(n_keys), precision=12)
   obs = np.bincount(np.asarray(tok)[:, 0], minlength=8)
   exp = f[0] / 2**12 * n_keys
   keep = exp > 0
   chi2 = ((obs[keep] - exp[keep]) ** 2 / exp[keep]).sum()
-  assert chi2 < 29.9                               # 7 dof, significance 1e-4
+  assert chi2 < 29.9  # 7 dof, significance 1e-4
   # naive with a uniform random message is uniform over the top 4: far from f
   rb = rng.integers(0, 2, size=(n_keys, 14)).astype(np.uint8)
   tok_n, n = naive.embed(freqs, rb, n_bits=2, precision=12)

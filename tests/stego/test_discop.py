@@ -1,4 +1,5 @@
 """The eight Discop properties of DESIGN.md, for every variant."""
+
 import functools
 
 import chex
@@ -44,9 +45,18 @@ def big_run(variant):
   perm = np.array([2, 0, 3, 1])
   tok_p, n_p = discop.embed(freqs[perm], bits[perm], KEY, nonce[perm], variant, **kw)
   again, _ = discop.embed(freqs, bits, KEY, nonce, variant, **kw)
-  return dict(tokens=np.asarray(tokens), n=np.asarray(n), out=np.asarray(out), m=np.asarray(m),
-              plain=np.asarray(plain), zeros=np.asarray(zeros), tok_p=np.asarray(tok_p),
-              n_p=np.asarray(n_p), perm=perm, again=np.asarray(again))
+  return dict(
+    tokens=np.asarray(tokens),
+    n=np.asarray(n),
+    out=np.asarray(out),
+    m=np.asarray(m),
+    plain=np.asarray(plain),
+    zeros=np.asarray(zeros),
+    tok_p=np.asarray(tok_p),
+    n_p=np.asarray(n_p),
+    perm=perm,
+    again=np.asarray(again),
+  )
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -55,7 +65,7 @@ def test_round_trip_top_k_16k(variant):
   _, bits, _ = big_case()
   assert np.all(r["n"] > 0)
   for b in range(4):
-    np.testing.assert_array_equal(r["out"][b, :r["n"][b]], bits[b, :r["n"][b]])
+    np.testing.assert_array_equal(r["out"][b, : r["n"][b]], bits[b, : r["n"][b]])
   # the message (400 bits) is longer than the capacity: every carried bit is message
   np.testing.assert_array_equal(r["m"], r["n"])
 
@@ -96,6 +106,7 @@ def test_matches_per_token_reference_with_same_draws(variant):
 
 # ---------------------------------------------------------------- exact marginal, exhaustive
 
+
 @functools.lru_cache(maxsize=None)
 def _core(variant, precision, mode):
   impl = discop._IMPL[variant]
@@ -120,7 +131,7 @@ def test_basic_exact_marginal_exhaustive_over_draw():
     n2, bits, ok = _core("basic", 6, "extract")(fb, draws, pos)
     assert np.all(ok) and np.array_equal(n2, n)
     for i in range(64):
-      np.testing.assert_array_equal(np.asarray(bits[i, :int(n[i])]), w[i, :int(n[i])])
+      np.testing.assert_array_equal(np.asarray(bits[i, : int(n[i])]), w[i, : int(n[i])])
   # capacity equals the specification (independent NumPy enumeration)
   assert np.allclose(caps, discop.basic_capacity(f, 6))
   assert discop.basic_capacity(f, 6) > 1.0
@@ -134,14 +145,20 @@ def test_recursive_exact_marginal_exhaustive_over_node_draws(variant):
   depth = discop.max_bits_per_step(variant, 4, 4)
   grid = np.stack(np.meshgrid(*[np.arange(g)] * depth, indexing="ij"), -1).reshape(-1, depth)
   draws = np.zeros((grid.shape[0], 2 * depth), np.uint32)
-  draws[:, 0::2] = (grid.astype(np.uint32) << 27)
+  draws[:, 0::2] = grid.astype(np.uint32) << 27
   fb = np.broadcast_to(f, (grid.shape[0], 4))
   for msg in ([0, 0, 0], [1, 1, 1], [1, 0, 1], [0, 1, 1]):
     w = np.broadcast_to(np.array(msg[:depth], np.int32), (grid.shape[0], depth))
     pos, n = _core(variant, 4, "embed")(fb, draws, np.ascontiguousarray(w))
     counts = np.bincount(np.asarray(pos), minlength=4)
     np.testing.assert_array_equal(counts * 16, f * grid.shape[0])
-    assert abs(np.asarray(n).mean() - discop.tree_capacity(f, "huffman" if variant == "recursive" else "bisect")) < 1e-9
+    assert (
+      abs(
+        np.asarray(n).mean()
+        - discop.tree_capacity(f, "huffman" if variant == "recursive" else "bisect")
+      )
+      < 1e-9
+    )
     n2, bits, ok = _core(variant, 4, "extract")(fb, draws, pos)
     assert np.all(ok) and np.array_equal(n2, n)
     bits = np.asarray(bits)
@@ -152,11 +169,12 @@ def test_recursive_exact_marginal_exhaustive_over_node_draws(variant):
 
 # ---------------------------------------------------------------- exact marginal, statistical
 
+
 @functools.lru_cache(maxsize=None)
 def small_run(variant):
   rng = np.random.default_rng(5)
   probs = rng.dirichlet(np.full(16, 0.4), size=2).astype(np.float32)
-  f = np.asarray(quantize.to_frequencies(probs, precision=16))     # [T=2, V=16]
+  f = np.asarray(quantize.to_frequencies(probs, precision=16))  # [T=2, V=16]
   n_keys = 3000
   freqs = np.broadcast_to(f, (n_keys, 2, 16))
   msg = np.tile(np.array([1, 0, 1, 1, 0, 0, 1, 0], np.uint8), 6)
@@ -181,7 +199,7 @@ def test_exact_marginal_chi_square_fixed_message(variant):
     assert chi2 < 44.3, chi2
   assert np.all(m >= n)
   for i in range(0, tokens.shape[0], 97):
-    np.testing.assert_array_equal(out[i, :n[i]], msg[:n[i]])
+    np.testing.assert_array_equal(out[i, : n[i]], msg[: n[i]])
 
 
 @pytest.mark.parametrize("variant", ["recursive", "recursive_bisect"])
@@ -194,6 +212,7 @@ def test_mean_bits_match_tree_capacity(variant):
 
 
 # ---------------------------------------------------------------- capacity on published settings
+
 
 def _entropy(f):
   p = f[f > 0] / f.sum()
@@ -212,9 +231,14 @@ def test_recursive_utilization_published_settings(tree):
 
 # ---------------------------------------------------------------- step level, choose_fn, errors
 
+
 def test_step_functions_do_not_retrace():
   rng = np.random.default_rng(3)
-  f = np.asarray(quantize.to_frequencies(rng.dirichlet(np.ones(32), size=(5, 2)).astype(np.float32), precision=16))
+  f = np.asarray(
+    quantize.to_frequencies(
+      rng.dirichlet(np.ones(32), size=(5, 2)).astype(np.float32), precision=16
+    )
+  )
 
   @jax.jit
   @chex.assert_max_traces(n=1)
@@ -232,19 +256,19 @@ def test_step_functions_do_not_retrace():
   for t in range(5):
     tok, st = step(f[t], jnp.int32(t), st)
     toks.append(tok)
-  got, cur = [], np.zeros(2, int)
+  got = []
   for t in range(5):
     b, n = back(f[t], toks[t], jnp.int32(t), np.array([4, 9], np.uint32))
-    got.append([np.asarray(b[i, :n[i]]) for i in range(2)])
+    got.append([np.asarray(b[i, : n[i]]) for i in range(2)])
   for i in range(2):
     rec = np.concatenate([g[i] for g in got])
     assert len(rec) == int(st.cursor[i]) > 0
-    np.testing.assert_array_equal(rec, bits[i, :len(rec)])
+    np.testing.assert_array_equal(rec, bits[i, : len(rec)])
 
 
 def test_choose_fn_inside_scan_and_extract_fn():
   rng = np.random.default_rng(4)
-  logits = rng.normal(size=(6, 3, 40)).astype(np.float32) * 2     # [T, B, V]
+  logits = rng.normal(size=(6, 3, 40)).astype(np.float32) * 2  # [T, B, V]
   choose = discop.make_choose_fn(KEY, "recursive", precision=20, top_k=10)
   extract_fn = discop.make_extract_fn(KEY, "recursive", precision=20, top_k=10)
   bits = rng.integers(0, 2, size=(3, 50)).astype(np.uint8)
@@ -256,6 +280,7 @@ def test_choose_fn_inside_scan_and_extract_fn():
       lg, t = xs
       tok, st = choose(lg, t, st)
       return st, tok
+
     return jax.lax.scan(body, state, (logits, jnp.arange(6)))
 
   st, toks = gen(logits, discop.init_embed_state(bits, nonce))
@@ -265,10 +290,10 @@ def test_choose_fn_inside_scan_and_extract_fn():
     b, n, ok = extract_fn(logits[t], toks[t], t, nonce)
     assert np.all(ok)
     for i in range(3):
-      rec[i].append(np.asarray(b[i, :n[i]]))
+      rec[i].append(np.asarray(b[i, : n[i]]))
   for i in range(3):
     r = np.concatenate(rec[i])
-    np.testing.assert_array_equal(r[:int(st.cursor[i])], bits[i, :int(st.cursor[i])])
+    np.testing.assert_array_equal(r[: int(st.cursor[i])], bits[i, : int(st.cursor[i])])
   # tokens lie in each step's top-10
   top = np.argsort(-logits, axis=-1, kind="stable")[..., :10]
   assert all(int(toks[t, i]) in top[t, i] for t in range(6) for i in range(3))
@@ -276,15 +301,23 @@ def test_choose_fn_inside_scan_and_extract_fn():
 
 def test_leading_dims_nonce_broadcast_and_wrong_key():
   rng = np.random.default_rng(6)
-  f = np.asarray(quantize.to_frequencies(rng.dirichlet(np.ones(16), size=(4, 3)).astype(np.float32), precision=12))
+  f = np.asarray(
+    quantize.to_frequencies(
+      rng.dirichlet(np.ones(16), size=(4, 3)).astype(np.float32), precision=12
+    )
+  )
   bits = rng.integers(0, 2, size=(4, 30)).astype(np.uint8)
-  nonce = np.array([5, 6], np.uint32)[:, None]                    # broadcasts over [2, 2]
+  nonce = np.array([5, 6], np.uint32)[:, None]  # broadcasts over [2, 2]
   tok4, n4 = discop.embed(f, bits, KEY, np.array([5, 5, 6, 6]), "basic", precision=12)
-  tok22, n22 = discop.embed(f.reshape(2, 2, 3, 16), bits.reshape(2, 2, 30), KEY, nonce, "basic", precision=12)
+  tok22, n22 = discop.embed(
+    f.reshape(2, 2, 3, 16), bits.reshape(2, 2, 30), KEY, nonce, "basic", precision=12
+  )
   np.testing.assert_array_equal(np.asarray(tok22).reshape(4, 3), tok4)
   np.testing.assert_array_equal(np.asarray(n22).reshape(4), n4)
   out, m = discop.extract(f, tok4, KEY, np.array([5, 5, 6, 6]), "basic", precision=12)
-  wrong, _ = discop.extract(f, tok4, prf.make_key(b"other"), np.array([5, 5, 6, 6]), "basic", precision=12)
+  wrong, _ = discop.extract(
+    f, tok4, prf.make_key(b"other"), np.array([5, 5, 6, 6]), "basic", precision=12
+  )
   assert not np.array_equal(np.asarray(wrong), np.asarray(out))
 
 
@@ -318,8 +351,11 @@ def test_errors():
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_slow_chi_square_larger_vocabulary(variant):
   rng = np.random.default_rng(9)
-  f = np.asarray(quantize.to_frequencies(rng.dirichlet(np.full(256, 0.2), size=1).astype(np.float32),
-                                         precision=20, top_k=64))
+  f = np.asarray(
+    quantize.to_frequencies(
+      rng.dirichlet(np.full(256, 0.2), size=1).astype(np.float32), precision=20, top_k=64
+    )
+  )
   n_keys = 40000
   freqs = np.broadcast_to(f, (n_keys, 1, 256))
   bits = np.broadcast_to(np.array([0, 1, 1, 0, 1, 0, 0, 1] * 4, np.uint8), (n_keys, 32))
@@ -330,14 +366,29 @@ def test_slow_chi_square_larger_vocabulary(variant):
   keep = exp > 0
   assert obs[~keep].sum() == 0
   chi2 = ((obs[keep] - exp[keep]) ** 2 / exp[keep]).sum()
-  assert chi2 < 118.0, chi2                      # 63 dof, significance 1e-4
+  assert chi2 < 118.0, chi2  # 63 dof, significance 1e-4
   n, out = np.asarray(n), np.asarray(out)
-  assert all(np.array_equal(out[i, :n[i]], bits[i, :n[i]]) for i in range(0, n_keys, 331))
+  assert all(np.array_equal(out[i, : n[i]], bits[i, : n[i]]) for i in range(0, n_keys, 331))
 
 
 def test_integer_products_exact_at_the_extremes():
   from stegjax.stego.common import frac_mul, mulhi
-  edge = [0, 1, 2, 0xFFFF, 0x10000, 0x10001, 2**24 - 1, 2**24, 2**30, 2**31 - 1, 2**31, 2**32 - 2, 2**32 - 1]
+
+  edge = [
+    0,
+    1,
+    2,
+    0xFFFF,
+    0x10000,
+    0x10001,
+    2**24 - 1,
+    2**24,
+    2**30,
+    2**31 - 1,
+    2**31,
+    2**32 - 2,
+    2**32 - 1,
+  ]
   rng = np.random.default_rng(7)
   vals = np.array(edge + list(rng.integers(0, 2**32, 40, dtype=np.uint64)), np.uint64)
   a, b = np.meshgrid(vals, vals)
@@ -347,8 +398,13 @@ def test_integer_products_exact_at_the_extremes():
   np.testing.assert_array_equal(got.astype(np.uint64), np.array(want, np.uint64))
   m = np.array([1, 2, 3, 2**24 - 1, 2**24, 2**30, 2**30 + 7], np.uint64)
   hi, lo, mm = np.meshgrid(vals, vals[:12], m)
-  got = np.asarray(jax.jit(frac_mul)(hi.ravel().astype(np.uint32), lo.ravel().astype(np.uint32),
-                                     mm.ravel().astype(np.uint32)))
-  want = [((int(h) << 32 | int(l)) * int(q)) >> 64 for h, l, q in zip(hi.ravel(), lo.ravel(), mm.ravel())]
+  got = np.asarray(
+    jax.jit(frac_mul)(
+      hi.ravel().astype(np.uint32), lo.ravel().astype(np.uint32), mm.ravel().astype(np.uint32)
+    )
+  )
+  want = [
+    ((int(h) << 32 | int(l)) * int(q)) >> 64 for h, l, q in zip(hi.ravel(), lo.ravel(), mm.ravel())
+  ]
   np.testing.assert_array_equal(got.astype(np.uint64), np.array(want, np.uint64))
   assert np.all(got.astype(np.uint64) < mm.ravel())

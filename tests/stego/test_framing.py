@@ -16,10 +16,10 @@ def test_bits_look_random_and_depend_on_counter():
   a = framing.pack(b"\x00" * 512, b"k", 1)
   b = framing.pack(b"\x00" * 512, b"k", 2)
   assert not np.array_equal(a, b)
-  assert abs(a.mean() - 0.5) < 0.03            # 4k bits of an all-zero message
+  assert abs(a.mean() - 0.5) < 0.03  # 4k bits of an all-zero message
   # the header is encrypted too: two different lengths do not share a readable header
   c = framing.pack(b"\x00" * 3, b"k", 1)
-  assert not np.array_equal(a[:framing.HEADER_BITS], c[:framing.HEADER_BITS])
+  assert not np.array_equal(a[: framing.HEADER_BITS], c[: framing.HEADER_BITS])
 
 
 def test_errors():
@@ -27,7 +27,7 @@ def test_errors():
   with pytest.raises(framing.WrongKeyError):
     framing.unpack(bits, b"other key", 7)
   with pytest.raises(framing.WrongKeyError):
-    framing.unpack(bits, b"key", 8)               # wrong counter
+    framing.unpack(bits, b"key", 8)  # wrong counter
   for i in (framing.HEADER_BITS + 3, bits.size - 1):  # body and tag bit flips
     flipped = bits.copy()
     flipped[i] ^= 1

@@ -13,15 +13,17 @@ def test_rfc8439_block_vector():
   nonce = np.frombuffer(bytes.fromhex("000000090000004a00000000"), "<u4")
   out = prf.words_to_bytes(prf.chacha20_block(key, 1, nonce))
   assert out.hex() == (
-      "10f1e7e4d13b5915500fdd1fa32071c4c7d1f4c733c068030422aa9ac3d46c4e"
-      "d2826446079faa0914c2d705d98b02a2b5129cd1de164eb9cbd083e8a2503c4e")
+    "10f1e7e4d13b5915500fdd1fa32071c4c7d1f4c733c068030422aa9ac3d46c4e"
+    "d2826446079faa0914c2d705d98b02a2b5129cd1de164eb9cbd083e8a2503c4e"
+  )
 
 
 def test_rfc8439_appendix_a1_zero_key():
   out = prf.words_to_bytes(prf.chacha20_block(np.zeros(8, np.uint32), 0, np.zeros(3, np.uint32)))
   assert out.hex() == (
-      "76b8e0ada0f13d90405d6ae55386bd28bdd219b8a08ded1aa836efcc8b770dc7"
-      "da41597c5157488d7724e03fb8d84a376a43b8f41518a11cc387b669b2ee6586")
+    "76b8e0ada0f13d90405d6ae55386bd28bdd219b8a08ded1aa836efcc8b770dc7"
+    "da41597c5157488d7724e03fb8d84a376a43b8f41518a11cc387b669b2ee6586"
+  )
 
 
 def test_block_matches_cryptography_keystream_vectorized():
@@ -31,8 +33,12 @@ def test_block_matches_cryptography_keystream_vectorized():
   nonces = rng.integers(0, 2**32, size=(5, 3), dtype=np.uint64).astype(np.uint32)
   got = np.asarray(jax.jit(prf.chacha20_block)(keys, ctrs, nonces))
   for i in range(5):
-    n16 = ctrs[i:i + 1].astype("<u4").tobytes() + nonces[i].astype("<u4").tobytes()
-    ks = Cipher(algorithms.ChaCha20(prf.words_to_bytes(keys[i]), n16), mode=None).encryptor().update(b"\0" * 64)
+    n16 = ctrs[i : i + 1].astype("<u4").tobytes() + nonces[i].astype("<u4").tobytes()
+    ks = (
+      Cipher(algorithms.ChaCha20(prf.words_to_bytes(keys[i]), n16), mode=None)
+      .encryptor()
+      .update(b"\0" * 64)
+    )
     assert prf.words_to_bytes(got[i]) == ks
 
 
@@ -47,7 +53,8 @@ def test_draw_is_pure_broadcasting_and_matches_words():
   np.testing.assert_array_equal(d, prf.draw(key, nonce, 5, node))  # pure
   for n in (0, 2):
     np.testing.assert_array_equal(
-        np.asarray(w[n]), reference.draw_words(key, int(nonce[n, 0]), 5, 40).astype(np.uint32))
+      np.asarray(w[n]), reference.draw_words(key, int(nonce[n, 0]), 5, 40).astype(np.uint32)
+    )
   # every (nonce, step, node) gives a different word (no reuse)
   d2 = prf.draw(key, nonce, 6, node)
   allw = np.concatenate([np.asarray(d).ravel(), np.asarray(d2).ravel()])

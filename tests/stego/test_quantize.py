@@ -8,7 +8,7 @@ from stegjax.stego.quantize import to_frequencies
 def _dists(rng, v):
   logits = rng.normal(size=(4, v)) * np.array([[8.0], [0.01], [2.0], [1.0]])
   p = np.exp(logits - logits.max(-1, keepdims=True))
-  p[3] = 1.0 / np.arange(1, v + 1) ** 1.1        # Zipf-like
+  p[3] = 1.0 / np.arange(1, v + 1) ** 1.1  # Zipf-like
   return (p / p.sum(-1, keepdims=True)).astype(np.float32)
 
 
@@ -40,7 +40,7 @@ def test_top_k_and_top_p_sets():
     order = np.argsort(-p[row], kind="stable")
     c = np.cumsum(p[row][order].astype(np.float64))
     k = int(np.searchsorted(c, 0.92 * c[-1])) + 1
-    assert abs((g[row] > 0).sum() - k) <= 1   # float32 vs float64 cumsum at the boundary
+    assert abs((g[row] > 0).sum() - k) <= 1  # float32 vs float64 cumsum at the boundary
     assert g[row].sum() == 2**24
 
 
@@ -49,7 +49,9 @@ def test_ties_by_token_id_and_jit_equal():
   f = np.asarray(to_frequencies(p, precision=4, top_k=3))
   np.testing.assert_array_equal(f, [[6, 5, 5, 0, 0]])
   p2 = np.random.default_rng(2).dirichlet(np.ones(50), size=3).astype(np.float32)
-  np.testing.assert_array_equal(jax.jit(lambda x: to_frequencies(x, top_k=20))(p2), to_frequencies(p2, top_k=20))
+  np.testing.assert_array_equal(
+    jax.jit(lambda x: to_frequencies(x, top_k=20))(p2), to_frequencies(p2, top_k=20)
+  )
 
 
 def test_extremes():

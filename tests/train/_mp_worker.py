@@ -8,11 +8,18 @@ import sys
 
 import jax
 
-pid, nproc, port, workdir, steps, rules = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],
-                                           sys.argv[4], int(sys.argv[5]), sys.argv[6])
+pid, nproc, port, workdir, steps, rules = (
+  int(sys.argv[1]),
+  int(sys.argv[2]),
+  sys.argv[3],
+  sys.argv[4],
+  int(sys.argv[5]),
+  sys.argv[6],
+)
 if nproc > 1:
-  jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=nproc,
-                             process_id=pid)
+  jax.distributed.initialize(
+    coordinator_address=f"localhost:{port}", num_processes=nproc, process_id=pid
+  )
 
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
@@ -22,8 +29,17 @@ from jax.experimental import multihost_utils  # noqa: E402
 from stegjax.train import sharding, trainer  # noqa: E402
 
 GLOBAL_BATCH = 16
-cfg = ml_collections.ConfigDict(dict(lr=0.05, num_steps=steps, warmup_steps=0, schedule="constant",
-                                     grad_clip=1.0, checkpoint_every=2, log_every=1))
+cfg = ml_collections.ConfigDict(
+  dict(
+    lr=0.05,
+    num_steps=steps,
+    warmup_steps=0,
+    schedule="constant",
+    grad_clip=1.0,
+    checkpoint_every=2,
+    log_every=1,
+  )
+)
 rs = np.random.RandomState(0)
 xs = rs.randn(64, 8).astype(np.float32)
 ys = rs.randn(64, 32).astype(np.float32)
@@ -41,7 +57,7 @@ def batch_fn(step):
   # The same global batch for any process count; each process feeds its own rows.
   idx = np.random.RandomState(step).permutation(64)[:GLOBAL_BATCH]
   per = GLOBAL_BATCH // jax.process_count()
-  idx = idx[jax.process_index() * per:(jax.process_index() + 1) * per]
+  idx = idx[jax.process_index() * per : (jax.process_index() + 1) * per]
   return {"x": xs[idx], "y": ys[idx]}
 
 

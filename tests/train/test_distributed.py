@@ -19,18 +19,26 @@ def _free_port():
 
 
 def _env(devices):
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  env = dict(
+    os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"
+  )
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
   return env
 
 
 def _launch(nproc, devices_per_proc, workdir, steps, rules):
   port = str(_free_port())
-  procs = [subprocess.Popen([sys.executable, WORKER, str(i), str(nproc), port, str(workdir),
-                             str(steps), rules], env=_env(devices_per_proc), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(nproc)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, WORKER, str(i), str(nproc), port, str(workdir), str(steps), rules],
+      env=_env(devices_per_proc),
+      cwd=REPO,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(nproc)
+  ]
   outs = [p.communicate(timeout=300) for p in procs]
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, f"worker failed:\n{out}\n{err[-3000:]}"
@@ -38,8 +46,8 @@ def _launch(nproc, devices_per_proc, workdir, steps, rules):
 
 
 def test_two_processes_equal_one(tmp_path):
-  _, w2 = _launch(2, 2, tmp_path / "two", 4, "fsdp")      # 2 processes x 2 devices
-  _, w1 = _launch(1, 4, tmp_path / "one", 4, "fsdp")      # 1 process x 4 devices
+  _, w2 = _launch(2, 2, tmp_path / "two", 4, "fsdp")  # 2 processes x 2 devices
+  _, w1 = _launch(1, 4, tmp_path / "one", 4, "fsdp")  # 1 process x 4 devices
   np.testing.assert_allclose(w2, w1, rtol=1e-6, atol=1e-6)
 
 

@@ -30,10 +30,18 @@ from stegjax.train import sharding
 
 P = jax.sharding.PartitionSpec
 # Shared by the in-process rule checks and the subprocess (as source text).
-PRIOR_KW = dict(vocab_size=64, num_classes=4, dim=64, n_layer=2, n_head=4, grid=(4, 4),
-                class_dropout_prob=0.25)
-VQ_KW = dict(ch=16, ch_mult=(1,), num_res_blocks=1, z_channels=16, codebook_size=64,
-             codebook_dim=4, norm_groups=8)
+PRIOR_KW = dict(
+  vocab_size=64, num_classes=4, dim=64, n_layer=2, n_head=4, grid=(4, 4), class_dropout_prob=0.25
+)
+VQ_KW = dict(
+  ch=16,
+  ch_mult=(1,),
+  num_res_blocks=1,
+  z_channels=16,
+  codebook_size=64,
+  codebook_dim=4,
+  norm_groups=8,
+)
 
 _COMMON = """
 import json
@@ -97,21 +105,25 @@ def run_all(init_fn, loss_fn, batch, named):
 
 # Faster CPU compiles (about 2x); all layouts compile with the same flags, so they still
 # compare like for like.
-_ENV = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8 "
-                     "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"}
+_ENV = {
+  "XLA_FLAGS": "--xla_force_host_platform_device_count=8 "
+  "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+}
 
 
 def _result(out: str) -> dict:
   line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
-  return json.loads(line[len("RESULT "):])
+  return json.loads(line[len("RESULT ") :])
 
 
 # ----------------------------------------------------------------------------- rule coverage
 
+
 def _prior_shapes():
   m = tr.Transformer(**PRIOR_KW)
-  return jax.eval_shape(m.init, jax.random.key(0), jnp.zeros((1, 16), jnp.int32),
-                        jnp.zeros((1,), jnp.int32))
+  return jax.eval_shape(
+    m.init, jax.random.key(0), jnp.zeros((1, 16), jnp.int32), jnp.zeros((1,), jnp.int32)
+  )
 
 
 def _vq_shapes():
@@ -134,7 +146,9 @@ def test_fsdp_tp_rules_address_the_real_parameter_paths():
   vm = sharding.rule_matches(_vq_shapes(), "fsdp_tp")
   # ResnetBlocks: encoder 1 (level) + 2 (mid); decoder 2 (level) + 2 (mid).
   assert len(vm[r"/conv1/kernel$"]) == len(vm[r"/conv2/kernel$"]) == 3 + 4
-  assert len(vm[r"/(q|k|v)/kernel$"]) == 3 * (1 + 1 + 2 + 1)  # enc attn, enc mid, dec attn x2, dec mid
+  assert len(vm[r"/(q|k|v)/kernel$"]) == 3 * (
+    1 + 1 + 2 + 1
+  )  # enc attn, enc mid, dec attn x2, dec mid
   assert len(vm[r"/proj_out/kernel$"]) == 5
   assert all(p.endswith("/kernel") for p in vm[r"/conv1/kernel$"])
   # The transformer's 2D rules decide nothing in the VQ.
@@ -143,16 +157,21 @@ def test_fsdp_tp_rules_address_the_real_parameter_paths():
 
 class _FakeMesh:
   """Only ``.shape`` is read by the rule functions: a 4 x 2 mesh without 8 devices."""
+
   shape = {"data": 4, "model": 2}
 
 
 def test_rule_of_another_rank_falls_through():
-  tree = {"a": {"kernel": jax.ShapeDtypeStruct((3, 3, 8, 8), jnp.float32)},
-          "b": {"kernel": jax.ShapeDtypeStruct((8, 6), jnp.float32)}}
+  tree = {
+    "a": {"kernel": jax.ShapeDtypeStruct((3, 3, 8, 8), jnp.float32)},
+    "b": {"kernel": jax.ShapeDtypeStruct((8, 6), jnp.float32)},
+  }
   rules = [(r"kernel$", ("data", "model")), (r"el$", (None, None, "model", "data"))]
   assert sharding.rule_matches(tree, rules) == {r"kernel$": ["b/kernel"], r"el$": ["a/kernel"]}
   assert sharding.describe(tree, _FakeMesh(), rules) == {
-      "a/kernel": P(None, None, "model", "data"), "b/kernel": P("data", "model")}
+    "a/kernel": P(None, None, "model", "data"),
+    "b/kernel": P("data", "model"),
+  }
   # An axis that does not divide the dimension is replicated instead.
   odd = {"k": jax.ShapeDtypeStruct((6, 3), jnp.float32)}
   assert sharding.describe(odd, _FakeMesh(), [(r"k", ("data", "model"))]) == {"k": P(None, None)}
@@ -168,8 +187,11 @@ def test_batch_specs_leading_dim_over_data():
 
 # ----------------------------------------------------------------------------- 8 devices
 
+
 def test_prior_one_step_equal_across_presets(python_subprocess):
-  code = _COMMON + f"""
+  code = (
+    _COMMON
+    + f"""
 PRIOR_KW = {PRIOR_KW!r}
 model = tr.Transformer(**PRIOR_KW)
 T = PRIOR_KW['grid'][0] * PRIOR_KW['grid'][1]
@@ -196,6 +218,7 @@ named = ['layers_0/attention/wqkv/kernel', 'layers_0/attention/wo/kernel',
          'tok_embeddings/embedding', 'output/kernel', 'norm/weight']
 run_all(init_fn, loss_fn, batch, named)
 """
+  )
   res = _result(python_subprocess(code, n_devices=8, env=_ENV))
   one, fsdp, tp = res["one"]["specs"], res["fsdp"]["specs"], res["fsdp_tp"]["specs"]
   assert not any(any(v) for v in one.values()), one  # all replicated
@@ -218,7 +241,9 @@ run_all(init_fn, loss_fn, batch, named)
 
 
 def test_vq_one_step_equal_across_presets(python_subprocess):
-  code = _COMMON + f"""
+  code = (
+    _COMMON
+    + f"""
 VQ_KW = {VQ_KW!r}
 model = vq_lib.VQModel(**VQ_KW)
 rs = np.random.RandomState(0)
@@ -238,11 +263,17 @@ named = ['encoder/conv_blocks_0/res_0/conv1/kernel', 'encoder/conv_blocks_0/res_
          'quantizer/embedding', 'decoder/conv_out/kernel']
 run_all(init_fn, loss_fn, batch, named)
 """
+  )
   res = _result(python_subprocess(code, n_devices=8, env=_ENV))
   fsdp, tp = res["fsdp"]["specs"], res["fsdp_tp"]["specs"]
   assert not any(any(v) for v in res["replicate"]["specs"].values())
   # fsdp: the largest dimension that 8 divides (ties: the first, here the input channels).
-  assert fsdp["encoder/conv_blocks_0/res_0/conv1/kernel"] == [None, None, "data", None]  # [3,3,16,16]
+  assert fsdp["encoder/conv_blocks_0/res_0/conv1/kernel"] == [
+    None,
+    None,
+    "data",
+    None,
+  ]  # [3,3,16,16]
   assert fsdp["quantizer/embedding"] == ["data", None]  # [64, 4]
   assert fsdp["decoder/conv_out/kernel"] == [None, None, "data", None]  # [3, 3, 16, 3]
   # fsdp_tp: channel-parallel conv pairs.

@@ -13,9 +13,19 @@ from stegjax.train import sharding, trainer
 
 
 def _cfg(**kw):
-  c = ml_collections.ConfigDict(dict(lr=0.05, num_steps=6, warmup_steps=0, schedule="constant",
-                                     weight_decay=0.0, grad_clip=1.0, checkpoint_every=3,
-                                     max_to_keep=5, log_every=1))
+  c = ml_collections.ConfigDict(
+    dict(
+      lr=0.05,
+      num_steps=6,
+      warmup_steps=0,
+      schedule="constant",
+      weight_decay=0.0,
+      grad_clip=1.0,
+      checkpoint_every=3,
+      max_to_keep=5,
+      log_every=1,
+    )
+  )
   c.update(kw)
   return c
 
@@ -89,7 +99,8 @@ def test_bad_schedule_is_clear():
 
 
 def test_eight_devices_equal_one(python_subprocess):
-  out = python_subprocess("""
+  out = python_subprocess(
+    """
       import jax, jax.numpy as jnp, numpy as np, ml_collections, json
       from stegjax.train import sharding, trainer
       assert jax.device_count() == 8
@@ -114,7 +125,9 @@ def test_eight_devices_equal_one(python_subprocess):
       np.testing.assert_allclose(res['one'][0], res['fsdp8'][0], rtol=1e-5, atol=1e-6)
       assert abs(res['one'][1] - res['fsdp8'][1]) < 1e-5
       print(json.dumps({'spec8': res['fsdp8'][2], 'spec1': res['one'][2]}))
-  """, n_devices=8)
+  """,
+    n_devices=8,
+  )
   specs = json.loads(out.strip().splitlines()[-1])
   assert "data" in specs["spec8"], specs  # the weight really is sharded on 8 devices
   assert "data" not in specs["spec1"]
