@@ -8,7 +8,8 @@ Dispatches to ``stegjax.experiments.<config.experiment>.run(config, workdir)``.
 Launched as one of several processes (``--num_processes`` / ``--process_id`` /
 ``--coordinator_address``, or a Slurm / TPU environment that
 ``jax.distributed.initialize`` detects when ``--distributed`` is set), it first
-joins the distributed job. User errors print one line and exit non-zero.
+joins the distributed job. User errors (``stegjax.errors``) print one line and exit
+non-zero; anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from stegjax import errors
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
@@ -44,9 +47,6 @@ _CPU_DEVICES = flags.DEFINE_integer(
   "busy (XLA's per-op threading leaves cores idle on these small models); 1 turns it off. "
   "Only the CPU platform is affected; an XLA_FLAGS device count takes precedence.",
 )
-
-# Errors that describe bad input rather than a bug: printed as one line.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError)
 
 
 def _split_cpu(n: int):
@@ -103,7 +103,7 @@ def _log_environment():
 def _experiment(config):
   name = config.get("experiment", None) if config is not None else None
   if not name:
-    raise ValueError("the config has no `experiment` field")
+    raise errors.ConfigError("the config has no `experiment` field")
   try:
     return name, importlib.import_module(f"stegjax.experiments.{name}")
   except ModuleNotFoundError as e:
@@ -111,7 +111,7 @@ def _experiment(config):
       raise
     here = os.path.join(os.path.dirname(__file__), "experiments")
     valid = sorted(f[:-3] for f in os.listdir(here) if f.endswith(".py") and not f.startswith("_"))
-    raise ValueError(f"unknown experiment {name!r}; valid: {valid}") from None
+    raise errors.ConfigError(f"unknown experiment {name!r}; valid: {valid}") from None
 
 
 def main(argv):
@@ -128,7 +128,7 @@ def main(argv):
     workdir = _WORKDIR.value or os.path.join("workdir", config.get("name", name))
     logging.info("experiment %s, workdir %s", name, os.path.abspath(workdir))
     module.run(config, workdir)
-  except USER_ERRORS as e:
+  except errors.StegjaxError as e:
     if _TRACEBACK.value:
       raise
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stegjax import errors
 from stegjax.cmsteg import caption as caption_lib
 from stegjax.cmsteg import correct
 from stegjax.cmsteg import embed as m1
@@ -26,8 +27,7 @@ from stegjax.train import recipes
 CAPTION_INFO = b"stegjax/v1/caption-sampling"
 
 
-class MessageTooLongError(ValueError):
-  """The framed message needs more bits than the image carries."""
+MessageTooLongError = errors.MessageTooLongError
 
 
 @dataclasses.dataclass

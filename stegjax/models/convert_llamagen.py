@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stegjax import errors
 from stegjax.models import presets
 from stegjax.models import transformer as transformer_lib
 from stegjax.models import vq as vq_lib
@@ -52,8 +53,7 @@ _CONTAINERS = ("model", "module", "state_dict", "model_state_dict")
 _INDEXED = re.compile(r"^(.*)_(\d+)$")
 
 
-class CheckpointMismatchError(ValueError):
-  """A state dict does not match the model: lists missing, unexpected and mis-shaped keys."""
+CheckpointMismatchError = errors.CheckpointMismatchError
 
 
 # ------------------------------------------------------------------ reading files

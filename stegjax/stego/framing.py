@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from stegjax import errors
 from stegjax.stego import prf
 
 __all__ = [
@@ -44,11 +45,11 @@ _INFO_AEAD = b"stegjax/v1/aead-key"
 _INFO_HEADER = b"stegjax/v1/header-key"
 
 
-class FramingError(ValueError):
+class FramingError(errors.StegjaxError, ValueError):
   """Base class: the bits cannot be turned back into the message."""
 
 
-class WrongKeyError(FramingError):
+class WrongKeyError(FramingError, errors.WrongKeyError):
   """The header does not decrypt: wrong secret or counter (or the header bits are corrupted)."""
 
 
