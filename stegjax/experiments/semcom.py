@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from stegjax import models
 from stegjax import data as data_lib
 from stegjax.metrics import detection
 from stegjax.metrics import image as image_metrics
@@ -227,10 +228,10 @@ def _train_run(spec, config, train_imgs, mesh, rng, workdir, jscc_model, jscc_pa
   )
   p_jscc = params["jscc"] if spec.end_to_end else jscc_params
   n_params = {
-    "hider": networks.param_count(params["hider"]),
-    "disc": networks.param_count(params.get("disc", {})),
-    "refine": networks.param_count(params.get("refine", {})),
-    "jscc": networks.param_count(p_jscc),
+    "hider": models.param_count(params["hider"]),
+    "disc": models.param_count(params.get("disc", {})),
+    "refine": models.param_count(params.get("refine", {})),
+    "jscc": models.param_count(p_jscc),
   }
 
   # Closed-box inverse eavesdropper: the public revealing network's architecture on

@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from stegjax import models
 from stegjax import data as data_lib
 from stegjax.cmsteg import embed as m1
 from stegjax.metrics import detection, report, stats
@@ -635,7 +636,7 @@ def run(config, workdir: str):
         level=float(sa.ci_level),
         num_resamples=int(sa.num_resamples),
       )
-      r["params"] = steganalyzers.param_count(params)
+      r["params"] = models.param_count(params)
       r["train_steps"] = int(d.tcfg.num_steps)
       r["train_crop"] = d.crop
       r["train_min_pe"] = detection.min_pe(s_tr, y_tr)[0]

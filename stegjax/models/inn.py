@@ -156,7 +156,3 @@ class HidingINN(nn.Module):
 def hinet_config() -> dict:
   """HiNet (Jing et al. 2021) size: 4,050,240 parameters at 3 image channels."""
   return dict(num_blocks=16, growth=32, num_convs=5, clamp=2.0)
-
-
-def param_count(tree) -> int:
-  return int(sum(x.size for x in jax.tree.leaves(tree)))

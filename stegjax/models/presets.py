@@ -21,8 +21,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from stegjax import models
 from stegjax.models import transformer as transformer_lib
 from stegjax.models import vq as vq_lib
 
@@ -136,4 +136,4 @@ def abstract_params(model) -> Any:
 
 def param_count(model) -> int:
   """Number of parameters, from shapes only (nothing is allocated)."""
-  return int(sum(int(np.prod(s.shape)) for s in jax.tree.leaves(abstract_params(model))))
+  return models.param_count(abstract_params(model))

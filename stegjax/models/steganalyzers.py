@@ -345,7 +345,3 @@ def init_steganalyzer(model: nn.Module, rng, image_shape: Sequence[int]):
   init = jax.jit(lambda r, x: model.init(r, x, train=False))
   variables = init(rng, jnp.zeros((1, *image_shape), jnp.uint8))
   return variables["params"], {"batch_stats": variables["batch_stats"]}
-
-
-def param_count(params) -> int:
-  return int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import chex
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 
@@ -89,7 +88,3 @@ class Discriminator(nn.Module):
       h = nn.leaky_relu(nn.Conv(self.features * 2 ** min(i, 3), (3, 3), strides=2)(h), 0.2)
     h = jnp.mean(h, axis=(1, 2))
     return nn.Dense(1)(h)[:, 0]
-
-
-def param_count(tree) -> int:
-  return int(sum(x.size for x in jax.tree.leaves(tree)))

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from stegjax import models
 from stegjax.models import inn
 
 
@@ -41,7 +42,7 @@ def test_hinet_param_count_exact():
   m = inn.HidingINN(**inn.hinet_config())
   x = jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32)
   shapes = jax.eval_shape(m.init, jax.random.key(0), x, x)
-  assert inn.param_count(shapes) == inn.HINET_PARAMS == 4_050_240
+  assert models.param_count(shapes) == inn.HINET_PARAMS == 4_050_240
 
 
 @pytest.fixture(scope="module")

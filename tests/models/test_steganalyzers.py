@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from stegjax import models
 from stegjax.models import steganalyzers as S
 
 
@@ -35,7 +36,7 @@ def test_srm_filters_are_30_high_pass_kernels():
 def _count(name, cfg, shape):
   m = S.make_steganalyzer(name, cfg)
   p, _ = jax.eval_shape(lambda k: S.init_steganalyzer(m, k, shape), jax.random.key(0))
-  return S.param_count(p), p
+  return models.param_count(p), p
 
 
 def test_parameter_counts_match_architecture():
