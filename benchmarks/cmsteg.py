@@ -32,7 +32,7 @@ from stegjax.cmsteg import correct, recover
 from stegjax.cmsteg import embed as m1
 from stegjax.metrics import report
 from stegjax.stego import framing
-from stegjax.train import recipes
+from stegjax.cmsteg import recipes
 
 SIZES = {
   "cpu": dict(config="cpu", batches=(1, 16), m2_steps=50, images=8),

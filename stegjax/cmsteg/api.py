@@ -20,9 +20,9 @@ from stegjax import errors
 from stegjax.cmsteg import caption as caption_lib
 from stegjax.cmsteg import correct
 from stegjax.cmsteg import embed as m1
+from stegjax.cmsteg import recipes
 from stegjax.metrics import report
 from stegjax.stego import framing, prf
-from stegjax.train import recipes
 
 CAPTION_INFO = b"stegjax/v1/caption-sampling"
 

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stegjax.cmsteg import recipes
 from stegjax.metrics import report
 from stegjax.models import transformer
-from stegjax.train import recipes
 
 
 def mean_nll(model, params, tokens, labels, batch_size: int = 256) -> float:

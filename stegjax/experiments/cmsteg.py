@@ -33,7 +33,7 @@ from stegjax.cmsteg import api, caption as caption_lib, correct, recover
 from stegjax.cmsteg import embed as m1
 from stegjax.metrics import report
 from stegjax.stego import framing
-from stegjax.train import recipes
+from stegjax.cmsteg import recipes
 
 
 # ----------------------------------------------------------------------------- evaluation

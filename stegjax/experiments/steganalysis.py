@@ -31,11 +31,12 @@ import optax
 from stegjax import models
 from stegjax import data as data_lib
 from stegjax.cmsteg import embed as m1
+from stegjax.cmsteg import recipes
 from stegjax.metrics import detection, report, stats
 from stegjax.models import steganalyzers, transformer
 from stegjax.security import lsb
 from stegjax.stego import discop, framing, naive
-from stegjax.train import recipes, sharding, trainer
+from stegjax.train import sharding, trainer
 
 SCENARIOS = ("discop", "naive", "lsb")
 

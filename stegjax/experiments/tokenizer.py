@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stegjax.cmsteg import recipes
 from stegjax.metrics import report
-from stegjax.train import recipes
 
 
 def evaluate_tokenizer(vq: recipes.Trained, arrays, batch_size: int = 256) -> dict:

@@ -10,7 +10,7 @@ import pytest
 
 from stegjax.cmsteg import api, correct
 from stegjax.cmsteg import embed as m1
-from stegjax.train import recipes
+from stegjax.cmsteg import recipes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NAMES = ["astronaut", "coffee", "chelsea", "rocket"]

@@ -9,7 +9,7 @@ from stegjax.cmsteg import correct
 from stegjax.cmsteg import embed as m1
 from stegjax.models import transformer
 from stegjax.stego import discop, framing
-from stegjax.train.recipes import Trained
+from stegjax.cmsteg.recipes import Trained
 
 V, GRID, B = 48, (4, 4), 3
 S = m1.Sampler(variant="recursive", precision=24, top_k=24, cfg_scale=1.5)

@@ -10,7 +10,7 @@ import pytest
 from stegjax.channels import real
 from stegjax.cmsteg import recover
 from stegjax.models import vq as vq_lib
-from stegjax.train.recipes import Trained, encode_tokens
+from stegjax.cmsteg.recipes import Trained, encode_tokens
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ import json
 import jax, jax.numpy as jnp, numpy as np
 from stegjax.cmsteg import recover
 from stegjax.models import vq as vq_lib
-from stegjax.train.recipes import Trained
+from stegjax.cmsteg.recipes import Trained
 model = vq_lib.VQModel(ch=8, ch_mult=(1, 2), num_res_blocks=1, z_channels=8, codebook_size=32,
                        codebook_dim=4, norm_groups=4)
 params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]

@@ -1,4 +1,4 @@
-"""Training recipes for the two CMSTEG models, shared by every experiment that needs them.
+"""Training recipes for CMSTEG's models, shared by every experiment that needs them.
 
 ``tokenizer(config, workdir)`` trains (or loads) the VQ tokenizer;
 ``prior(config, workdir)`` trains (or loads) the class-conditional AR prior on
@@ -29,6 +29,7 @@ import optax
 from absl import logging
 
 from stegjax import data as data_lib
+from stegjax.cmsteg import caption
 from stegjax.models import transformer as transformer_lib
 from stegjax.models import vq as vq_lib
 from stegjax.train import sharding, trainer
@@ -294,8 +295,6 @@ def prior(config, workdir: str) -> tuple[Trained, Trained]:
 
 def caption_model(config, length: int | None = None) -> transformer_lib.Transformer:
   """The M3 caption LM: the Llama decoder over characters with a 1 x L grid, topic-conditioned."""
-  from stegjax.cmsteg import caption  # pylint: disable=g-import-not-at-top
-
   kw = config.captioner.model.to_dict()
   kw.update(
     vocab_size=len(caption.ALPHABET),
@@ -308,8 +307,6 @@ def caption_model(config, length: int | None = None) -> transformer_lib.Transfor
 
 def captioner(config, workdir: str) -> Trained:
   """Trains (or loads from ``workdir/captioner``) the caption LM on the WordNet glosses."""
-  from stegjax.cmsteg import caption  # pylint: disable=g-import-not-at-top
-
   cfg = config.captioner
   model = caption_model(config)
   window = int(cfg.window)
