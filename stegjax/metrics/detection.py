@@ -15,16 +15,20 @@ convention). Two ways to choose the threshold:
   the training scores): unbiased on the test set, so its binomial interval
   (``pe_binomial_ci``) is honest.
 
-Randomness (bootstrap, permutations) comes from explicit ``jax.random`` keys.
+The ROC and AUC are ``sklearn.metrics``'; the bootstrap and the permutation null
+are ``scipy.stats``' (each class resampled or permuted as its own sample), driven by
+explicit ``jax.random`` keys. stegjax adds P_E from the ROC (vectorized over resamples)
+and the interval for the mean of two binomial proportions, which neither library has.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Optional
 
 import jax
 import numpy as np
+import scipy.stats
+import sklearn.metrics
 
 from stegjax.metrics import stats
 
@@ -108,29 +112,19 @@ def min_pe(scores, labels) -> tuple[float, float]:
 
 
 def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(fpr, tpr, thresholds): one point per distinct score, from (0,0) to (1,1).
+  """(fpr, tpr, thresholds) of ``sklearn.metrics.roc_curve``, every distinct score kept.
 
   At thresholds[i] the rule "stego iff score >= thresholds[i]" has false
   positive rate fpr[i] and true positive rate tpr[i]; thresholds[0] = +inf.
   """
-  scores, labels, n_c, n_s = _check(scores, labels)
-  order = np.argsort(-scores, kind="stable")
-  s = scores[order]
-  y = labels[order]
-  tp = np.cumsum(y)
-  fp = np.cumsum(1 - y)
-  last_of_run = np.concatenate([s[1:] < s[:-1], [True]])
-  tpr = np.concatenate([[0.0], tp[last_of_run] / n_s])
-  fpr = np.concatenate([[0.0], fp[last_of_run] / n_c])
-  thr = np.concatenate([[np.inf], s[last_of_run]])
-  return fpr, tpr, thr
+  scores, labels, _, _ = _check(scores, labels)
+  return sklearn.metrics.roc_curve(labels, scores, drop_intermediate=False)
 
 
 def auc(scores, labels) -> float:
   """Area under the ROC: P[stego score > cover score] + P[tie] / 2 (Mann-Whitney)."""
-  scores, labels, n_c, n_s = _check(scores, labels)
-  r = stats.rankdata(scores)
-  return float((r[labels == 1].sum() - n_s * (n_s + 1) / 2.0) / (n_s * n_c))
+  scores, labels, _, _ = _check(scores, labels)
+  return float(sklearn.metrics.roc_auc_score(labels, scores))
 
 
 def pe_binomial_ci(
@@ -153,29 +147,21 @@ def pe_binomial_ci(
   md = (p_md * n_stego + 1.0) / (n_stego + 2.0)
   center = 0.5 * (fa + md)
   se = 0.5 * np.sqrt(fa * (1 - fa) / (n_cover + 2.0) + md * (1 - md) / (n_stego + 2.0))
-  z = _normal_quantile(0.5 + level / 2.0)
+  z = scipy.stats.norm.ppf(0.5 + level / 2.0)
   return float(max(0.0, center - z * se)), float(min(1.0, center + z * se))
 
 
-@functools.lru_cache(maxsize=16)
-def _normal_quantile(q: float) -> float:
-  return float(jax.scipy.special.ndtri(np.float32(q)))
-
-
-def _permutations(key, num: int, n: int) -> np.ndarray:
-  """(num, n) random permutations: argsort of keyed uint32 bits (one cheap jax op)."""
-  return np.argsort(np.asarray(jax.random.bits(key, (num, n), np.uint32)), axis=1, kind="stable")
-
-
-def _stratified_indices(key, labels: np.ndarray, num: int) -> np.ndarray:
-  """(num, N) resampling indices drawing covers from covers and stegos from stegos."""
-  cov = np.flatnonzero(labels == 0)
-  stg = np.flatnonzero(labels == 1)
-  # Keyed uint32 bits mod size: the modulo bias is < size / 2**32, negligible here.
-  bits = np.asarray(jax.random.bits(key, (num, labels.size), np.uint32)).astype(np.int64)
-  ic = bits[:, : cov.size] % cov.size
-  is_ = bits[:, cov.size :] % stg.size
-  return np.concatenate([cov[ic], stg[is_]], axis=1)
+def _min_pe_split(covers, stegos, axis=-1):
+  """min-P_E of each row of resampled (..., n_c) covers and (..., n_s) stegos."""
+  covers, stegos = np.moveaxis(covers, axis, -1), np.moveaxis(stegos, axis, -1)
+  lead = np.broadcast_shapes(covers.shape[:-1], stegos.shape[:-1])
+  n_c, n_s = covers.shape[-1], stegos.shape[-1]
+  scores = np.concatenate(
+    [np.broadcast_to(covers, (*lead, n_c)), np.broadcast_to(stegos, (*lead, n_s))], -1
+  ).reshape(-1, n_c + n_s)
+  labels = np.broadcast_to(np.r_[np.zeros(n_c, np.int64), np.ones(n_s, np.int64)], scores.shape)
+  pe, _, _ = _min_pe_rows(scores, labels, n_c, n_s)
+  return pe.reshape(lead)
 
 
 def bootstrap_ci(
@@ -186,7 +172,7 @@ def bootstrap_ci(
   num_resamples: int = 1000,
   level: float = 0.95,
 ) -> tuple[float, float]:
-  """Stratified percentile bootstrap interval (class sizes kept fixed).
+  """Stratified percentile bootstrap interval (``scipy.stats.bootstrap``, class sizes fixed).
 
   ``statistic(scores, labels) -> float``; default is ``min_pe`` with the
   threshold re-optimized in every resample (so the selection is part of the
@@ -195,14 +181,21 @@ def bootstrap_ci(
   scores, labels, n_c, n_s = _check(scores, labels)
   if num_resamples < 10:
     raise ValueError(f"num_resamples must be >= 10, got {num_resamples}")
-  idx = _stratified_indices(key, labels, num_resamples)
   if statistic is None:
-    vals, _, _ = _min_pe_rows(scores[idx], labels[idx], n_c, n_s)
+    stat, vectorized = _min_pe_split, True
   else:
-    vals = np.array([statistic(scores[i], labels[i]) for i in idx])
-  a = (1.0 - level) / 2.0
-  lo, hi = np.quantile(vals, [a, 1.0 - a])
-  return float(lo), float(hi)
+    y = np.r_[np.zeros(n_c, np.int64), np.ones(n_s, np.int64)]
+    stat, vectorized = (lambda c, s: statistic(np.concatenate([c, s]), y)), False
+  r = scipy.stats.bootstrap(
+    (scores[labels == 0], scores[labels == 1]),
+    stat,
+    vectorized=vectorized,
+    n_resamples=num_resamples,
+    confidence_level=level,
+    method="percentile",
+    rng=stats.numpy_rng(key),
+  )
+  return float(r.confidence_interval.low), float(r.confidence_interval.high)
 
 
 def min_pe_permutation_test(
@@ -215,17 +208,21 @@ def min_pe_permutation_test(
   stego has its min-P_E inside it, although the interval lies below 0.5.
   """
   scores, labels, n_c, n_s = _check(scores, labels)
-  observed, _ = min_pe(scores, labels)
-  perms = _permutations(key, num_permutations, labels.size)
-  null, _, _ = _min_pe_rows(np.broadcast_to(scores, perms.shape), labels[perms], n_c, n_s)
+  r = scipy.stats.permutation_test(
+    (scores[labels == 0], scores[labels == 1]),
+    _min_pe_split,
+    vectorized=True,
+    n_resamples=num_permutations,
+    alternative="less",
+    rng=stats.numpy_rng(key),
+  )
   a = (1.0 - level) / 2.0
-  lo, hi = np.quantile(null, [a, 1.0 - a])
-  p = (np.sum(null <= observed + 1e-12) + 1) / (num_permutations + 1)
+  lo, hi = np.quantile(r.null_distribution, [a, 1.0 - a])
   return {
-    "min_pe": observed,
-    "pvalue": float(p),
+    "min_pe": float(r.statistic),
+    "pvalue": float(r.pvalue),
     "null_interval": (float(lo), float(hi)),
-    "null_mean": float(null.mean()),
+    "null_mean": float(np.mean(r.null_distribution)),
   }
 
 

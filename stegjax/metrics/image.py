@@ -33,6 +33,12 @@ def _check_pair(a, b, what):
   )
 
 
+def psnr_from_mse(mse, max_val=1.0):
+  """PSNR in dB of a mean squared error on a signal of peak ``max_val`` (0 gives +inf)."""
+  mse = jnp.asarray(mse, jnp.float32)
+  return 10.0 * jnp.log10(jnp.square(jnp.asarray(max_val, jnp.float32)) / mse)
+
+
 def psnr(a, b, max_val=1.0):
   """Peak signal-to-noise ratio in dB over the last three axes: [..., H, W, C] -> [...].
 
@@ -41,8 +47,7 @@ def psnr(a, b, max_val=1.0):
   Identical images give +inf.
   """
   a, b = _check_pair(a, b, "psnr")
-  mse = jnp.mean(jnp.square(a - b), axis=(-3, -2, -1))
-  return 10.0 * jnp.log10(jnp.square(jnp.asarray(max_val, jnp.float32)) / mse)
+  return psnr_from_mse(jnp.mean(jnp.square(a - b), axis=(-3, -2, -1)), max_val)
 
 
 def _gaussian_window(size: int, sigma: float) -> np.ndarray:

@@ -43,6 +43,12 @@ def test_psnr_matches_skimage(pairs):
     np.asarray(_psnr(a * 255, degraded * 255, max_val=255.0)), got, atol=1e-3
   )
   assert np.isinf(float(image.psnr(a[0], a[0])))
+  # From an MSE: images in [-1, 1] have peak-to-peak 2.
+  mse = np.mean((a - degraded[0]) ** 2, axis=(-3, -2, -1))
+  np.testing.assert_allclose(np.asarray(image.psnr_from_mse(mse)), got[0], atol=1e-3)
+  np.testing.assert_allclose(
+    np.asarray(image.psnr_from_mse(4 * mse, max_val=2.0)), got[0], atol=1e-3
+  )
 
 
 def test_ssim_matches_skimage(pairs):

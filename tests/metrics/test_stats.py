@@ -9,23 +9,6 @@ import pytest
 from stegjax.metrics import stats
 
 
-def test_tails_match_tables():
-  # Textbook critical values at 5%.
-  assert stats.chi2_sf(3.841459, 1) == pytest.approx(0.05, rel=1e-4)
-  assert stats.chi2_sf(18.307038, 10) == pytest.approx(0.05, rel=1e-4)
-  assert stats.chi2_sf(6.634897, 1) == pytest.approx(0.01, rel=1e-4)
-  assert stats.t_sf_two_sided(2.228139, 10) == pytest.approx(0.05, rel=1e-4)
-  assert stats.t_sf_two_sided(12.7062, 1) == pytest.approx(0.05, rel=1e-3)
-  assert stats.normal_sf_two_sided(1.959964) == pytest.approx(0.05, rel=1e-5)
-  assert stats.normal_sf_two_sided(3.290527) == pytest.approx(0.001, rel=1e-3)
-  with pytest.raises(ValueError):
-    stats.chi2_sf(1.0, 0)
-
-
-def test_rankdata_ties():
-  np.testing.assert_allclose(stats.rankdata([3, 1, 3, 2, 3]), [4, 1, 4, 2, 4])
-
-
 def test_welch_hand_value():
   a = np.array([1.0, 2.0, 3.0, 4.0])
   b = np.array([2.0, 4.0, 6.0, 8.0, 10.0])
@@ -33,6 +16,9 @@ def test_welch_hand_value():
   va, vb = a.var(ddof=1) / 4, b.var(ddof=1) / 5
   assert r.statistic == pytest.approx((2.5 - 6.0) / np.sqrt(va + vb))
   assert r.df == pytest.approx((va + vb) ** 2 / (va**2 / 3 + vb**2 / 4))
+  # Constant samples: equal means are no evidence, unequal ones certain.
+  assert stats.welch_t_test([1.0, 1.0], [1.0, 1.0]).pvalue == 1.0
+  assert stats.welch_t_test([1.0, 1.0], [2.0, 2.0]).pvalue == 0.0
 
 
 def test_mann_whitney_u_counts_pairs():
@@ -41,6 +27,7 @@ def test_mann_whitney_u_counts_pairs():
   b = rng.integers(1, 6, 40).astype(float)
   u = sum(1.0 if x > y else 0.5 if x == y else 0.0 for x, y in itertools.product(a, b))
   assert stats.mann_whitney_u(a, b).statistic == pytest.approx(u)
+  assert stats.mann_whitney_u([2.0, 2.0], [2.0, 2.0, 2.0]).pvalue == 1.0  # all tied
   with pytest.raises(ValueError):
     stats.mann_whitney_u(a, b, alternative="less")
 
@@ -66,6 +53,9 @@ def test_two_sample_level_and_power():
   assert same["min_pvalue"] > 0.01
   # The permutation p-value agrees with Welch's on a null comparison.
   assert abs(same["permutation_mean"]["pvalue"] - same["welch_t"]["pvalue"]) < 0.08
+  # The permutations are a function of the key.
+  p1 = stats.permutation_test_mean(jax.random.key(2), a, b[:50], 100).pvalue
+  assert p1 == stats.permutation_test_mean(jax.random.key(2), a, b[:50], 100).pvalue
 
 
 def test_chi2_homogeneity_hand_value_and_pooling():
@@ -73,6 +63,7 @@ def test_chi2_homogeneity_hand_value_and_pooling():
   # expected [[12, 18], [28, 42]]
   assert r.statistic == pytest.approx(4 / 12 + 4 / 18 + 4 / 28 + 4 / 42)
   assert r.df == 1
+  assert r.pvalue == pytest.approx(0.3730, abs=1e-4)  # chi-square(1) tail of 0.7937
   # Rare categories (expected < 5) are pooled: these two tables give the same test.
   r1 = stats.chi2_homogeneity([[50, 40, 1, 2, 0, 1], [45, 48, 2, 1, 3, 0]])
   r2 = stats.chi2_homogeneity([[50, 40, 4], [45, 48, 6]])
