@@ -44,3 +44,7 @@ class MessageTooLongError(StegjaxError, ValueError):
 
 class CheckpointMismatchError(StegjaxError, ValueError):
   """A checkpoint does not match the config or the expected published layout."""
+
+
+class IncompleteMessageError(StegjaxError, ValueError):
+  """Too few of a message's images came through intact to rebuild it (names how many)."""
