@@ -191,8 +191,12 @@ def _fit(config, train_cfg, ckpt_dir, init_fn, loss_fn, batch_fn, desc):
   return state.params
 
 
-def encode_tokens(vq: Trained, images_uint8, batch_size: int = 256) -> np.ndarray:
-  """Token grids int32[N, h, w] of uint8 images, in batches (one compiled function)."""
+def encode_tokens(vq: Trained, images_uint8, batch_size: int = 128) -> np.ndarray:
+  """Token grids int32[N, h, w] of uint8 images, spread over every device of the job.
+
+  ``batch_size`` images per device per call (``sharding.batched_apply``); every process
+  gets all N grids.
+  """
 
   @jax.jit
   def enc(params, x):
@@ -200,16 +204,8 @@ def encode_tokens(vq: Trained, images_uint8, batch_size: int = 256) -> np.ndarra
     idx, _ = vq.model.apply({"params": params}, z, method="quantize")
     return idx
 
-  params = sharding.replicate_local(vq.params)  # the images go over the local devices
-  n = len(images_uint8)
-  out = []
-  for i in range(0, n, batch_size):
-    chunk = np.asarray(images_uint8[i : i + batch_size])
-    pad = batch_size - len(chunk) if n > batch_size else 0
-    if pad:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-    out.append(np.asarray(enc(params, sharding.spread(chunk)))[: len(chunk) - pad])
-  return np.concatenate(out).astype(np.int32)
+  tokens = sharding.batched_apply(enc, vq.params, np.asarray(images_uint8), batch_size)
+  return tokens.astype(np.int32)
 
 
 def cached_tokens(config, workdir: str, vq: Trained, arrays, split: str) -> np.ndarray:

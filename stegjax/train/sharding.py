@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 Rule = tuple[str, Any]
@@ -219,9 +220,83 @@ def spread(tree) -> Any:
   return shard_batch(tree, make_mesh(None, jax.local_devices()))
 
 
+def to_host(tree) -> Any:
+  """Every leaf's whole value as numpy on this process, also for multi-process global arrays.
+
+  A fully replicated global array is read from this process's own copy; a sharded one is
+  gathered with ``multihost_utils`` (a collective: every process must call it).
+  """
+
+  def get(x):
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+      return np.asarray(x)
+    if x.is_fully_replicated:
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+  return jax.tree.map(get, tree)
+
+
 def replicate_local(tree) -> Any:
-  """Params replicated on this process's devices, to go with ``spread`` inputs."""
-  return jax.device_put(tree, replicated(make_mesh(None, jax.local_devices())))
+  """Params replicated on this process's devices, to go with ``spread`` inputs.
+
+  Works on global arrays of a multi-process mesh (trained params): their values come to
+  the host first (``to_host``), never by a cross-host ``device_put``.
+  """
+  return jax.device_put(to_host(tree), replicated(make_mesh(None, jax.local_devices())))
+
+
+def apply_geometry(n: int, batch_size: int) -> tuple[int, int]:
+  """(rows per device per call, number of calls) for ``batched_apply`` over ``n`` rows.
+
+  Every call gives each of the job's devices the same number of rows, at most
+  ``batch_size``, so a job with the same number of devices (in one process or several)
+  computes every row in the same batch shape and gets bit-identical results.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+  devices = jax.device_count()
+  rows = max(1, min(int(batch_size), -(-max(n, 1) // devices)))
+  return rows, -(-n // (rows * devices)) if n else 0
+
+
+def batched_apply(fn, params, inputs, batch_size: int = 128, gather: bool = True) -> Any:
+  """``fn(params, batch)`` over the rows of ``inputs``, spread over every device of the job.
+
+  Args:
+    fn: a jitted function of (params, batch-leading pytree) -> batch-leading pytree; each row's
+      output must depend on that row only (padding rows are computed and dropped).
+    params: replicated on this process's devices (``replicate_local``; global arrays are fine).
+    inputs: pytree of host arrays with a common leading size N, the same on every process.
+    batch_size: at most this many rows per device per call (see ``apply_geometry``).
+    gather: True: every process gets all N output rows (gathered with ``multihost_utils``);
+      False: ``(outputs, row_indices)`` of the rows this process computed.
+  """
+  leaves = jax.tree.leaves(inputs)
+  n = len(leaves[0])
+  rows, calls = apply_geometry(n, batch_size)
+  local, count, index = jax.local_device_count(), jax.process_count(), jax.process_index()
+  per_call = rows * local  # this process's rows of one call, in device order
+  # Row r of call c on process p: c * rows * devices + p * per_call + r; padding repeats row 0.
+  order = np.arange(calls)[:, None] * (per_call * count) + index * per_call + np.arange(per_call)
+  valid = order < n
+  idx = np.where(valid, order, 0)
+  params = replicate_local(params)
+  if not calls:  # no rows: empty outputs of the right shapes and dtypes
+    shapes = jax.eval_shape(fn, params, jax.tree.map(lambda x: np.asarray(x)[:0], inputs))
+    empty = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    return empty if gather else (empty, np.zeros((0,), np.int64))
+  outs = []
+  for c in range(calls):
+    batch = jax.tree.map(lambda x, i=idx[c]: np.asarray(x)[i], inputs)
+    outs.append(to_host(fn(params, spread(batch))))
+  out = jax.tree.map(lambda *xs: np.stack(xs), *outs)  # [calls, per_call, ...]
+  if not gather:
+    return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:])[valid.reshape(-1)], out), order[valid]
+  if count > 1:
+    out = multihost_utils.process_allgather(out)  # [processes, calls, per_call, ...]
+    out = jax.tree.map(lambda x: np.swapaxes(x, 0, 1), out)
+  return jax.tree.map(lambda x: x.reshape(-1, *x.shape[(3 if count > 1 else 2) :])[:n], out)
 
 
 def constrain_batch(tree, mesh: Mesh) -> Any:
