@@ -4,7 +4,7 @@ r"""Convert published LlamaGen PyTorch checkpoints (VQ tokenizer, c2i GPT) to st
         --image_size=384 --out=ckpt/llamagen_b384
 
 reads local ``.pt``/``.pth``/``.bin`` (needs torch, the optional ``torch`` extra) or
-``.safetensors`` files (read here with numpy only), maps every key onto the stegjax
+``.safetensors`` files (read with the ``safetensors`` package, no torch), maps every key onto the stegjax
 parameter tree (conv OIHW -> HWIO, linear [out, in] -> [in, out], fused ``wqkv`` kept
 fused as ``transformer.Attention`` expects), drops buffers (``freqs_cis``,
 ``causal_mask``, KV caches, ``quantize.codebook_used``), checks every shape, and writes
@@ -62,56 +62,19 @@ CheckpointMismatchError = errors.CheckpointMismatchError
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
   """A .safetensors file -> numpy arrays (float types as float32), without torch."""
   import ml_dtypes  # ships with jax
+  import safetensors
 
-  dtypes = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "BF16": ml_dtypes.bfloat16,
-    "I64": np.int64,
-    "I32": np.int32,
-    "I16": np.int16,
-    "I8": np.int8,
-    "U8": np.uint8,
-    "BOOL": np.bool_,
+  try:
+    with safetensors.safe_open(path, framework="np") as f:
+      raw = {name: f.get_tensor(name) for name in f.keys()}
+  except safetensors.SafetensorError as e:
+    raise errors.InputError(f"{path}: not a safetensors file ({e})") from None
+  return {
+    name: a.astype(np.float32)
+    if np.issubdtype(a.dtype, np.floating) or a.dtype == ml_dtypes.bfloat16
+    else a
+    for name, a in raw.items()
   }
-  with open(path, "rb") as f:
-    raw = f.read(8)
-    if len(raw) != 8:
-      raise ValueError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
-    n = int.from_bytes(raw, "little")
-    size = os.path.getsize(path)
-    if n > size - 8:
-      raise ValueError(f"{path}: not a safetensors file (header length {n} > file size {size})")
-    try:
-      header = json.loads(f.read(n))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-      raise ValueError(f"{path}: not a safetensors file (bad JSON header: {e})") from None
-  data = (
-    np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n)
-    if size > 8 + n
-    else np.zeros(0, np.uint8)
-  )
-  out = {}
-  for name, info in header.items():
-    if name == "__metadata__":
-      continue
-    if info["dtype"] not in dtypes:
-      raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
-    dt = np.dtype(dtypes[info["dtype"]])
-    start, end = info["data_offsets"]
-    shape = tuple(info["shape"])
-    if end - start != int(np.prod(shape, dtype=np.int64)) * dt.itemsize or end > data.size:
-      raise ValueError(
-        f"{path}: tensor {name!r} has inconsistent offsets {start}..{end} for {shape}"
-      )
-    arr = np.frombuffer(data[start:end], dtype=dt).reshape(shape)
-    out[name] = (
-      arr.astype(np.float32)
-      if np.issubdtype(dt, np.floating) or dt == ml_dtypes.bfloat16
-      else np.array(arr)
-    )
-  return out
 
 
 def _read_torch(path: str, trust_pickle: bool) -> Any:

@@ -4,13 +4,13 @@ and (with torch) numerical equality with a PyTorch reference of the published la
 import argparse
 import json
 import os
-import struct
 
 import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
+import safetensors.numpy
 
 from stegjax.models import convert_llamagen as cv
 from stegjax.models import presets
@@ -305,16 +305,11 @@ def test_infer_configs_from_shapes():
 
 
 def _write_safetensors(path, tensors):
-  """A .safetensors file written by hand from the format description (8-byte length, JSON, data)."""
-  header, blobs, off = {}, [], 0
-  for name, (dtype, arr) in tensors.items():
-    raw = arr.tobytes()
-    header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [off, off + len(raw)]}
-    blobs.append(raw)
-    off += len(raw)
-  h = json.dumps(header).encode()
-  with open(path, "wb") as f:
-    f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+  """A .safetensors file from {name: (dtype tag, array)}; the tag must match the array."""
+  tags = {"F32": np.float32, "BF16": ml_dtypes.bfloat16, "I64": np.int64}
+  for name, (tag, arr) in tensors.items():
+    assert arr.dtype == tags[tag], (name, tag, arr.dtype)
+  safetensors.numpy.save_file({name: arr for name, (_, arr) in tensors.items()}, path)
 
 
 def test_safetensors_reader(tmp_path):
