@@ -58,13 +58,11 @@ def dataset(config, workdir: str):
 
 def _batch_fn(arrays, batch_size: int, seed: int, keys):
   n = len(arrays[keys[0]])
-  shard, count = jax.process_index(), jax.process_count()
-  per_process = batch_size // count
-  if per_process * count != batch_size:
-    raise ValueError(f"batch size {batch_size} is not divisible by {count} processes")
 
   def batch_fn(step):
-    idx = np.sort(data_lib.batch_indices(n, per_process, seed, step, True, shard, count))
+    # The sorted global batch, then this process's block of it: the same rows in the same
+    # places (so the same dropout masks) for any process count.
+    idx = sharding.process_rows(np.sort(data_lib.batch_indices(n, batch_size, seed, step)))
     return {k: np.asarray(arrays[k][idx]) for k in keys}
 
   return batch_fn
@@ -321,13 +319,11 @@ def captioner(config, workdir: str) -> Trained:
     ).mean()
     return loss, ({"bits_per_char": loss / np.log(2)}, extra)
 
-  per_process = int(cfg.train.batch_size) // jax.process_count()
-
-  def batch_fn(step):
+  def batch_fn(step):  # the global batch on every process, then this process's block
     topic, text = caption.training_windows(
-      window, per_process, config.seed * 7919 + jax.process_index(), step
+      window, int(cfg.train.batch_size), config.seed * 7919, step
     )
-    return {"topic": topic, "text": text}
+    return {"topic": sharding.process_rows(topic), "text": sharding.process_rows(text)}
 
   params = _fit(
     config,

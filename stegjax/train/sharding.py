@@ -31,6 +31,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from stegjax import errors
+
 Rule = tuple[str, Any]
 
 PRESETS: dict[str, list[Rule]] = {
@@ -316,6 +318,22 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def process_rows(global_rows):
+  """This process's contiguous block of a global batch (what ``put_batch`` expects).
+
+  A ``batch_fn`` draws the same global batch on every process and keeps its block, so the
+  trained model does not depend on the number of processes.
+  """
+  rows = np.asarray(global_rows)
+  count, index = jax.process_count(), jax.process_index()
+  if len(rows) % count:
+    raise errors.ConfigError(
+      f"global batch of {len(rows)} rows is not divisible by {count} processes"
+    )
+  per = len(rows) // count
+  return rows[index * per : (index + 1) * per]
 
 
 def put_batch(batch, mesh: Mesh):
