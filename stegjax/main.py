@@ -15,6 +15,7 @@ non-zero; anything else is a bug and shows its traceback.
 from __future__ import annotations
 
 import importlib
+import logging as logging_std
 import os
 import platform
 import sys
@@ -23,6 +24,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from stegjax import errors
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(errors.__file__)) + os.sep
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
@@ -47,6 +50,23 @@ _CPU_DEVICES = flags.DEFINE_integer(
   "busy (XLA's per-op threading leaves cores idle on these small models); 1 turns it off. "
   "Only the CPU platform is affected; an XLA_FLAGS device count takes precedence.",
 )
+
+
+class _StegjaxOrWarnings(logging_std.Filter):
+  """Lets through stegjax's own records and any warning; drops other libraries' INFO."""
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    return record.levelno >= logging_std.WARNING or record.pathname.startswith(_PACKAGE_DIR)
+
+
+def _quiet_libraries():
+  """Default verbosity: stegjax's one-line summaries and progress bars, no orbax/jax/absl INFO.
+
+  An explicit ``--verbosity`` (absl's flag; 0 = INFO, 1 = DEBUG) shows everything it admits.
+  """
+  if flags.FLAGS["verbosity"].present:
+    return
+  logging.get_absl_handler().addFilter(_StegjaxOrWarnings())
 
 
 def _split_cpu(n: int):
@@ -120,6 +140,7 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/cmsteg.py")
+  _quiet_libraries()
   _split_cpu(_CPU_DEVICES.value)  # before any experiment module touches the backend
   try:
     name, module = _experiment(config)

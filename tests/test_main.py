@@ -1,17 +1,23 @@
-"""stegjax.main: config errors are one clear line and a non-zero exit."""
+"""stegjax.main: user errors are one clear line and exit 2, bugs keep their traceback, and the
+default verbosity shows stegjax's own lines without other libraries' INFO chatter."""
 
 import os
+import re
 import subprocess
 import sys
+import textwrap
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(*args):
+def _run(*args, code=None):
+  """``python -m stegjax.main ARGS``, or ``python -c CODE ARGS`` (CODE ends by calling main)."""
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
   return subprocess.run(
-    [sys.executable, "-m", "stegjax.main", *args],
+    [sys.executable, *(["-c", code] if code else ["-m", "stegjax.main"]), *args],
     cwd=REPO,
     env=env,
     capture_output=True,
@@ -69,3 +75,58 @@ def test_default_run_uses_two_cpu_devices(tmp_path):
   assert p.returncode == 0, p.stderr[-2000:]
   want = min(2, os.cpu_count() or 1)
   assert f"{want} local devices" in p.stderr
+  # Default verbosity: stegjax's own lines, no INFO from orbax or other libraries.
+  info = [line for line in p.stderr.splitlines() if re.match(r"I\d{4} ", line)]
+  assert info and all(re.search(r" (main|trainer|tokenizer|recipes)\.py:\d+\]", x) for x in info)
+  assert not [x for x in p.stderr.splitlines() if _ORBAX.search(x)]
+  # --verbosity=0 (absl INFO) brings orbax back: the same run, now restoring the cached model.
+  loud = _run(
+    "--config=configs/vq_tokenizer.py:smoke",
+    f"--workdir={tmp_path}",
+    "--config.vq.train.num_steps=1",
+    "--verbosity=0",
+  )
+  assert loud.returncode == 0, loud.stderr[-2000:]
+  assert [x for x in loud.stderr.splitlines() if _ORBAX.search(x)]
+
+
+_ORBAX = re.compile(r"^I\d{4} .*(checkpoint_manager|checkpointer|orbax)", re.I)
+
+# Runs stegjax.main with an experiment whose run() raises EXC (a user error or a bug).
+_RAISING = textwrap.dedent(
+  """
+  import sys, types
+  from stegjax import errors, main
+  def run(config, workdir):
+    raise {exc}
+  main._experiment = lambda config: ("fake", types.SimpleNamespace(run=run))
+  sys.argv = ["stegjax"] + sys.argv[1:]
+  main.run()
+  """
+)
+
+
+@pytest.mark.parametrize(
+  "exc", ["errors.InputError('bad image x.png\\nsecond line')", "errors.WrongKeyError('no')"]
+)
+def test_user_error_is_one_line_and_exit_2(tmp_path, exc):
+  p = _run(
+    "--config=configs/vq_tokenizer.py:smoke", f"--workdir={tmp_path}", code=_RAISING.format(exc=exc)
+  )
+  assert p.returncode == 2
+  errs = [x for x in p.stderr.splitlines() if not re.match(r"[IW]\d{4} ", x)]
+  name = exc.split("(")[0].split(".")[1]
+  assert len(errs) == 1 and errs[0].startswith(f"stegjax: error: {name}: "), p.stderr
+  assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize(
+  "exc", ["RuntimeError('kaboom')", "ValueError('backend does not support cross-host transfers')"]
+)
+def test_other_errors_keep_their_traceback(tmp_path, exc):
+  p = _run(
+    "--config=configs/vq_tokenizer.py:smoke", f"--workdir={tmp_path}", code=_RAISING.format(exc=exc)
+  )
+  assert p.returncode not in (0, 2)
+  assert "Traceback (most recent call last)" in p.stderr and "stegjax: error" not in p.stderr
+  assert exc.split("(")[0] + ": " in p.stderr
