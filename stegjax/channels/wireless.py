@@ -11,13 +11,24 @@ gain ``h ~ CN(0, 1)`` (block fading, ``E|h|^2 = 1``) and complex noise of varian
 
 ``snr_db`` is a scalar or a per-example array [B], and may be traced. All functions
 are jittable and differentiable with respect to ``x``.
+
+The registered channels (``registry.wireless_channel(name).apply(z, snr_db, key)``):
+
+  awgn      additive white Gaussian noise
+  rayleigh  block fading, one h ~ CN(0, 1) per example, perfect-CSI zero-forcing equalization
+  mixed     a per-example fair coin between the two (a training distribution)
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
+
+from stegjax.channels import base
+from stegjax.channels import registry
 
 
 def _check(x):
@@ -115,3 +126,68 @@ def rayleigh(
   out = _to_real(y, x.shape).astype(x.dtype)
   chex.assert_shape(out, x.shape)
   return (out, h) if return_gain else out
+
+
+# ----------------------------------------------------------------------------- registered channels
+
+
+@registry.register
+@dataclasses.dataclass(frozen=True)
+class Awgn(base.WirelessChannel):
+  """Additive white Gaussian noise at ``snr_db``."""
+
+  FORM = "awgn"
+  fading = False
+
+  @property
+  def name(self) -> str:
+    return "awgn"
+
+  @classmethod
+  def parse(cls, name):
+    return cls() if name == "awgn" else None
+
+  def apply(self, z, snr_db, key):
+    return awgn(z, snr_db, key)
+
+
+@registry.register
+@dataclasses.dataclass(frozen=True)
+class Rayleigh(base.WirelessChannel):
+  """Rayleigh block fading with perfect-CSI zero-forcing equalization at the receiver."""
+
+  FORM = "rayleigh (block fading, perfect-CSI equalization)"
+  fading = True
+
+  @property
+  def name(self) -> str:
+    return "rayleigh"
+
+  @classmethod
+  def parse(cls, name):
+    return cls() if name == "rayleigh" else None
+
+  def apply(self, z, snr_db, key):
+    return rayleigh(z, snr_db, key, equalize=True)
+
+
+@registry.register
+@dataclasses.dataclass(frozen=True)
+class Mixed(base.WirelessChannel):
+  """Per example, a fair coin picks Rayleigh or AWGN (training over both channels)."""
+
+  FORM = "mixed (per-example coin between awgn and rayleigh)"
+  fading = None
+
+  @property
+  def name(self) -> str:
+    return "mixed"
+
+  @classmethod
+  def parse(cls, name):
+    return cls() if name == "mixed" else None
+
+  def apply(self, z, snr_db, key):
+    k_a, k_r, k_c = jax.random.split(key, 3)
+    pick = jax.random.bernoulli(k_c, 0.5, (z.shape[0],)).reshape((-1,) + (1,) * (z.ndim - 1))
+    return jnp.where(pick, Rayleigh().apply(z, snr_db, k_r), Awgn().apply(z, snr_db, k_a))

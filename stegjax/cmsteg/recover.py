@@ -3,7 +3,7 @@
 Re-encode the received image to ``z``, then minimize
 ``|| x_received - N(G(quantize_st(z))) ||^2`` over ``z`` with Adam (CMSTEG: lr
 0.002, 10,000 steps), ``N`` the differentiable stand-in of the channel
-(``channels.real.differentiable``: JPEG-SS for JPEG, identity for PNG and
+(``channels.image_channel(name).stand_in()``: JPEG-SS for JPEG, identity for PNG and
 Gaussian noise -- the squared error is then the Gaussian noise likelihood --,
 down-and-up resizing for scaling). Batched over images (each image's loss
 depends only on its own latent, and Adam is elementwise, so a batch equals
@@ -22,8 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from stegjax.channels import jpeg as jpeg_lib
-from stegjax.channels import real
+from stegjax import channels
 from stegjax.train import sharding
 
 
@@ -31,26 +30,18 @@ def _to_model(x01):
   return x01 * 2.0 - 1.0
 
 
-def stand_in(channel: str) -> tuple[str, float]:
-  """(static form, traced parameter) of a channel's differentiable stand-in.
+def stand_in(channel: str) -> channels.StandIn:
+  """The channel's differentiable stand-in, split as (static form, traced parameter).
 
   Every JPEG quality shares one compiled M2 loop (the quality is traced), and PNG
   and Gaussian noise share the identity; only a scale factor changes shapes.
   """
-  ch = real.parse(channel)
-  if ch.kind == "jpeg":
-    return "jpeg", float(ch.param)
-  if ch.kind in ("png", "gauss"):
-    return "png", 0.0
-  return channel, 0.0
+  return channels.image_channel(channel).stand_in()
 
 
 @functools.partial(jax.jit, static_argnames=("model", "form", "steps", "lr", "patience"))
-def _optimize(model, params, x01, param, *, form: str, steps: int, lr: float, patience: int):
-  if form == "jpeg":
-    noise = lambda x, key=None: jpeg_lib.diff_jpeg(x, param, "ss")
-  else:
-    noise = real.differentiable(form)
+def _optimize(model, params, x01, param, *, form, steps: int, lr: float, patience: int):
+  noise = lambda x, key=None: form(x, param, key)
   variables = {"params": params}
   z0 = model.apply(variables, _to_model(x01), method="encode")
   idx0, _ = model.apply(variables, z0, method="quantize")
@@ -121,7 +112,7 @@ def recover(
   x = np.asarray(received_uint8)
   if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
     raise ValueError(f"received images must be uint8 [B, H, W, 3], got {x.dtype}{x.shape}")
-  form, param = stand_in(channel)  # also a clear error for an unknown channel name
+  sin = stand_in(channel)  # also a clear error for an unknown channel name
   # Images over every local device (replicated where the batch does not divide).
   params = sharding.replicate_local(vq.params)
   out = {"tokens_m1": [], "tokens": [], "loss": [], "steps": []}
@@ -131,8 +122,8 @@ def recover(
       vq.model,
       params,
       chunk,
-      jnp.float32(param),
-      form=form,
+      jnp.float32(sin.param),
+      form=sin.form,
       steps=int(steps),
       lr=float(lr),
       patience=int(patience),

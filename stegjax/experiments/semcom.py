@@ -11,6 +11,7 @@ checkpointed under ``workdir/models/<name>``; a rerun restores it and skips trai
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -22,6 +23,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from stegjax import channels
 from stegjax import models
 from stegjax import data as data_lib
 from stegjax.metrics import detection
@@ -160,14 +162,15 @@ def _eval_jscc(model, params, covers, config, ratio, key, table):
         grey_psnr=float(np.mean(10.0 * np.log10(1.0 / table.grey_mse))),
       )
       variants = [("sep", {}), ("sep_file", dict(size="file"))]
-      if ch == "rayleigh":
+      fading = channels.wireless_channel(ch).fading
+      if fading:
         variants.append(("sep_ergodic", dict(rayleigh="ergodic")))
       for name, kw in variants:
         rec, q, ok = separation.reconstruct(table, float(snr), ratio, ch, k, **kw)
         row[f"{name}_psnr"], row[f"{name}_ssim"] = _metrics(jnp.asarray(rec), x)
         row[f"{name}_quality_mean"] = float(q.mean())
         row[f"{name}_delivered"] = float(ok.mean())
-      if ch == "awgn":
+      if not fading:
         row.update(
           sep_ergodic_psnr=row["sep_psnr"],
           sep_ergodic_ssim=row["sep_ssim"],
@@ -310,11 +313,11 @@ def _eval_run(spec, trained, config, covers, secrets, jscc_model, key, det_train
   eve_key = jax.random.key(int(config.secret_key_seed) + 1)  # the eavesdropper's guess
 
   @jax.jit
-  def forward(cover, secret, snr, k_ch, legit, wrong, rayleigh):
-    ch_fn = lambda pj, x, k: jax.lax.cond(
-      rayleigh,
-      lambda: system.transmit(jscc_model, pj, x, snr, k, "rayleigh"),
-      lambda: system.transmit(jscc_model, pj, x, snr, k, "awgn"),
+  def forward(cover, secret, snr, k_ch, legit, wrong, ch_index):
+    # One compiled forward for every evaluated channel: the channel is a traced index.
+    ch_fn = lambda pj, x, k: jax.lax.switch(
+      ch_index,
+      [functools.partial(system.transmit, jscc_model, pj, x, snr, k, c) for c in system.CHANNELS],
     )
     hidden = keys_lib.scramble(secret, legit, block) if spec.keyed else secret
     stego = jnp.clip(hider.hide(params["hider"], cover, hidden), 0.0, 1.0)
@@ -350,7 +353,7 @@ def _eval_run(spec, trained, config, covers, secrets, jscc_model, key, det_train
   for ci, ch in enumerate(system.CHANNELS):
     for si, snr in enumerate(config.channel.eval_snrs):
       k = jax.random.fold_in(jax.random.fold_in(key, si), ci)
-      out = forward(x_c, x_s, jnp.float32(snr), k, legit, wrong, ch == "rayleigh")
+      out = forward(x_c, x_s, jnp.float32(snr), k, legit, wrong, ci)
       row = dict(run=spec.name, family=spec.family, channel=ch, snr=float(snr))
       for name, a, b in (
         ("stego", out["stego"], x_c),

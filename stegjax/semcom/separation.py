@@ -42,6 +42,9 @@ import jax
 import numpy as np
 from PIL import Image
 
+from stegjax import channels
+from stegjax import errors
+
 QUALITIES = tuple(range(100, 0, -1))
 GREY = 0.5
 
@@ -147,8 +150,11 @@ def reconstruct(
   ``size``: 'payload' or 'file' (see the module docstring). ``rayleigh``: 'outage'
   (h drawn from ``key``) or 'ergodic'; ignored for AWGN.
   """
-  if channel not in ("awgn", "rayleigh"):
-    raise ValueError(f"unknown channel {channel!r}; valid: 'awgn', 'rayleigh'")
+  fading = channels.wireless_channel(channel).fading
+  if fading is None:
+    raise errors.ConfigError(
+      f"the separation baseline models one channel (AWGN or block fading), not {channel!r}"
+    )
   if size not in ("payload", "file"):
     raise ValueError(f"unknown JPEG size {size!r}; valid: 'payload', 'file'")
   if rayleigh not in ("outage", "ergodic"):
@@ -157,7 +163,7 @@ def reconstruct(
   n_img = bits.shape[0]
   n = table.num_symbols
   rows = np.arange(n_img)
-  if channel == "rayleigh" and rayleigh == "outage":
+  if fading and rayleigh == "outage":
     # Expected MSE of each quality over the fading; grey (send nothing) is the fallback.
     p_out = outage_probability(bits, n, ratio, snr_db)
     exp_mse = (1.0 - p_out) * table.mse + p_out * table.grey_mse[:, None]
@@ -167,7 +173,7 @@ def reconstruct(
     cap = ratio * n * np.log2(1.0 + 10.0 ** (snr_db / 10.0) * np.sum(h**2, axis=1))
     delivered = send & (bits[rows, j] <= cap)
   else:
-    if channel == "rayleigh":
+    if fading:
       budget = ergodic_capacity_bits(n, ratio, snr_db)
     else:
       budget = capacity_bits(n, ratio, snr_db)

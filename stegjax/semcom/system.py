@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from stegjax.channels import wireless
+from stegjax import channels
 from stegjax.models import inn as inn_lib
 from stegjax.models import jscc as jscc_lib
 from stegjax.semcom import keys as keys_lib
@@ -41,18 +41,8 @@ CHANNELS = ("awgn", "rayleigh")
 
 
 def apply_channel(z: jax.Array, snr_db, key: jax.Array, channel: str) -> jax.Array:
-  """'awgn', 'rayleigh' (block fading, perfect-CSI equalization) or 'mixed' (per-example coin)."""
-  if channel == "awgn":
-    return wireless.awgn(z, snr_db, key)
-  if channel == "rayleigh":
-    return wireless.rayleigh(z, snr_db, key, equalize=True)
-  if channel == "mixed":
-    k_a, k_r, k_c = jax.random.split(key, 3)
-    pick = jax.random.bernoulli(k_c, 0.5, (z.shape[0],)).reshape((-1,) + (1,) * (z.ndim - 1))
-    return jnp.where(
-      pick, wireless.rayleigh(z, snr_db, k_r, equalize=True), wireless.awgn(z, snr_db, k_a)
-    )
-  raise ValueError(f"unknown channel {channel!r}; valid: 'awgn', 'rayleigh', 'mixed'")
+  """The registered wireless channel ``channel`` (awgn, rayleigh, mixed) applied to symbols z."""
+  return channels.wireless_channel(channel).apply(z, snr_db, key)
 
 
 def sample_snr(key: jax.Array, batch: int, lo: float, hi: float) -> jax.Array:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from stegjax import errors
 from stegjax.channels import jpeg, real
 
 
@@ -17,18 +18,20 @@ def _psnr(a, b):
 
 def test_default_channels_parse():
   assert real.CHANNELS == ("png", "jpeg95", "jpeg85", "jpeg75", "gauss0.01", "scale0.5", "scale2.0")
-  kinds = [(c.kind, c.param) for c in map(real.parse, real.CHANNELS)]
-  assert kinds == [
-    ("png", None),
-    ("jpeg", 95),
-    ("jpeg", 85),
-    ("jpeg", 75),
-    ("gauss", 0.01),
-    ("scale", 0.5),
-    ("scale", 2.0),
+  parsed = [real.parse(n) for n in real.CHANNELS]
+  assert parsed == [
+    real.Png(),
+    real.Jpeg(95),
+    real.Jpeg(85),
+    real.Jpeg(75),
+    real.Gauss(0.01),
+    real.Scale(0.5),
+    real.Scale(2.0),
   ]
-  assert real.parse("jpeg7").param == 7 and real.parse("gauss.05").param == 0.05
-  assert real.parse("scale1.25").param == 1.25 and real.parse("gauss1e-3").param == 1e-3
+  assert [c.name for c in parsed] == list(real.CHANNELS)  # the defaults are canonical
+  assert [c.stochastic for c in parsed] == [False] * 4 + [True] + [False] * 2
+  assert real.parse("jpeg7").quality == 7 and real.parse("gauss.05").std == 0.05
+  assert real.parse("scale1.25").factor == 1.25 and real.parse("gauss1e-3").std == 1e-3
 
 
 @pytest.mark.parametrize(
@@ -42,13 +45,13 @@ def test_default_channels_parse():
     "scale-1",
     "gauss",
     "gauss-0.1",
-    "blur3",
+    "blur",
     "",
     "png2",
   ],
 )
 def test_unknown_names_list_the_valid_forms(bad):
-  with pytest.raises(ValueError, match=r"valid forms: png, jpegNN"):
+  with pytest.raises(errors.ConfigError, match=r"valid forms: png, jpegNN"):
     real.parse(bad)
   with pytest.raises(ValueError, match="unknown channel"):
     real.apply(bad, np.zeros((8, 8, 3), np.uint8))
@@ -94,7 +97,7 @@ def test_gauss_noise_std_and_keys(crops256):
   big = real.apply("gauss0.1", x, key).astype(np.float64) - x
   mid = (x > 90) & (x < 165)  # > 3.5 sigma from clipping
   assert abs(np.std(big[mid]) - 25.5) < 0.3, np.std(big[mid])
-  with pytest.raises(ValueError, match="key"):
+  with pytest.raises(errors.InputError, match="key"):
     real.apply("gauss0.01", x)
 
 
@@ -121,7 +124,7 @@ def test_single_image_equals_batch(crops64):
 
 
 def test_bad_images():
-  with pytest.raises(ValueError, match="uint8"):
+  with pytest.raises(errors.InputError, match="uint8"):
     real.apply("png", np.zeros((8, 8, 3), np.float32))
   with pytest.raises(ValueError, match="shape"):
     real.apply("png", np.zeros((8, 8), np.uint8))
@@ -151,5 +154,5 @@ def test_differentiable_stand_ins_track_the_real_channels(crops256):
   assert abs(float(jnp.std(noisy - xf)) - 0.01) < 1e-3
   g = jax.jit(jax.grad(lambda v: jnp.sum(real.differentiable("scale0.5")(v, key) ** 2)))(xf)
   assert np.all(np.isfinite(np.asarray(g))) and float(jnp.max(jnp.abs(g))) > 0
-  with pytest.raises(ValueError, match="jpeg_mode"):
+  with pytest.raises(errors.ConfigError, match="jpeg_mode"):
     real.differentiable("jpeg75", jpeg_mode="exact")

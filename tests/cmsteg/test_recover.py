@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stegjax.channels import real
+from stegjax.channels import jpeg, real
 from stegjax.cmsteg import recover
 from stegjax.models import vq as vq_lib
 from stegjax.cmsteg.recipes import Trained, encode_tokens
@@ -73,14 +73,15 @@ def test_every_jpeg_quality_shares_one_compiled_loop(vq, images):
   for q in (95, 30):
     recover.recover(vq, images, f"jpeg{q}", steps=STEPS, lr=LR)
   assert recover._optimize._cache_size() == size
-  assert recover.stand_in("jpeg60") == ("jpeg", 60.0)
+  assert tuple(recover.stand_in("jpeg60")) == (real.DiffJpeg("ss"), 60.0)
+  assert recover.stand_in("jpeg60").form == recover.stand_in("jpeg95").form
   assert recover.stand_in("gauss0.01") == recover.stand_in("png")
 
 
 def test_traced_quality_matches_the_named_channel(vq, images):
   x = jnp.asarray(images, jnp.float32) / 255.0
   want = real.differentiable("jpeg60")(x)
-  got = jax.jit(lambda x, q: recover.jpeg_lib.diff_jpeg(x, q, "ss"))(x, jnp.float32(60.0))
+  got = jax.jit(lambda x, q: jpeg.diff_jpeg(x, q, "ss"))(x, jnp.float32(60.0))
   np.testing.assert_allclose(got, want, atol=1e-5)
 
 
