@@ -11,6 +11,7 @@ Importing this package registers every family below.
 """
 
 from stegjax.channels import real  # noqa: F401  png, jpegNN, gaussS, scaleF
+from stegjax.channels import blur  # noqa: F401  blurS
 from stegjax.channels import wireless as _wireless  # noqa: F401  awgn, rayleigh, mixed
 from stegjax.channels.base import Channel, ImageChannel, StandIn, WirelessChannel  # noqa: F401
 from stegjax.channels.registry import (  # noqa: F401
