@@ -1,26 +1,29 @@
-"""Data: bundled photos, TFDS array_record patch builders and input pipelines.
+"""Data: bundled photos, users' image folders, patch datasets as ``.npy`` memory maps, and
+deterministic per-process batches.
 
-Entry point for experiments: ``get_dataset(config.data, workdir) -> (train,
-heldout, info)`` (see ``stegjax.data.dataset``); ``default_config()`` gives the
-``config.data`` fields.
+Entry point for experiments: ``get_dataset(config.data, workdir) -> (train, heldout, info)``
+(see ``stegjax.data.dataset``); ``default_config()`` gives the ``config.data`` fields;
+``process_batch_fn`` / ``batch_indices`` give each process its rows of every batch.
 """
 
-from stegjax.data.dataset import builder_for, default_config, get_dataset, get_sources, prepare
+from stegjax.data.batches import batch_indices, batches_from, process_batch_fn, shard_range
+from stegjax.data.dataset import default_config, get_dataset, load_arrays, prepare
+from stegjax.data.folder import list_images, load_images
 from stegjax.data.photos import DEFAULT_HELDOUT, PHOTO_NAMES, load_photo, load_photos
-from stegjax.data.pipeline import batch_indices, batches_from, load_arrays, make_loader
 
 __all__ = [
   "DEFAULT_HELDOUT",
   "PHOTO_NAMES",
   "batch_indices",
   "batches_from",
-  "builder_for",
   "default_config",
   "get_dataset",
-  "get_sources",
+  "list_images",
   "load_arrays",
+  "load_images",
   "load_photo",
   "load_photos",
-  "make_loader",
   "prepare",
+  "process_batch_fn",
+  "shard_range",
 ]

@@ -14,6 +14,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from stegjax import errors
+
 # Fixed order: a photo's index in this tuple is its class label.
 PHOTO_NAMES: tuple[str, ...] = (
   "astronaut",
@@ -61,7 +63,7 @@ def _sklearn(filename: str) -> Callable[[], np.ndarray]:
     for path, img in zip(images.filenames, images.images):
       if path.endswith(filename):
         return img
-    raise FileNotFoundError(f"sklearn sample image {filename!r} not found")
+    raise errors.MissingFileError(f"sklearn sample image {filename!r} not found")
 
   return load
 
@@ -97,18 +99,20 @@ _LOADERS: dict[str, Callable[[], np.ndarray]] = {
 def load_photo(name: str) -> np.ndarray:
   """Returns one photo as uint8[H, W, 3]; raises a clear error if unavailable."""
   if name not in _LOADERS:
-    raise ValueError(f"unknown photo {name!r}; known photos: {', '.join(PHOTO_NAMES)}")
+    raise errors.ConfigError(f"unknown photo {name!r}; known photos: {', '.join(PHOTO_NAMES)}")
   try:
     img = _LOADERS[name]()
   except Exception as e:  # pylint: disable=broad-except
-    raise FileNotFoundError(
+    raise errors.MissingFileError(
       f"photo {name!r} could not be loaded from its installed package "
       f"({type(e).__name__}: {e}); stegjax needs scikit-image, scikit-learn and "
       "matplotlib installed with their bundled sample data"
     ) from e
   img = np.asarray(img)
   if img.dtype != np.uint8 or img.ndim != 3 or img.shape[-1] != 3:
-    raise ValueError(f"photo {name!r} is {img.dtype}{list(img.shape)}, expected uint8[H,W,3]")
+    raise errors.InputError(
+      f"photo {name!r} is {img.dtype}{list(img.shape)}, expected uint8[H,W,3]"
+    )
   return np.ascontiguousarray(img)
 
 
@@ -125,10 +129,10 @@ def split_names(
   heldout = tuple(heldout)
   unknown = [h for h in heldout if h not in names]
   if unknown:
-    raise ValueError(f"held-out photo(s) {unknown} are not among {list(names)}")
+    raise errors.ConfigError(f"data.heldout photo(s) {unknown} are not among {list(names)}")
   if len(set(heldout)) != len(heldout):
-    raise ValueError(f"held-out photos contain duplicates: {list(heldout)}")
+    raise errors.ConfigError(f"data.heldout photos contain duplicates: {list(heldout)}")
   train = tuple(n for n in names if n not in heldout)
   if not train:
-    raise ValueError("every photo is held out; nothing is left to train on")
+    raise errors.ConfigError("every photo is held out; nothing is left to train on")
   return train, heldout

@@ -1,16 +1,14 @@
-"""TFDS array_record patch builders: contents, labels, held-out split, reuse, folders."""
+"""Patch datasets: contents, labels, held-out split, reuse, folders, user errors."""
 
-import glob
+import json
 import os
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from PIL import Image
 
-from stegjax import data
-from stegjax.data import builders
-from stegjax.data import photos
+from stegjax import data, errors
+from stegjax.data import dataset, patches, photos
 
 
 def _reference_patch(image, crop, flipped, patch_size):
@@ -25,30 +23,28 @@ def _reference_patch(image, crop, flipped, patch_size):
   return patch[:, ::-1] if flipped else patch
 
 
-def test_writes_array_record_in_tfds_layout_and_reads_back(tiny_photos, tiny):
+def test_writes_npy_memmaps_and_reads_back(tiny_photos, tiny):
   train, heldout, info, _, _ = tiny_photos
   d = info["dataset_dir"]
-  assert sorted(os.path.basename(f) for f in glob.glob(os.path.join(d, "*.array_record*"))) == [
-    "photo_patches-heldout.array_record-00000-of-00001",
-    "photo_patches-train.array_record-00000-of-00001",
-  ]
+  assert sorted(os.listdir(d)) == sorted(
+    [dataset.INFO] + [f"{s}.{k}.npy" for s in patches.SPLITS for k in dataset.FIELDS]
+  )
   n_train, n_held = 9 * tiny["patches_per_photo"], 2 * tiny["heldout_patches_per_photo"]
   assert (info["num_train"], info["num_heldout"]) == (n_train, n_held)
   assert train["image"].shape == (n_train, 8, 8, 3) and train["image"].dtype == np.uint8
+  assert isinstance(train["image"], np.memmap) and not train["image"].flags.writeable
   assert train["label"].dtype == np.int32 and heldout["label"].shape == (n_held,)
-  # The generic TFDS readers (no TensorFlow) see the same records as the cached arrays.
-  builder = tfds.builder_from_directory(d)
-  assert builder.info.splits["train"].num_examples == n_train
-  src = tfds.data_source(
-    builder.name,
-    data_dir=os.path.dirname(os.path.dirname(os.path.dirname(d))),
-    builder_kwargs={"config": builder.builder_config.name},
-  )["train"]
-  assert len(src) == n_train
-  for i in (0, 7, n_train - 1):
-    np.testing.assert_array_equal(src[i]["image"], train["image"][i])
-    assert src[i]["label"] == train["label"][i]
+  assert train["crop"].shape == (n_train, 3) and train["flipped"].dtype == np.bool_
   assert info["class_names"] == list(photos.PHOTO_NAMES) and info["num_classes"] == 11
+  assert info["patch_size"] == 8
+  with open(os.path.join(d, dataset.INFO)) as f:
+    assert json.load(f)["counts"] == {"train": n_train, "heldout": n_held}
+  # Photos interleave (not one photo's patches after another's): batches mix classes.
+  assert len(set(train["label"][: 2 * tiny["patches_per_photo"]].tolist())) > 2
+  with pytest.raises(ValueError, match="split 'test'"):
+    data.load_arrays(d, "test")
+  with pytest.raises(errors.MissingFileError):
+    data.load_arrays(os.path.dirname(d), "train")
 
 
 def test_every_patch_is_a_crop_of_the_photo_its_label_names(tiny_photos, photo_arrays):
@@ -105,13 +101,13 @@ def test_custom_heldout_photos(tmp_path, tiny_config):
 
 def test_deterministic_from_seed_and_prepared_once(tiny_photos, tmp_path, monkeypatch, tiny_config):
   train, _, info, config, data_dir = tiny_photos
-  record = glob.glob(os.path.join(info["dataset_dir"], "*train.array_record*"))[0]
+  record = os.path.join(info["dataset_dir"], "train.image.npy")
   mtime = os.stat(record).st_mtime_ns
 
   def no_rebuild(*a, **k):
     raise AssertionError("the dataset was generated again")
 
-  monkeypatch.setattr(builders.PhotoPatches, "_generate_examples", no_rebuild)
+  monkeypatch.setattr(patches, "split_arrays", no_rebuild)
   train2, _, info2 = data.get_dataset(config, data_dir)
   assert info2["dataset_dir"] == info["dataset_dir"] and os.stat(record).st_mtime_ns == mtime
   np.testing.assert_array_equal(train2["image"], train["image"])
@@ -136,15 +132,16 @@ def test_deterministic_from_seed_and_prepared_once(tiny_photos, tmp_path, monkey
   ],
 )
 def test_bad_config_raises(tmp_path, overrides, match, tiny_config):
-  with pytest.raises(ValueError, match=match):
-    data.builder_for(tiny_config(**overrides), str(tmp_path))
+  with pytest.raises(errors.ConfigError, match=match):
+    data.prepare(tiny_config(**overrides), str(tmp_path))
+  assert not os.listdir(tmp_path)  # nothing half-built
 
 
 def test_unknown_config_field_raises(tmp_path, tiny_config):
   cfg = tiny_config()
   cfg.patchsize = 4
-  with pytest.raises(ValueError, match="patchsize"):
-    data.builder_for(cfg, str(tmp_path))
+  with pytest.raises(errors.ConfigError, match="patchsize"):
+    data.prepare(cfg, str(tmp_path))
 
 
 # ----------------------------------------------------------------------------- folders
@@ -154,7 +151,7 @@ def _random_image(rng, h, w):
   return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-def test_folder_builder_labels_by_subfolder_and_holds_out_whole_files(
+def test_folder_dataset_labels_by_subfolder_and_holds_out_whole_files(
   tmp_path, tiny_config, write_png
 ):
   rng = np.random.default_rng(0)
@@ -228,22 +225,38 @@ def test_folder_content_change_builds_a_new_dataset(tmp_path, tiny_config, write
   assert data.prepare(cfg, str(tmp_path / "ds")) != first
 
 
-def test_folder_errors(tmp_path, tiny_config, write_png):
-  with pytest.raises(FileNotFoundError, match="does not exist"):
-    data.builder_for(tiny_config(folder=str(tmp_path / "missing")), str(tmp_path))
+def test_folder_errors_are_user_errors(tmp_path, tiny_config, write_png):
+  out = str(tmp_path / "ds")
+  with pytest.raises(errors.MissingFileError, match="does not exist"):
+    data.prepare(tiny_config(folder=str(tmp_path / "missing")), out)
   (tmp_path / "empty").mkdir()
-  with pytest.raises(ValueError, match="no image files"):
-    data.builder_for(tiny_config(folder=str(tmp_path / "empty")), str(tmp_path))
+  with pytest.raises(errors.InputError, match="no image files"):
+    data.prepare(tiny_config(folder=str(tmp_path / "empty")), out)
   rng = np.random.default_rng(3)
   write_png(tmp_path / "mixed" / "a.png", _random_image(rng, 9, 9))
   write_png(tmp_path / "mixed" / "cls" / "b.png", _random_image(rng, 9, 9))
-  with pytest.raises(ValueError, match="mixes images"):
-    data.builder_for(tiny_config(folder=str(tmp_path / "mixed")), str(tmp_path))
+  with pytest.raises(errors.InputError, match="mixes images"):
+    data.prepare(tiny_config(folder=str(tmp_path / "mixed")), out)
   write_png(tmp_path / "one" / "a.png", _random_image(rng, 9, 9))
-  with pytest.raises(ValueError, match="held-out file"):
-    data.builder_for(tiny_config(folder=str(tmp_path / "one"), heldout=("b.png",)), str(tmp_path))
+  with pytest.raises(errors.ConfigError, match="held-out file|heldout file"):
+    data.prepare(tiny_config(folder=str(tmp_path / "one"), heldout=("b.png",)), out)
+  with pytest.raises(errors.ConfigError, match="folder_heldout_fraction"):
+    data.prepare(tiny_config(folder=str(tmp_path / "one"), folder_heldout_fraction=1.0), out)
   (tmp_path / "bad").mkdir()
   (tmp_path / "bad" / "x.png").write_bytes(b"not a png")
   (tmp_path / "bad" / "y.png").write_bytes(b"not a png")
-  with pytest.raises(ValueError, match="cannot read image"):
-    data.get_dataset(tiny_config(folder=str(tmp_path / "bad")), str(tmp_path / "ds"))
+  with pytest.raises(errors.InputError, match="cannot read image"):
+    data.get_dataset(tiny_config(folder=str(tmp_path / "bad")), out)
+
+
+def test_load_images_reads_a_folder_in_sorted_order(tmp_path, write_png):
+  rng = np.random.default_rng(4)
+  want = {}
+  for rel in ("b/2.png", "a/1.png", "b/1.png"):
+    want[rel] = _random_image(rng, 5, 6)
+    write_png(tmp_path / rel, want[rel])
+  got = list(data.load_images(str(tmp_path)))
+  assert [r for r, _, _ in got] == ["a/1.png", "b/1.png", "b/2.png"]
+  assert [label for _, _, label in got] == [0, 1, 1]
+  for rel, image, _ in got:
+    np.testing.assert_array_equal(image, want[rel])
