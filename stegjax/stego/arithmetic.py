@@ -10,14 +10,16 @@ The interval is sender/receiver state, so ``extract_step`` also carries a state.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
 
 from stegjax.stego import prf
+from stegjax.stego.sampler import Dist, Sampler, plain_sample
 from stegjax.stego.common import (
   mulhi as _mulhi,
   cumsum as _cumsum,
@@ -31,6 +33,7 @@ from stegjax.stego.common import (
 )
 
 __all__ = [
+  "ArithmeticSampler",
   "ArithState",
   "init_embed_state",
   "init_extract_state",
@@ -199,3 +202,46 @@ def sample(freqs, key, nonce, *, precision: int = 24):
   validate_freqs(freqs, precision)
   nonce = broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2])
   return _sample_jit(jnp.asarray(freqs), jnp.asarray(key, jnp.uint32), nonce, precision=precision)
+
+
+# ------------------------------------------------------------------ the Sampler protocol
+
+
+class ArithExtractState(NamedTuple):
+  nonce: jax.Array  # uint32[B]
+  low: jax.Array  # uint32[B]
+  high: jax.Array  # uint32[B]
+
+
+@dataclasses.dataclass(frozen=True)
+class ArithmeticSampler(Sampler):
+  """Arithmetic coding through the ``stego.sampler`` protocol (NOT secure: deterministic,
+  distorts narrow intervals). Its state carries the interval on both sides."""
+
+  name: ClassVar[str] = "arithmetic"
+  secure: ClassVar[bool] = False
+
+  def _width(self, k: int) -> int:
+    return self.precision
+
+  def init_state(self, bits, nonce, bit_len=None):
+    return init_embed_state(bits, nonce, bit_len, precision=self.precision)
+
+  def init_extract_state(self, nonce, batch=None):
+    n = Sampler.init_extract_state(self, nonce, batch)
+    low, high = init_extract_state(n.shape[0], precision=self.precision)
+    return ArithExtractState(n, low, high)
+
+  def _choose(self, d: Dist, t, state, key):
+    return embed_step(d.freqs, t, state, precision=self.precision)
+
+  def _extract(self, d: Dist, pos, found, t, key, xstate):
+    bits, n, (lo, hi) = extract_step(
+      d.freqs, pos, t, key, xstate.nonce, (xstate.low, xstate.high), precision=self.precision
+    )
+    return bits, jnp.where(found, n, 0), found, xstate._replace(low=lo, high=hi)
+
+  def sample(self, x, t, key, nonce):
+    d = self.dist(x)
+    pos = plain_sample(d, t, jnp.asarray(key, jnp.uint32), nonce, self.precision)
+    return jnp.take_along_axis(d.ids, pos[:, None], axis=1)[:, 0]

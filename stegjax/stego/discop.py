@@ -34,15 +34,19 @@ Sequence level: ``embed``, ``extract``, ``sample`` over ``freqs[..., T, V]``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+from typing import ClassVar
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stegjax.errors import ConfigError
 from stegjax.stego import prf, quantize
+from stegjax.stego.sampler import Dist, Sampler
 from stegjax.stego.common import (
   cumsum as _cumsum,
   broadcast_nonce,
@@ -78,6 +82,7 @@ __all__ = [
   "make_sample_fn",
   "basic_capacity",
   "tree_capacity",
+  "DiscopSampler",
 ]
 
 VARIANTS = ("basic", "recursive", "recursive_bisect")
@@ -796,3 +801,45 @@ def tree_capacity(freqs, tree: str = "huffman") -> float:
   else:
     raise ValueError(f"tree must be 'huffman' or 'bisect', got {tree!r}")
   return float(2 * acc / total)
+
+
+# ------------------------------------------------------------------ the Sampler protocol
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscopSampler(Sampler):
+  """Discop through the ``stego.sampler`` protocol (registered as basic / recursive /
+  recursive_bisect); works on the ``K`` candidates of each step."""
+
+  variant: str = "recursive"
+
+  secure: ClassVar[bool] = True
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.variant not in VARIANTS:
+      raise ConfigError(f"unknown Discop variant {self.variant!r}; valid: {', '.join(VARIANTS)}")
+
+  @property
+  def name(self) -> str:  # type: ignore[override]
+    return self.variant
+
+  def _width(self, k: int) -> int:
+    return max_bits_per_step(self.variant, self.precision, k)
+
+  def _words(self, key, nonce, t, k):
+    return _draws(key, nonce, t, _n_words(self.variant, self.precision, k), self.prf_impl)
+
+  def _choose(self, d: Dist, t, state, key):
+    k = d.freqs.shape[1]
+    window = message_window(state, self._width(k))
+    draws = self._words(key, state.nonce, t, k)
+    pos, n, _, _ = _IMPL[self.variant](d.freqs, draws, self.precision, window=window)
+    return pos, state._replace(cursor=state.cursor + n)
+
+  def _extract(self, d: Dist, pos, found, t, key, xstate):
+    k = d.freqs.shape[1]
+    draws = self._words(key, xstate, t, k)
+    _, n, bits, ok = _IMPL[self.variant](d.freqs, draws, self.precision, target=pos)
+    n = jnp.where(found | (self.variant == "basic"), n, 0)  # basic keeps n: later bits stay aligned
+    return bits, n, ok, xstate

@@ -9,13 +9,16 @@ Same API as ``discop`` (without a variant).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import ClassVar
 
 import chex
 import jax
 import jax.numpy as jnp
 
 from stegjax.stego import prf
+from stegjax.stego.sampler import Dist, Sampler
 from stegjax.stego.common import (
   cumsum as _cumsum,
   broadcast_nonce,
@@ -31,6 +34,7 @@ from stegjax.stego.common import (
 )
 
 __all__ = [
+  "MeteorSampler",
   "EmbedState",
   "init_embed_state",
   "embed_step",
@@ -159,3 +163,25 @@ def sample(freqs, key, nonce, *, precision: int = 24):
     broadcast_nonce(nonce, jnp.asarray(freqs).shape[:-2]),
     precision=precision,
   )
+
+
+# ------------------------------------------------------------------ the Sampler protocol
+
+
+@dataclasses.dataclass(frozen=True)
+class MeteorSampler(Sampler):
+  """Meteor through the ``stego.sampler`` protocol. Intervals follow the candidates' rank
+  order (Meteor's reordering), not token ids as the module-level functions do."""
+
+  name: ClassVar[str] = "meteor"
+  secure: ClassVar[bool] = True
+
+  def _width(self, k: int) -> int:
+    return self.precision
+
+  def _choose(self, d: Dist, t, state, key):
+    return embed_step(d.freqs, t, state, key, precision=self.precision)
+
+  def _extract(self, d: Dist, pos, found, t, key, xstate):
+    bits, n, ok = extract_step_checked(d.freqs, pos, t, key, xstate, precision=self.precision)
+    return bits, jnp.where(found, n, 0), ok, xstate

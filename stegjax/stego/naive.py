@@ -8,13 +8,17 @@ inverse-CDF sampling with the PRF (as in the other samplers). Same API as ``disc
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import ClassVar
 
 import chex
 import jax
 import jax.numpy as jnp
 
 from stegjax.stego import prf
+from stegjax.errors import ConfigError
+from stegjax.stego.sampler import Dist, Sampler, plain_sample
 from stegjax.stego.common import (
   cumsum as _cumsum,
   EmbedState,
@@ -29,6 +33,7 @@ from stegjax.stego.common import (
 )
 
 __all__ = [
+  "NaiveSampler",
   "EmbedState",
   "init_embed_state",
   "embed_step",
@@ -146,3 +151,39 @@ def sample(freqs, key, nonce, *, precision: int = 24):
   return _sample_jit(
     jnp.asarray(freqs), jnp.asarray(key, jnp.uint32), jnp.asarray(nonce), precision=precision
   )
+
+
+# ------------------------------------------------------------------ the Sampler protocol
+
+
+@dataclasses.dataclass(frozen=True)
+class NaiveSampler(Sampler):
+  """The insecure top-``2**n_bits`` sampler through the ``stego.sampler`` protocol (the
+  steganalysis positive control); ``sample`` is plain inverse-CDF sampling."""
+
+  n_bits: int = 2
+
+  name: ClassVar[str] = "naive"
+  secure: ClassVar[bool] = False
+
+  def __post_init__(self):
+    super().__post_init__()
+    try:
+      _check_n(self.n_bits)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+
+  def _width(self, k: int) -> int:
+    return max(self.n_bits, 1)
+
+  def _choose(self, d: Dist, t, state, key):
+    return embed_step(d.freqs, t, state, n_bits=self.n_bits)
+
+  def _extract(self, d: Dist, pos, found, t, key, xstate):
+    bits, n = extract_step(d.freqs, pos, n_bits=self.n_bits)
+    return bits, jnp.where(found, n, 0), found, xstate
+
+  def sample(self, x, t, key, nonce):
+    d = self.dist(x)
+    pos = plain_sample(d, t, jnp.asarray(key, jnp.uint32), nonce, self.precision)
+    return jnp.take_along_axis(d.ids, pos[:, None], axis=1)[:, 0]
