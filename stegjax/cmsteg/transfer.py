@@ -1,0 +1,254 @@
+"""Whole files across many stego images: the sender's loop and the receiver's search.
+
+Sender (``send``): ``message.Message`` cuts one AEAD frame into tagged chunks; every image is
+an unselected Discop sample of the prior under its own nonce ``counter + seq`` and class
+``api.draw_label(secret, nonce)``; an image that carries less than its chunk is still sent
+and its chunk goes again (``message.Schedule``). Each image gets an M3 caption prepared for
+the expected channel.
+
+Receiver (``receive``): M2 on every image; then each image's nonce is found (its caption
+authenticates under exactly one nonce; without a caption, its chunk tag does), trying the
+nonce its position in the folder suggests first; then the chunk is extracted with the
+caption's corrections and without them (a channel the sender did not foresee may make the
+corrections wrong); an image whose chunk tag still fails is list-decoded
+(``listdecode.search``) around both; ``message.assemble`` rebuilds and verifies the frame
+from any ``k`` complete shares.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+
+from stegjax import errors
+from stegjax.channels import real
+from stegjax.cmsteg import api, listdecode
+from stegjax.cmsteg import embed as m1
+from stegjax.cmsteg import message as message_lib
+from stegjax.stego import framing
+
+
+def send(models: api.Models, message: bytes, secret: bytes, counter: int, channel: str, sim_key):
+  """Stego images (and captions) carrying ``message``; see the module doc.
+
+  Returns a dict: images uint8[N, H, W, 3], tokens int32[N, T], nonces, labels, captions
+  int32[N, L], layout, schedule stats, per-image carried bits and M3 plans.
+  """
+  cm = models.config.cmsteg
+  msg = message_lib.Message(
+    message, secret, counter, int(cm.image_payload_bytes), int(cm.redundancy)
+  )
+  sched = message_lib.Schedule(msg.layout)
+  batch = int(cm.embed_batch)
+  key = framing.sampling_key(secret)
+  toks, nonces, carried = [], [], []
+  while not sched.done:
+    jobs = sched.take(batch)
+    nn = np.asarray([msg.nonce(s) for s, _ in jobs], np.int64)
+    bits = np.stack([msg.chunk(u, s) for s, u in jobs])
+    labels = [api.draw_label(secret, int(n), models.candidates) for n in nn]
+    lengths = np.full(len(jobs), bits.shape[1], np.int32)
+    t, n = m1.embed(models.prior, key, bits, lengths, labels, nn, models.sampler)
+    sched.record(jobs, n)
+    toks.append(t)
+    nonces.append(nn)
+    carried.append(n)
+  tokens, nonces = np.concatenate(toks), np.concatenate(nonces)
+  labels = np.asarray([api.draw_label(secret, int(n), models.candidates) for n in nonces])
+  images = api.decode_images(models, tokens)
+  sim_tok, sim_labels = api.receive_tokens(models, real.apply(channel, images, sim_key), channel)
+  m3 = api.correction_captions(
+    models, tokens, sim_tok, labels, sim_labels, secret, nonces, int(cm.caption_length)
+  )
+  return {
+    "images": images,
+    "tokens": tokens,
+    "nonces": nonces,
+    "labels": labels,
+    "captions": np.asarray(m3["captions"], np.int32),
+    "plans": m3["plans"],
+    "caption_bits": m3["caption_bits"],
+    "carried_bits": np.concatenate(carried),
+    "layout": msg.layout,
+    "schedule": sched.stats(),
+  }
+
+
+# ----------------------------------------------------------------------------- receiver
+
+
+@dataclasses.dataclass
+class Image:
+  """What the receiver knows about one received image."""
+
+  pixels: np.ndarray  # uint8[H, W, 3] as received
+  tokens: np.ndarray  # int32[T] after M2
+  inferred: int  # the class the receiver infers from its tokens (the caption's topic)
+  caption: np.ndarray | None
+  hint: int  # position among the received images: the seq it most likely has
+  nonce: int | None = None
+  label: int | None = None
+  ranks: np.ndarray | None = None  # the authenticated caption's corrections
+  chunk: message_lib.Chunk | None = None
+  how: str = ""  # corrections | plain | list decoding | failed
+  tried: int = 0  # list-decoding candidates
+
+
+def _offsets(window: int) -> list[int]:
+  return [0] + [s * d for d in range(1, window + 1) for s in (1, -1)]
+
+
+def _find_nonces(models, ims, secret, base: int, window: int, any_topic: bool) -> None:
+  """Sets ``nonce``/``label``/``ranks`` of each image whose caption authenticates."""
+  todo = [im for im in ims if im.caption is not None]
+  for off in _offsets(window):
+    todo = [im for im in todo if im.nonce is None and base + im.hint + off >= 0]
+    if not todo:
+      return
+    nonces = np.asarray([base + im.hint + off for im in todo], np.int64)
+    topics = api.topics_for_labels(models, [im.inferred for im in todo])
+    caps = np.stack([im.caption for im in todo])
+    if any_topic:
+      r = api.read_corrections_any_topic(models, caps, topics, secret, nonces, caps.shape[1])
+      got = zip(r["ok"], r["labels"], r["ranks"])
+    else:
+      labels, ranks, ok = api.read_corrections(models, caps, topics, secret, nonces, caps.shape[1])
+      got = zip(ok, labels, ranks)
+    for im, n, (ok, label, ranks) in zip(todo, nonces, got):
+      if ok:
+        im.nonce, im.label, im.ranks = int(n), int(label), np.asarray(ranks)
+
+
+def _chunks(models, secret, rows):
+  """rows of (image, tokens, ranks or None) -> chunk read under each image's nonce."""
+  if not rows:
+    return []
+  t = len(rows[0][1])
+  ranks = np.stack([np.full(t, -1, np.int32) if r is None else r for _, _, r in rows])
+  nonces = np.asarray([im.nonce for im, _, _ in rows], np.int64)
+  labels = np.asarray([api.draw_label(secret, int(n), models.candidates) for n in nonces])
+  tokens = np.stack([tk for _, tk, _ in rows])
+  # Rows without corrections run the cheaper loop; ranks of -1 leave a token as received.
+  use = any(r is not None for _, _, r in rows)
+  _, bits, _ = api.reveal_bits(models, tokens, labels, secret, nonces, ranks if use else None)
+  return [message_lib.read_chunk(b, secret, int(n)) for b, n in zip(bits, nonces)]
+
+
+def _plain_nonces(models, ims, secret, base: int, window: int) -> None:
+  """Images without an authenticated caption: their nonce is the one their chunk verifies."""
+  for off in _offsets(window):
+    todo = [im for im in ims if im.nonce is None and base + im.hint + off >= 0]
+    if not todo:
+      return
+    for im in todo:
+      im.nonce = base + im.hint + off
+    got = _chunks(models, secret, [(im, im.tokens, None) for im in todo])
+    for im, c in zip(todo, got):
+      if c is not None and c.verified:
+        im.chunk, im.how = c, "plain"
+      else:
+        im.nonce = None
+
+
+def _distances(models, pixels) -> np.ndarray:
+  """float[T, V] squared distances of the re-encoded latent to every codebook vector."""
+  vq = models.vq
+
+  def dist(m, x):
+    return m.quantizer.distances(m.encode(x))[1]
+
+  x = jnp.asarray(pixels[None], jnp.float32) / 127.5 - 1.0
+  d = vq.model.apply({"params": vq.params}, x, method=dist)
+  return np.asarray(d).reshape(-1, d.shape[-1])
+
+
+def _list_decode(models, im: Image, secret: bytes) -> None:
+  """Searches substitutions around the corrected and the plain tokens until the tag verifies."""
+  cm = models.config.cmsteg
+  dist = _distances(models, im.pixels)
+  bases = ([im.ranks] if im.ranks is not None else []) + [None]
+  for ranks in bases:
+    moves = listdecode.moves_from_distances(
+      dist, im.tokens, int(cm.list_positions), 2, float(cm.list_sigma2)
+    )
+    if ranks is not None:  # a correction the channel made wrong can be undone
+      moves += [
+        listdecode.Move(int(p), int(im.tokens[p]), float(cm.list_undo_cost))
+        for p in np.nonzero(ranks >= 0)[0]
+      ]
+
+    def verify(cands, ranks=ranks):
+      rows = []
+      for cand in cands:
+        rk = None if ranks is None else ranks.copy()
+        for m in cand:
+          if rk is not None:
+            rk[m.position] = -1
+        rows.append((im, listdecode.apply_moves(im.tokens, cand), rk))
+      return [c if c is not None and c.verified else None for c in _chunks(models, secret, rows)]
+
+    res = listdecode.search(
+      moves, verify, int(cm.list_budget), models.sampler.rows, int(cm.list_max_moves)
+    )
+    im.tried += res.tried
+    if res.found:
+      im.chunk, im.how = res.value, "list decoding"
+      return
+
+
+def receive(models: api.Models, images, captions, secret: bytes, counter: int, channel: str):
+  """The message in received images (any order, any ``r`` missing) and their captions.
+
+  ``captions``: per image int32 ids or None. ``counter``: the message counter the receiver
+  expects (its key file's); nonces within ``cmsteg.counter_window`` plus the images' count
+  of it are searched. ``channel`` picks M2's stand-in. Returns a dict with the message,
+  ``used`` (images whose chunk verified), ``how`` per image and ``tried`` (list decoding);
+  raises ``errors.WrongKeyError`` / ``IncompleteMessageError`` when it cannot.
+  """
+  cm = models.config.cmsteg
+  pixels = np.stack([api.check_image(models, x) for x in images])
+  tok, inferred = api.receive_tokens(models, pixels, channel)
+  caps = list(captions) if captions is not None else [None] * len(pixels)
+  ims = [
+    Image(pixels[i], tok[i], int(inferred[i]), None if c is None else np.asarray(c, np.int32), i)
+    for i, c in enumerate(caps)
+  ]
+  window = int(cm.counter_window) + len(ims)
+  _find_nonces(models, ims, secret, counter, window, any_topic=False)
+  _find_nonces(models, ims, secret, counter, int(cm.counter_window), any_topic=True)
+  found = [im for im in ims if im.nonce is not None]
+  rows = [(im, im.tokens, im.ranks) for im in found if im.ranks is not None]
+  for (im, _, _), c in zip(rows, _chunks(models, secret, rows)):
+    if c is not None and c.verified:
+      im.chunk, im.how = c, "corrections"
+  rows = [(im, im.tokens, None) for im in found if im.chunk is None]
+  for (im, _, _), c in zip(rows, _chunks(models, secret, rows)):
+    if c is not None and c.verified:
+      im.chunk, im.how = c, "plain"
+  _plain_nonces(models, [im for im in ims if im.nonce is None], secret, counter, window)
+  return _finish(models, ims, secret)
+
+
+def _finish(models, ims, secret) -> dict:
+  """Assembles; list-decodes failed images (nonce known) only while shares are missing."""
+  cm = models.config.cmsteg
+  pending = [im for im in ims if im.chunk is None and im.nonce is not None]
+  while True:
+    try:
+      out = message_lib.assemble([im.chunk for im in ims], secret, int(cm.redundancy))
+      break
+    except (errors.IncompleteMessageError, errors.WrongKeyError):
+      if not pending:
+        raise
+      _list_decode(models, pending.pop(0), secret)
+  for im in ims:
+    im.how = im.how or ("failed" if im.nonce is not None else "not ours")
+  out.update(
+    images=len(ims),
+    used=sum(im.chunk is not None for im in ims),
+    how=[im.how for im in ims],
+    tried=sum(im.tried for im in ims),
+  )
+  return out
