@@ -262,3 +262,23 @@ def word_windows(
       n += len(line) + 1
     rows[i] = np.concatenate(got)[:length]
   return topic_ids.astype(np.int32), rows
+
+
+def heldout_perplexity(model, params, size: int, length: int, batch: int = 16, batches: int = 4):
+  """exp(mean NLL per token) of the caption LM on held-out lines (every token scored).
+
+  ``model``/``params``: the caption transformer with a ``length``-token grid. Windows are
+  drawn like training windows but from the held-out lines, under their own topics.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  total, count = 0.0, 0
+  for step in range(batches):
+    topic, ids = word_windows(size, length, batch, seed=12345, step=step, split="heldout")
+    logits = model.apply({"params": params}, jnp.asarray(ids), jnp.asarray(topic), train=False)
+    logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), -1)
+    nll = -jnp.take_along_axis(logp, jnp.asarray(ids)[..., None], -1)
+    total += float(jnp.sum(nll))
+    count += ids.size
+  return float(np.exp(total / count))
