@@ -6,12 +6,17 @@ r"""CMSTEG end to end: M1 (Discop in the AR prior), M2 (latent optimization), M3
   python -m stegjax.main --config=configs/cmsteg.py:paper \
       --config.checkpoints.vq=VQ16.pt --config.checkpoints.gpt=GPT.pt
 
-Hide and recover a real file (the key file is created if missing; embed advances its counter):
+Hide and recover a real file. The key file is created (mode 0600) if missing; embed spends
+its next counter before generating. Give the receiver its own copy (its own party id, so
+replies never reuse the sender's counters); extract rejects a replayed image:
 
   python -m stegjax.main --config=configs/cmsteg.py --config.mode=embed \
       --config.message_file=secret.txt --config.key_file=my.key --config.out=out/
+  python -m stegjax.main --config=configs/cmsteg.py --config.mode=share \
+      --config.key_file=my.key --config.party=b --config.out=their.key
   python -m stegjax.main --config=configs/cmsteg.py --config.mode=extract \
-      --config.image=out/stego.png --config.caption=out/caption.txt --config.key_file=my.key
+      --config.image=out/stego.png --config.caption=out/caption.txt --config.key_file=their.key \
+      --config.out=got/
 
 Models are trained on first use and cached in the workdir (default ./workdir/cmsteg).
 """
@@ -36,15 +41,27 @@ def get_config(arg=None):
   config.captioner = config_lib.caption(size)
   config.checkpoints = ml_collections.ConfigDict(dict(vq="", gpt=""))
 
-  # What the job does: evaluate (the paper's tables), embed or extract.
+  # What the job does: evaluate (the paper's tables), embed, extract, or share a key file.
   config.mode = "evaluate"
   config.message_file = ""
   config.key_file = ""
-  config.out = ""
+  config.out = ""  # embed: folder for stego.png + caption.txt; extract: folder (message.bin)
   config.image = ""
   config.caption = ""  # extract: the stego caption (text file)
-  config.label = -1  # embed: class to draw (-1: chosen from the key stream)
-  config.counter_window = 8  # extract: counters tried below/above the key file's
+  config.label = -1  # embed: class to draw (-1: drawn uniformly by the PRF of secret, counter)
+  config.party = "b"  # share: the new copy's party id
+  config.counter_window = 8  # extract: counters tried at/below and above each sender's last
+
+  # Plain targets the report checks this run against: "channel:value,..." for R_q and
+  # full-message success after M1+M2+M3; minutes for a fresh default run (models trained).
+  config.targets = ml_collections.ConfigDict(
+    dict(
+      r_q="png:0.99,jpeg95:0.99,jpeg75:0.97,scale0.5:0.97",
+      message_ok="png:0.9,jpeg95:0.9",
+      m2_and_m3_raise_r_q=True,
+      fresh_default_minutes=30.0,
+    )
+  )
 
   s = config.prior.sample
   # cpu: guidance 1.5 leaves 16% of 12x12-token images too little entropy for the framed
@@ -69,6 +86,8 @@ def get_config(arg=None):
       m2_batch={"smoke": 4, "cpu": 16, "gpu": 32, "paper": 8}[size],
       l1=8,
       l2=8,
+      rows=8,  # fixed batch geometry of every AR pass, both sides (bit-identical replays)
+      caption_tag_bits=32,  # authenticator of the caption payload (truncated HMAC-SHA256)
       # smoke: long enough to correct every token, so its round trip holds even for untrained models
       # cpu: 12x12-token images leave ~28 tokens wrong after M2 even on png; at ~1.5 payload
       # bits per char, 200 chars corrected ~18 of them, 400 chars room for ~36.

@@ -1,11 +1,21 @@
-"""CMSTEG sender and receiver, batched: what the commands and the evaluation call.
+"""CMSTEG sender and receiver: what the commands and the evaluation call.
 
-Sender: ``hide`` (M1: frame + encrypt the message, draw the token grid with
-Discop, decode to an image), then ``correction_captions`` (M3: simulate the
-channel and M2, code the tokens the receiver will get wrong, hide that code in
-a caption). Receiver: ``recover.recover`` (M2), then ``reveal`` (read the
-caption's corrections, apply them inside the AR replay, extract the bits,
-verify and decrypt the message).
+One image, one chunk (what a caller loops over for a message across images):
+
+- ``hide_image(models, payload, secret, counter, channel)`` -> ``Sent``: the class drawn
+  from the PRF of (secret, counter) (``draw_label``) unless given; M1 (frame + encrypt,
+  Discop in the AR prior, decode to an image); the sender's simulation of the channel, M2
+  and the receiver's class inference; M3 (the corrections that simulation needs, sealed
+  with an authenticator, hidden in a caption).
+- ``reveal_image(models, image, caption_ids, secret, counters, channel)`` -> ``Revealed``:
+  M2, class inference, the caption read under every topic the sender could have used
+  (inferred one first) and only authenticated payloads applied, then extraction with the
+  corrections and without, under the caption's, the inferred and the PRF label, for every
+  candidate counter; only AEAD-verified bytes come out (``errors.WrongKeyError`` else).
+
+``secret`` is always a party's secret (``keyfile.party_secret``): keys, the label draw and
+the caption's randomness all derive from it. The batched pieces (``hide``,
+``correction_captions``, ``read_corrections``, ``reveal_bits``) serve the evaluation.
 """
 
 from __future__ import annotations
@@ -15,16 +25,19 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from cryptography.hazmat.primitives import hashes, hmac
 
 from stegjax import errors
+from stegjax.channels import real
 from stegjax.cmsteg import caption as caption_lib
 from stegjax.cmsteg import correct
 from stegjax.cmsteg import embed as m1
-from stegjax.cmsteg import recipes
+from stegjax.cmsteg import recipes, recover
 from stegjax.metrics import report
 from stegjax.stego import framing, prf
 
 CAPTION_INFO = b"stegjax/v1/caption-sampling"
+LABEL_INFO = b"stegjax/v1/class-label"
 
 
 MessageTooLongError = errors.MessageTooLongError
@@ -44,6 +57,11 @@ class Models:
   def grid(self):
     return tuple(self.prior.info["grid"])
 
+  @property
+  def candidates(self) -> list[int]:
+    """The classes a stego image can have (the prior's trained classes)."""
+    return [int(c) for c in self.prior.info["train_labels"]]
+
   def caption_prior(self, length: int) -> recipes.Trained:
     """The caption LM drawing ``length`` characters (same weights; rotary tables only)."""
     model = recipes.caption_model(self.config, length)
@@ -56,7 +74,7 @@ def published_models(config):
 
   ck = config.checkpoints
   if not (ck.vq and ck.gpt):
-    raise ValueError("--config.checkpoints.vq and --config.checkpoints.gpt are both needed")
+    raise errors.ConfigError("--config.checkpoints.vq and --config.checkpoints.gpt are both needed")
   dtype = jnp.bfloat16 if jax.default_backend() != "cpu" else jnp.float32
   vq_m, vq_p, gpt_m, gpt_p = convert_llamagen.load_checkpoints(
     ck.vq, ck.gpt, image_size=int(config.data.patch_size), dtype=dtype
@@ -96,6 +114,7 @@ def load_models(config, workdir: str) -> Models:
     top_k=min(int(cm.caption_top_k), vocab),
     cfg_scale=1.0,
     temperature=1.0,
+    rows=int(cm.rows),
   )
   return Models(
     vq, prior, cap, recipes.vq_codebook(vq), m1.Sampler.from_config(cm), cap_sampler, config
@@ -109,6 +128,26 @@ def decode_images(models: Models, tokens) -> np.ndarray:
     {"params": models.vq.params}, jnp.asarray(tokens).reshape(-1, h, w), method="decode_indices"
   )
   return report.to_uint8(np.clip(np.asarray(x), -1.0, 1.0))
+
+
+def draw_label(secret: bytes, counter: int, candidates) -> int:
+  """A class drawn uniformly from ``candidates`` by the PRF of (secret, counter).
+
+  HMAC-SHA256 under a key of its own gives 64-bit words; rejection sampling removes the
+  modulo bias, so every class is exactly equally likely and a warden who sees the classes
+  of one sender's images learns nothing about their counters.
+  """
+  cands = list(candidates)
+  n = len(cands)
+  key = prf.words_to_bytes(prf.make_key(secret, LABEL_INFO))
+  limit = (2**64 // n) * n
+  for attempt in range(1 << 16):
+    h = hmac.HMAC(key, hashes.SHA256())
+    h.update(int(counter).to_bytes(8, "big") + attempt.to_bytes(4, "big"))
+    word = int.from_bytes(h.finalize()[:8], "big")
+    if word < limit:
+      return int(cands[word % n])
+  raise AssertionError("unreachable: 2**16 rejections")
 
 
 def hide(models: Models, messages, secret: bytes, counters, labels, strict: bool = False) -> dict:
@@ -148,44 +187,52 @@ def topics_for_labels(models: Models, labels) -> np.ndarray:
   return np.asarray([caption_lib.topic_of_class(names[int(l)]) for l in labels], np.int32)
 
 
+def caption_topics(models: Models) -> list[int]:
+  """Every topic a sender can condition its caption on (those of the candidate classes)."""
+  return sorted({int(t) for t in topics_for_labels(models, models.candidates)})
+
+
+def _payload_sizes(models: Models) -> tuple[int, int, int]:
+  cm = models.config.cmsteg
+  return label_bits(models), int(cm.caption_tag_bits), models.grid[0] * models.grid[1]
+
+
 def correction_captions(
   models: Models, true_tokens, sim_tokens, labels, sim_labels, secret: bytes, counters, length: int
 ) -> dict:
   """M3, sender side: plan corrections, fit them into a caption of ``length`` chars, draw it.
 
   ``sim_tokens``/``sim_labels`` come from the sender's own channel simulation and M2: the
-  caption is conditioned on the class inferred from them, as the receiver will do. The
-  caption's payload is the true class label (so the receiver replays the prior under the
-  right class even when its own inference is wrong), then the coded corrections.
+  caption is conditioned on the topic of the class inferred from them, as the receiver
+  will do first. The payload (``correct.seal``) is the true class label (so the receiver
+  replays the prior under the right class even when its own inference is wrong), the
+  coded corrections, and an authenticator over both.
 
   A caption's capacity depends on the bits it carries (they pick the characters), so a
   payload that does not fit is cut to what the last draw carried and drawn again; each
   retry keeps strictly fewer corrections, so the loop ends (at worst with the label alone).
   """
   cm = models.config.cmsteg
-  t = true_tokens.shape[1]
+  lb, tb, t = _payload_sizes(models)
   allowed = m1.allowed_sets(models.prior, true_tokens, labels, models.sampler)
-  plans = [
-    correct.plan(true_tokens[i], sim_tokens[i], allowed[i], models.codebook, cm.l1, cm.l2)
-    for i in range(len(true_tokens))
-  ]
+  plan = lambda i, limit=None: correct.plan(
+    true_tokens[i], sim_tokens[i], allowed[i], models.codebook, cm.l1, cm.l2, limit
+  )
+  plans = [plan(i) for i in range(len(true_tokens))]
   cap_prior = models.caption_prior(length)
   key = prf.make_key(secret, CAPTION_INFO)
   topics = topics_for_labels(models, sim_labels)
-  lb = label_bits(models)
   # A fixed width (every token corrected) keeps one compiled caption loop per length.
-  width = lb + correct.coded_bits(t, t, cm.l1, cm.l2)
+  width = correct.sealed_bits(t, t, lb, tb, cm.l1, cm.l2)
   while True:
-    coded = [
-      correct.encrypt(
-        np.concatenate([_uint(int(l), lb), correct.to_bits(p, t, cm.l1, cm.l2)]), secret, int(c)
-      )
+    sealed = [
+      correct.seal(int(l), p, secret, int(c), t, lb, tb, cm.l1, cm.l2)
       for p, c, l in zip(plans, counters, labels)
     ]
-    lengths = np.asarray([len(c) for c in coded], np.int32)
-    bits = np.zeros((len(coded), width), np.uint8)
-    for i, c in enumerate(coded):
-      bits[i, : len(c)] = c
+    lengths = np.asarray([len(x) for x in sealed], np.int32)
+    bits = np.zeros((len(sealed), width), np.uint8)
+    for i, x in enumerate(sealed):
+      bits[i, : len(x)] = x
     text, n = m1.embed(
       cap_prior, key, bits, lengths, topics, np.asarray(counters), models.caption_sampler
     )
@@ -195,20 +242,11 @@ def correction_captions(
     for i in short:  # keep the earliest corrections that fit what this caption carried
       have = len(plans[i].positions)
       if have == 0:
-        raise RuntimeError(
-          f"a {length}-char caption cannot carry even the {lb}-bit class label "
-          f"({n[i]} bits carried); use longer captions"
+        raise errors.ConfigError(
+          f"a {length}-char caption cannot carry even the {lb}-bit class label and the "
+          f"{tb}-bit authenticator ({n[i]} bits carried); raise --config.cmsteg.caption_length"
         )
-      limit = min(correct.tau(int(n[i]) - lb, t, cm.l1, cm.l2), have - 1)
-      plans[i] = correct.plan(
-        true_tokens[i],
-        sim_tokens[i],
-        allowed[i],
-        models.codebook,
-        cm.l1,
-        cm.l2,
-        max_corrections=limit,
-      )
+      plans[i] = plan(i, min(correct.tau(int(n[i]) - lb - tb, t, cm.l1, cm.l2), have - 1))
   return {
     "captions": text,
     "plans": plans,
@@ -218,50 +256,64 @@ def correction_captions(
   }
 
 
-def _uint(value: int, width: int) -> np.ndarray:
-  return np.asarray([(value >> (width - 1 - i)) & 1 for i in range(width)], np.uint8)
-
-
-def read_corrections(
-  models: Models, captions, topics, secret: bytes, counters, length: int, inferred_labels=None
-):
+def read_corrections(models: Models, captions, topics, secret: bytes, counters, length: int):
   """Receiver side of M3: (labels int32[B], ranks int32[B, T], ok bool[B]).
 
-  ``labels`` is the caption's class label, or where the caption is unreadable (``ok``
-  False) ``inferred_labels`` (the receiver's own guess from its tokens), else -1.
+  ``ok`` is True only where every caption character could have been drawn under this
+  key, counter and topic (the extraction's ok flags) and the payload's authenticator
+  verifies; elsewhere ``labels`` is -1 and ``ranks`` all -1 (no corrections).
   """
   cm = models.config.cmsteg
-  b, t = len(captions), models.grid[0] * models.grid[1]
-  key = prf.make_key(secret, CAPTION_INFO)
-  _, bits, _ = m1.extract(
+  lb, tb, t = _payload_sizes(models)
+  b = len(captions)
+  _, bits, drawable = m1.extract(
     models.caption_prior(length),
     None,
-    key,
+    prf.make_key(secret, CAPTION_INFO),
     np.asarray(captions),
-    topics,
+    np.asarray(topics),
     np.asarray(counters),
     models.caption_sampler,
   )
   ranks = np.full((b, t), -1, np.int32)
   labels = np.full(b, -1, np.int32)
-  ok = np.ones(b, bool)
-  lb = label_bits(models)
+  ok = np.zeros(b, bool)
+  n_cls = models.prior.model.num_classes
   for i in range(b):
+    if not drawable[i].all():
+      continue  # a character this topic/counter could never have drawn: not our caption
     try:
-      plain = correct.decrypt(bits[i], secret, int(counters[i]))
-      if len(plain) < lb:
-        raise ValueError("caption too short")
-      label = int("".join(map(str, plain[:lb])), 2)
-      pos, rk = correct.from_bits(plain[lb:], t, cm.l1, cm.l2)
-      if label >= models.prior.model.num_classes:
-        raise ValueError("label out of range")
-      ranks[i, pos] = rk
-      labels[i] = label
+      label, pos, rk = correct.open_sealed(
+        bits[i], secret, int(counters[i]), t, lb, n_cls, tb, cm.l1, cm.l2
+      )
     except ValueError:
-      ok[i] = False  # unreadable caption: extract without corrections, with the inferred label
-  if inferred_labels is not None:
-    labels = np.where(ok, labels, np.asarray(inferred_labels, np.int32))
+      continue
+    ranks[i, pos], labels[i], ok[i] = rk, label, True
   return labels, ranks, ok
+
+
+def read_corrections_any_topic(
+  models: Models, captions, first_topics, secret: bytes, counters, length: int
+) -> dict:
+  """``read_corrections`` under ``first_topics``, then every other caption topic for the
+  rows that did not authenticate. Returns labels, ranks, ok, the topic used (-1 none) and
+  ``fallback`` (True where only another topic authenticated)."""
+  captions, counters = np.asarray(captions), np.asarray(counters)
+  first_topics = np.asarray(first_topics, np.int32)
+  labels, ranks, ok = read_corrections(models, captions, first_topics, secret, counters, length)
+  used = np.where(ok, first_topics, -1)
+  for topic in caption_topics(models):
+    todo = np.nonzero(~ok & (first_topics != topic))[0]
+    if len(todo) == 0:
+      continue
+    lab, rk, good = read_corrections(
+      models, captions[todo], np.full(len(todo), topic), secret, counters[todo], length
+    )
+    for j, i in enumerate(todo):
+      if good[j] and not ok[i]:
+        labels[i], ranks[i], ok[i], used[i] = lab[j], rk[j], True, topic
+  fallback = ok & (used != first_topics)
+  return {"labels": labels, "ranks": ranks, "ok": ok, "topics": used, "fallback": fallback}
 
 
 def reveal_bits(models: Models, tokens, labels, secret: bytes, counters, ranks=None):
@@ -288,7 +340,162 @@ def leading_correct(got, want) -> int:
 
 def try_unpack(bits, secret: bytes, counter: int):
   """The verified message, or None (never returns unverified bytes)."""
+  return unpack_or_reason(bits, secret, counter)[0]
+
+
+def unpack_or_reason(bits, secret: bytes, counter: int):
+  """(verified message, None) or (None, the framing error)."""
   try:
-    return framing.unpack(bits, secret, int(counter))
-  except framing.FramingError:
-    return None
+    return framing.unpack(bits, secret, int(counter)), None
+  except framing.FramingError as e:
+    return None, e
+
+
+def failure_hint(why, counter: int) -> str | None:
+  """What to tell the user about a framing failure worth naming: a header that decrypted
+  (so key and counter are right) over a carrier short of N bits."""
+  if isinstance(why, framing.TooShortError) and why.need > framing.HEADER_BITS:
+    return f"under counter {counter} the header decrypts, but: {why}"
+  return None
+
+
+# ----------------------------------------------------------------------------- one image
+
+
+def receive_tokens(models: Models, images, channel: str):
+  """M2 and the class inference, as the receiver runs them (and the sender simulates).
+
+  Row by row (M2 batch 1, inference in the sampler's fixed geometry), so the sender's
+  simulation and the receiver compute bit-identical tokens and classes.
+  """
+  cm = models.config.cmsteg
+  rec = recover.recover(models.vq, images, channel, cm.m2_steps, cm.m2_lr, cm.m2_patience, 1)
+  tok = rec["tokens"].reshape(len(images), -1)
+  return tok, m1.infer_labels(models.prior, tok, models.candidates, models.sampler.rows)
+
+
+@dataclasses.dataclass
+class Sent:
+  image: np.ndarray  # uint8 [H, W, 3]
+  caption_ids: np.ndarray  # int32 [L]
+  label: int
+  counter: int
+  framed_bits: int
+  carried_bits: int
+  corrections: int  # tokens the caption corrects ...
+  errors: int  # ... of those the sender's simulated channel + M2 got wrong
+
+  @property
+  def caption(self) -> str:
+    return caption_lib.decode_text(self.caption_ids)
+
+
+def hide_image(
+  models: Models, payload: bytes, secret: bytes, counter: int, channel: str, sim_key, label=None
+) -> Sent:
+  """One stego image and its caption (see the module doc). ``sim_key``: the channel draw of
+  the sender's simulation; ``label``: a fixed class (else ``draw_label``)."""
+  if label is None:
+    label = draw_label(secret, counter, models.candidates)
+  sent = hide(models, [payload], secret, [counter], np.asarray([label]), strict=True)
+  sim_tok, sim_label = receive_tokens(models, real.apply(channel, sent["images"], sim_key), channel)
+  m3 = correction_captions(
+    models,
+    sent["tokens"],
+    sim_tok,
+    np.asarray([label]),
+    sim_label,
+    secret,
+    [counter],
+    int(models.config.cmsteg.caption_length),
+  )
+  p = m3["plans"][0]
+  return Sent(
+    sent["images"][0],
+    np.asarray(m3["captions"][0], np.int32),
+    int(label),
+    int(counter),
+    int(sent["framed_bits"][0]),
+    int(sent["n_embedded"][0]),
+    len(p.positions),
+    p.num_errors,
+  )
+
+
+@dataclasses.dataclass
+class Revealed:
+  message: bytes
+  counter: int
+  label: int
+  corrected: bool  # the caption's corrections were applied
+  topic_fallback: bool  # the caption authenticated only under another topic than inferred
+  rows: int  # (counter, label, corrections) combinations replayed
+
+
+def _reveal_rows(models, secret, counters, inferred, read):
+  """(counter index, label, ranks or None) to replay: the caption's, then without it."""
+  rows = []
+  for i, c in enumerate(counters):
+    if read is not None and read["ok"][i]:
+      rows.append((i, int(read["labels"][i]), read["ranks"][i]))
+    for lab in dict.fromkeys((inferred, draw_label(secret, int(c), models.candidates))):
+      rows.append((i, int(lab), None))
+  return rows
+
+
+def check_image(models: Models, image) -> np.ndarray:
+  """``image`` as uint8[H, W, 3] of this config's size, else ``errors.InputError``."""
+  p = int(models.config.data.patch_size)
+  image = np.asarray(image)
+  if image.shape != (p, p, 3) or image.dtype != np.uint8:
+    raise errors.InputError(
+      f"image is {image.dtype}{list(image.shape)} but this config's stego images are "
+      f"uint8[{p}, {p}, 3] (resize it back, or use the config it was made with)"
+    )
+  return image
+
+
+def reveal_image(
+  models: Models, image, caption_ids, secret: bytes, counters, channel: str, received=None
+):
+  """The message in one received image (and caption ids, or None), tried under ``counters``.
+
+  ``received``: ``receive_tokens`` of this image when already computed (several parties'
+  secrets tried on one image). Returns ``Revealed``; raises ``errors.WrongKeyError`` when
+  nothing verifies (saying how many bits were missing where a header decrypted) and
+  ``errors.InputError`` for an image of the wrong shape.
+  """
+  image = check_image(models, image)
+  counters = np.asarray(counters, np.int64)
+  tok, inferred = received or receive_tokens(models, image[None], channel)
+  read = None
+  if caption_ids is not None:
+    n, ids = len(counters), np.asarray(caption_ids, np.int32)
+    first = np.full(n, topics_for_labels(models, inferred)[0])
+    read = read_corrections_any_topic(
+      models, np.repeat(ids[None], n, 0), first, secret, counters, len(ids)
+    )
+  rows = _reveal_rows(models, secret, counters, int(inferred[0]), read)
+  t = tok.shape[1]
+  ranks = np.stack([np.full(t, -1, np.int32) if r is None else r for _, _, r in rows])
+  idx = np.asarray([i for i, _, _ in rows])
+  labels = np.asarray([lab for _, lab, _ in rows])
+  _, bits, _ = reveal_bits(
+    models, np.repeat(tok, len(rows), 0), labels, secret, counters[idx], ranks=ranks
+  )
+  hints = []
+  for j, (i, lab, r) in enumerate(rows):
+    msg, why = unpack_or_reason(bits[j], secret, int(counters[i]))
+    if msg is not None:
+      fb = bool(read is not None and r is not None and read["fallback"][i])
+      return Revealed(msg, int(counters[i]), lab, r is not None, fb, len(rows))
+    hint = failure_hint(why, int(counters[i]))
+    if hint:
+      hints.append(hint)
+  raise errors.WrongKeyError(
+    f"no message could be recovered with this key (counters {counters[0]}..{counters[-1]}, "
+    f"{len(rows)} replays): wrong key, or too many tokens were damaged ("
+    + ("no caption given" if caption_ids is None else "the caption could not correct them")
+    + (f"; {hints[0]}" if hints else "")
+    + ")"
+  )

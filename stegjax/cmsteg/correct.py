@@ -10,10 +10,13 @@ receiver will get wrong. Each wrong token is coded, earliest first
   position, ordered by the distance of their codebook vectors to the vector of
   the wrongly recovered token (ties by token id), kept when ``d2 < 2**l2``.
 
-Errors beyond a threshold are dropped (not corrected). The coded list is a
-count followed by the pairs; it is encrypted with a ChaCha20 keystream under a
-key derived from the shared secret and the message counter (no tag: the
-message's own AEAD verifies the end result), then hidden in a caption.
+Errors beyond a threshold are dropped (not corrected). The caption's payload is the
+class label, then the coded list (a count followed by the pairs), encrypted with a
+ChaCha20 keystream under a key derived from the shared secret and the message counter,
+then a short authenticator (HMAC-SHA256 over the counter and the ciphertext, truncated to
+``tag_bits``): ``seal`` / ``open_sealed``. A payload that merely parses (about 0.5% of
+random bit strings do) is rejected unless its tag verifies, so a receiver that reads the
+caption under the wrong topic or counter never applies garbage corrections.
 
 Both sides compute ranks from token ids and the codebook alone, so they agree
 whenever the receiver's recovered tokens equal the sender's simulation.
@@ -27,11 +30,13 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from cryptography.hazmat.primitives import constant_time, hashes, hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from stegjax.stego import prf
 
 _INFO = b"stegjax/v1/m3-corrections"
+_AUTH_INFO = b"stegjax/v1/m3-authenticator"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +209,67 @@ def encrypt(bits, secret: bytes, counter: int) -> np.ndarray:
 
 
 decrypt = encrypt
+
+
+def uint_bits(value: int, width: int) -> np.ndarray:
+  return np.asarray(_uint_bits(int(value), width), np.uint8)
+
+
+def _bits_value(bits) -> int:
+  v = 0
+  for b in np.asarray(bits).reshape(-1):
+    v = (v << 1) | int(b)
+  return v
+
+
+def authenticator(cipher_bits, secret: bytes, counter: int, tag_bits: int) -> np.ndarray:
+  """Truncated HMAC-SHA256 over (counter, length, ciphertext bits) under its own key."""
+  cipher_bits = np.asarray(cipher_bits, np.uint8).reshape(-1)
+  if not 0 < tag_bits <= 256:
+    raise ValueError(f"tag_bits must be in 1..256, got {tag_bits}")
+  h = hmac.HMAC(prf.words_to_bytes(prf.make_key(secret, _AUTH_INFO)), hashes.SHA256())
+  h.update(int(counter).to_bytes(8, "big") + len(cipher_bits).to_bytes(4, "big"))
+  h.update(np.packbits(cipher_bits).tobytes())
+  return np.unpackbits(np.frombuffer(h.finalize(), np.uint8))[:tag_bits]
+
+
+def sealed_bits(n: int, num_tokens: int, label_bits: int, tag_bits: int, l1=8, l2=8) -> int:
+  """Length of a sealed payload with ``n`` corrections."""
+  return label_bits + coded_bits(n, num_tokens, l1, l2) + tag_bits
+
+
+def seal(label, p: Plan, secret, counter, num_tokens, label_bits, tag_bits, l1=8, l2=8):
+  """The caption payload: encrypt(label, coded corrections), then its authenticator."""
+  plain = np.concatenate([uint_bits(label, label_bits), to_bits(p, num_tokens, l1, l2)])
+  cipher = encrypt(plain, secret, counter)
+  return np.concatenate([cipher, authenticator(cipher, secret, counter, tag_bits)])
+
+
+def open_sealed(bits, secret, counter, num_tokens, label_bits, num_classes, tag_bits, l1=8, l2=8):
+  """Inverse of ``seal``: (label, positions, ranks); ValueError unless the tag verifies.
+
+  Extra trailing bits (the caption carries more than the payload) are ignored.
+  """
+  bits = np.asarray(bits, np.uint8).reshape(-1)
+  head = label_bits + count_bits(num_tokens)
+  if len(bits) < head + tag_bits:
+    raise ValueError("caption payload too short")
+  n = _bits_value(decrypt(bits[:head], secret, counter)[label_bits:])
+  if n > num_tokens:
+    raise ValueError("caption payload announces more corrections than tokens")
+  size = label_bits + coded_bits(n, num_tokens, l1, l2)
+  if len(bits) < size + tag_bits:
+    raise ValueError("caption payload truncated")
+  want = authenticator(bits[:size], secret, counter, tag_bits)
+  got = bits[size : size + tag_bits]
+  if not constant_time.bytes_eq(np.packbits(want).tobytes(), np.packbits(got).tobytes()):
+    raise ValueError("caption payload does not authenticate")
+  plain = decrypt(bits[:size], secret, counter)
+  label = _bits_value(plain[:label_bits])
+  if label >= num_classes:
+    raise ValueError("label out of range")
+  positions, ranks = from_bits(plain[label_bits:], num_tokens, l1, l2)
+  return label, positions, ranks
 
 
 def allowed_from_logits(logits) -> np.ndarray:

@@ -10,6 +10,14 @@ corrections must be applied in order, inside the AR loop).
 
 The choose functions are module-level and cached per setting, so repeated calls
 reuse one compiled generation loop (the sampling key travels in the state).
+
+Every pass runs in one fixed batch geometry: rows are cut into chunks of exactly
+``Sampler.rows`` (the last one padded), on one device. A row's logits depend on the
+batch shape (XLA picks kernels and reduction orders per shape; on CPU a row's logits at
+batch 1 and at batch 17 differ in the last bit and move a few integer frequencies), so
+a sender embedding one image and a receiver replaying 17 counters would otherwise not
+make bit-identical decisions. Within one shape a row's result does not depend on its
+position or on the other rows.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ class Sampler:
   top_k: int = 256
   cfg_scale: float = 1.5
   temperature: float = 1.0
+  rows: int = 8  # the fixed batch geometry of every pass (part of the protocol, like precision)
 
   @classmethod
   def from_config(cls, cm) -> "Sampler":
@@ -44,7 +53,28 @@ class Sampler:
       top_k=int(cm.top_k),
       cfg_scale=float(cm.cfg_scale),
       temperature=float(cm.temperature),
+      rows=int(cm.get("rows", 8)),
     )
+
+
+def in_rows(fn, rows: int, *arrays):
+  """``fn(*chunks)`` over chunks of exactly ``rows`` rows (last padded with row 0), joined.
+
+  ``arrays`` share their leading (batch) dimension; ``fn`` returns a pytree of arrays with
+  that leading dimension. The result equals one call on all rows but is bit-identical for
+  any number of rows, because every compiled call sees the same shapes.
+  """
+  arrays = [np.asarray(a) for a in arrays]
+  b = len(arrays[0])
+  outs = []
+  for i in range(0, b, rows):
+    chunk = [a[i : i + rows] for a in arrays]
+    pad = rows - len(chunk[0])
+    if pad:
+      chunk = [np.concatenate([c, np.repeat(a[:1], pad, 0)]) for c, a in zip(chunk, arrays)]
+    out = fn(*chunk)
+    outs.append(jax.tree.map(lambda x, n=rows - pad: np.asarray(x)[:n], out))
+  return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
 
 
 def _freqs(logits, s: Sampler):
@@ -103,23 +133,30 @@ def embed(prior, key, bits, bit_len, labels, nonces, s: Sampler):
     labels: int[B] class labels; ``nonces``: int[B] per-message counters.
   Returns (tokens int32[B, T], n_embedded int32[B]).
   """
-  bits = jnp.asarray(bits, jnp.uint8)
-  b = bits.shape[0]
-  emb = discop.init_embed_state(bits, jnp.asarray(nonces, jnp.uint32), jnp.asarray(bit_len))
-  toks, (emb, _) = transformer.generate(
-    prior.model,
-    {"params": prior.params},
-    jnp.asarray(labels, jnp.int32),
-    None,
-    choose_fn=_embed_fn(s),
-    cfg_scale=s.cfg_scale,
-    top_k=s.top_k,
-    temperature=s.temperature,
-    choose_state=(emb, jnp.asarray(key, jnp.uint32)),
-  )
-  n = jnp.minimum(emb.cursor, emb.bit_len)
+  b = len(bits)
+  key = jnp.asarray(key, jnp.uint32)
+  nonces = np.broadcast_to(np.asarray(nonces, np.int64), (b,))
+
+  def run(bits, bit_len, labels, nonces):
+    emb = discop.init_embed_state(
+      jnp.asarray(bits, jnp.uint8), jnp.asarray(nonces, jnp.uint32), jnp.asarray(bit_len)
+    )
+    toks, (emb, _) = transformer.generate(
+      prior.model,
+      {"params": prior.params},
+      jnp.asarray(labels, jnp.int32),
+      None,
+      choose_fn=_embed_fn(s),
+      cfg_scale=s.cfg_scale,
+      top_k=s.top_k,
+      temperature=s.temperature,
+      choose_state=(emb, key),
+    )
+    return toks, jnp.minimum(emb.cursor, emb.bit_len)
+
+  toks, n = in_rows(run, s.rows, bits, np.asarray(bit_len), np.asarray(labels), nonces)
   assert toks.shape[0] == b
-  return np.asarray(toks), np.asarray(n)
+  return toks, n
 
 
 def extract(prior, codebook, key, tokens, labels, nonces, s: Sampler, ranks=None):
@@ -132,57 +169,69 @@ def extract(prior, codebook, key, tokens, labels, nonces, s: Sampler, ranks=None
   Returns (tokens int32[B, T] after corrections, list of B uint8 bit arrays, ok bool[B, T])
   where ``ok[b, t]`` is False if token t could not have been produced at step t.
   """
-  tokens = jnp.asarray(tokens, jnp.int32)
+  tokens = np.asarray(tokens, np.int32)
   b, t = tokens.shape
   use = ranks is not None
   if not use:
-    ranks = jnp.full((b, t), -1, jnp.int32)
+    ranks = np.full((b, t), -1, np.int32)
   if use and codebook is None:
     raise ValueError("M3 corrections need the tokenizer's codebook")
   choose, width = _extract_fn(s, use)
-  codebook = jnp.zeros((1, 1), jnp.float32) if codebook is None else codebook
-  state = (
-    tokens,
-    jnp.asarray(ranks, jnp.int32),
-    jnp.asarray(codebook, jnp.float32),
-    jnp.asarray(key, jnp.uint32),
-    jnp.broadcast_to(jnp.asarray(nonces, jnp.uint32), (b,)),
-    jnp.zeros((b, t, width), jnp.uint8),
-    jnp.zeros((b, t), jnp.int32),
-    jnp.zeros((b, t), bool),
+  codebook = jnp.asarray(np.zeros((1, 1)) if codebook is None else codebook, jnp.float32)
+  key = jnp.asarray(key, jnp.uint32)
+
+  def run(tokens, ranks, labels, nonces):
+    rows = tokens.shape[0]
+    state = (
+      jnp.asarray(tokens),
+      jnp.asarray(ranks, jnp.int32),
+      codebook,
+      key,
+      jnp.asarray(nonces, jnp.uint32),
+      jnp.zeros((rows, t, width), jnp.uint8),
+      jnp.zeros((rows, t), jnp.int32),
+      jnp.zeros((rows, t), bool),
+    )
+    out, st = transformer.generate(
+      prior.model,
+      {"params": prior.params},
+      jnp.asarray(labels, jnp.int32),
+      None,
+      choose_fn=choose,
+      cfg_scale=s.cfg_scale,
+      top_k=s.top_k,
+      temperature=s.temperature,
+      choose_state=state,
+    )
+    return out, st[5], st[6], st[7]
+
+  nonces = np.broadcast_to(np.asarray(nonces, np.int64), (b,))
+  out, bits, counts, ok = in_rows(
+    run, s.rows, tokens, np.asarray(ranks, np.int32), np.asarray(labels), nonces
   )
-  out, st = transformer.generate(
-    prior.model,
-    {"params": prior.params},
-    jnp.asarray(labels, jnp.int32),
-    None,
-    choose_fn=choose,
-    cfg_scale=s.cfg_scale,
-    top_k=s.top_k,
-    temperature=s.temperature,
-    choose_state=state,
-  )
-  bits, counts, ok = (np.asarray(x) for x in st[5:])
   flat = [
     np.concatenate([bits[i, j, : counts[i, j]] for j in range(t)]).astype(np.uint8)
     for i in range(b)
   ]
-  return np.asarray(out), flat, ok
+  return out, flat, ok
 
 
 def allowed_sets(prior, tokens, labels, s: Sampler) -> np.ndarray:
   """bool[B, T, V]: the samplable (top-k) set at each step given the tokens before it."""
-  logits = transformer.logits_for_tokens(
-    prior.model,
-    {"params": prior.params},
-    jnp.asarray(labels, jnp.int32),
-    jnp.asarray(tokens, jnp.int32),
-    cfg_scale=s.cfg_scale,
-    top_k=s.top_k,
-    temperature=s.temperature,
-  )
-  f = _freqs(logits.reshape(-1, logits.shape[-1]), s)
-  return np.asarray(f > 0).reshape(logits.shape)
+
+  def run(tokens, labels):
+    logits = transformer.logits_for_tokens(
+      prior.model,
+      {"params": prior.params},
+      jnp.asarray(labels, jnp.int32),
+      jnp.asarray(tokens, jnp.int32),
+      cfg_scale=s.cfg_scale,
+      top_k=s.top_k,
+      temperature=s.temperature,
+    )
+    return _freqs(logits.reshape(-1, logits.shape[-1]), s).reshape(logits.shape) > 0
+
+  return in_rows(run, s.rows, np.asarray(tokens), np.asarray(labels))
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
@@ -192,15 +241,18 @@ def _sequence_nll(model, params, tokens, labels):
   return -jnp.sum(jnp.take_along_axis(logp, tokens[..., None], -1)[..., 0], -1)
 
 
-def infer_labels(prior, tokens, candidates) -> np.ndarray:
-  """The class under which the prior finds the tokens most likely (receiver side)."""
-  tokens = jnp.asarray(tokens, jnp.int32)
+def infer_labels(prior, tokens, candidates, rows: int = 8) -> np.ndarray:
+  """The class under which the prior finds the tokens most likely (receiver side).
+
+  Scored in chunks of ``rows`` (the sampler's geometry), so the sender's simulation and
+  the receiver compute bit-identical scores whatever their batch sizes.
+  """
   cands = np.asarray(candidates, np.int32)
-  scores = jnp.stack(
-    [
-      _sequence_nll(prior.model, prior.params, tokens, jnp.full((tokens.shape[0],), c, jnp.int32))
-      for c in cands
-    ],
-    1,
-  )
-  return cands[np.asarray(jnp.argmin(scores, axis=1))]
+
+  def run(tokens):
+    tokens = jnp.asarray(tokens, jnp.int32)
+    full = lambda c: jnp.full((tokens.shape[0],), c, jnp.int32)
+    return jnp.stack([_sequence_nll(prior.model, prior.params, tokens, full(c)) for c in cands], 1)
+
+  scores = in_rows(run, rows, np.asarray(tokens))
+  return cands[np.argmin(scores, axis=1)]

@@ -82,3 +82,32 @@ def test_short_caption_keeps_the_earliest_corrections_and_reads_back(models):
     assert p.positions == full[i].positions[: len(p.positions)]  # ... keeping the earliest
     np.testing.assert_array_equal(np.nonzero(ranks[i] >= 0)[0], p.positions)
     np.testing.assert_array_equal(ranks[i][list(p.positions)], p.ranks)
+
+
+def test_class_label_is_uniform_and_does_not_follow_the_counter():
+  from scipy import stats
+
+  cands = [0, 1, 2, 3]
+  labels = np.asarray([api.draw_label(b"s" * 32, c, cands) for c in range(2000)])
+  assert labels.tolist() == [api.draw_label(b"s" * 32, c, cands) for c in range(2000)]
+  counts = np.bincount(labels, minlength=4)
+  assert stats.chisquare(counts).pvalue > 1e-3, counts
+  # The old rule, candidates[counter % n], makes every next label the successor: a warden
+  # sees the cycle. Drawn labels follow their predecessor's successor 1/n of the time.
+  old = np.asarray([cands[c % 4] for c in range(2000)])
+  succ = lambda l: np.mean(l[1:] == (l[:-1] + 1) % 4)
+  assert succ(old) == 1.0
+  assert stats.binomtest(int(succ(labels) * 1999), 1999, 0.25).pvalue > 1e-3
+  other = np.asarray([api.draw_label(b"t" * 32, c, cands) for c in range(2000)])
+  assert np.mean(other == labels) < 0.35  # another secret, another sequence
+
+
+def test_a_short_carrier_names_the_missing_bits():
+  from stegjax.stego import framing
+
+  bits = framing.pack(b"sixteen byte msg", b"s" * 32, 7)
+  _, why = api.unpack_or_reason(bits[:150], b"s" * 32, 7)
+  hint = api.failure_hint(why, 7)
+  assert hint and f"({len(bits) - 150} bits missing)" in hint and "counter 7" in hint
+  _, why = api.unpack_or_reason(bits, b"x" * 32, 7)  # a wrong key is not "too short"
+  assert api.failure_hint(why, 7) is None

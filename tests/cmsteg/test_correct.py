@@ -117,3 +117,48 @@ def test_eq16_as_printed():
   assert correct.tau_paper(2.0, 200, 24, 24) == math.floor(1 + (400 - 9 + 8) / 16)
   # The exact count for the same payload differs only by the first entry's cost.
   assert abs(correct.tau(400, 576) - correct.tau_paper(2.0, 200, 24, 24)) <= 2
+
+
+def _old_rule_parses(bits, secret, counter, lb, num_classes):
+  """What read_corrections accepted before the authenticator: any payload that parses."""
+  plain = correct.decrypt(bits, secret, counter)
+  if int("".join(map(str, plain[:lb])), 2) >= num_classes:
+    return False
+  try:
+    correct.from_bits(plain[lb:], T)
+    return True
+  except ValueError:
+    return False
+
+
+def test_sealed_payload_round_trips_and_random_payloads_never_authenticate(codebook):
+  secret, lb, tb, n_cls = b"k" * 32, 2, 32, 4
+  rs = np.random.RandomState(1)
+  true = rs.randint(0, V, T)
+  rec = true.copy()
+  rec[[3, 10, 40]] = (true[[3, 10, 40]] + 1) % V
+  p = correct.plan(true, rec, np.ones((T, V), bool), codebook)
+  sealed = correct.seal(3, p, secret, 9, T, lb, tb)
+  assert len(sealed) == correct.sealed_bits(3, T, lb, tb)
+  extra = np.concatenate([sealed, rs.randint(0, 2, 50).astype(np.uint8)])  # caption carries more
+  label, pos, rk = correct.open_sealed(extra, secret, 9, T, lb, n_cls, tb)
+  assert (label, tuple(pos), tuple(rk)) == (3, p.positions, p.ranks)
+  for bad in (
+    lambda b: correct.open_sealed(b, secret, 10, T, lb, n_cls, tb),  # another counter
+    lambda b: correct.open_sealed(b, b"x" * 32, 9, T, lb, n_cls, tb),  # another key
+    lambda b: correct.open_sealed(np.r_[b[:5], 1 - b[5], b[6:]], secret, 9, T, lb, n_cls, tb),
+  ):
+    with pytest.raises(ValueError):
+      bad(extra)
+  # Positive control: random payloads. The old rule (parse = accept) takes some of them;
+  # with the authenticator none may pass (expected 20000 * 2**-32 false accepts).
+  old = new = 0
+  for i in range(20000):
+    bits = rs.randint(0, 2, 120).astype(np.uint8)
+    old += _old_rule_parses(bits, secret, i, lb, n_cls)
+    try:
+      correct.open_sealed(bits, secret, i, T, lb, n_cls, tb)
+      new += 1
+    except ValueError:
+      pass
+  assert old >= 20 and new == 0, (old, new)

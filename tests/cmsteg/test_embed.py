@@ -1,5 +1,7 @@
 """M1 inside the AR loop: round trip, plain sampling, batching, in-loop M3 corrections."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -149,3 +151,55 @@ def test_infer_labels_is_the_maximum_likelihood_class(prior):
       logp = np.asarray(jax.nn.log_softmax(logits[0], -1))
       ll.append(logp[np.arange(16), toks[i]].sum())
     assert got[i] == int(np.argmax(ll))
+
+
+def test_receiver_with_another_batch_size_reads_the_same_bits(prior, sent):
+  # The sender embeds one message alone; the receiver replays 17 counters around it.
+  toks1, n1 = m1.embed(
+    prior, sent["key"], sent["bits"][:1], np.array([120]), sent["labels"][:1], [5], S
+  )
+  nonces = np.arange(17) + 100
+  nonces[8] = 5
+  _, bits, ok = m1.extract(
+    prior, None, sent["key"], np.repeat(toks1, 17, 0), np.repeat(sent["labels"][:1], 17), nonces, S
+  )
+  assert ok[8].all()
+  np.testing.assert_array_equal(bits[8][: n1[0]], sent["bits"][0, : n1[0]])
+  # Every pass runs in the same fixed geometry, so the rows' results do not depend on
+  # how many rows were asked for.
+  a = m1.allowed_sets(prior, np.repeat(toks1, 17, 0), np.repeat(sent["labels"][:1], 17), S)
+  b = m1.allowed_sets(prior, toks1, sent["labels"][:1], S)
+  np.testing.assert_array_equal(a[8], b[0])
+
+
+_SENDER_ON_TWO_DEVICES = """
+import json
+import jax, jax.numpy as jnp, numpy as np
+from stegjax.cmsteg import embed as m1
+from stegjax.cmsteg.recipes import Trained
+from stegjax.models import transformer
+from stegjax.stego import framing
+assert jax.device_count() == 2
+model = transformer.Transformer(
+  vocab_size=48, num_classes=4, dim=32, n_layer=2, n_head=2, multiple_of=16, grid=(4, 4)
+)
+params = model.init(
+  jax.random.PRNGKey(0), jnp.zeros((1, 16), jnp.int32), jnp.zeros((1,), jnp.int32)
+)["params"]
+prior = Trained(model, jax.tree.map(lambda x: x * 3.0, params), {})
+s = m1.Sampler(variant="recursive", precision=24, top_k=24, cfg_scale=1.5)
+bits = np.random.RandomState(0).randint(0, 2, (3, 120)).astype(np.uint8)
+toks, n = m1.embed(
+  prior, framing.sampling_key(b"secret"), bits[:1], np.array([120]), [0], [5], s
+)
+print(json.dumps({"tokens": toks.tolist(), "n": n.tolist()}))
+"""
+
+
+def test_receiver_with_another_device_count_reads_the_same_bits(prior, sent, python_subprocess):
+  out = json.loads(python_subprocess(_SENDER_ON_TWO_DEVICES, n_devices=2).strip().splitlines()[-1])
+  toks, n = np.asarray(out["tokens"]), out["n"][0]
+  np.testing.assert_array_equal(toks[0], sent["tokens"][0])  # the same draw as here
+  _, bits, ok = m1.extract(prior, None, sent["key"], toks, sent["labels"][:1], [5], S)
+  assert ok.all()
+  np.testing.assert_array_equal(bits[0][:n], sent["bits"][0, :n])

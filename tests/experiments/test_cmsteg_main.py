@@ -63,94 +63,164 @@ def test_evaluate_writes_report_and_round_trips(workdir):
     assert st["M1+M2+M3"]["Cap"]["min"] >= rep["framed_bits"]
 
 
-def test_embed_extract_real_file(workdir, tmp_path):
-  msg = tmp_path / "msg.txt"
-  msg.write_bytes(b"hi!")
-  key = tmp_path / "k.json"
-  out = tmp_path / "out"
+def _embed(workdir, tmp_path, key, channel, message=b"hi!"):
+  msg = tmp_path / f"msg_{channel}.txt"
+  msg.write_bytes(message)
+  out = tmp_path / f"out_{channel}"
   p = _main(
     [
       "--config.mode=embed",
       f"--config.message_file={msg}",
       f"--config.key_file={key}",
       f"--config.out={out}",
+      f"--config.cmsteg.channel={channel}",
     ],
     workdir,
   )
-  assert "hid 3 bytes" in p.stdout
-  assert json.load(open(key))["counter"] == 1  # advanced
-  # The real channel the sender prepared for (the config's cmsteg.channel): PIL JPEG at QF 85.
-  stego = np.asarray(Image.open(out / "stego.png").convert("RGB"))
-  (tmp_path / "received.jpg").write_bytes(real.jpeg_bytes(stego, 85))
-  got = tmp_path / "got.bin"
-  _main(
+  assert f"hid {len(message)} bytes" in p.stdout
+  return out
+
+
+def _extract(workdir, image, caption, key, channel, out, check=True):
+  return _main(
     [
       "--config.mode=extract",
-      f"--config.image={tmp_path}/received.jpg",
-      f"--config.caption={out}/caption.txt",
+      f"--config.image={image}",
+      f"--config.caption={caption}",
       f"--config.key_file={key}",
-      f"--config.out={got}",
+      f"--config.cmsteg.channel={channel}",
+      f"--config.out={out}",
     ],
     workdir,
+    check=check,
   )
-  assert got.read_bytes() == b"hi!"
+
+
+def _one_line_error(p, text):
+  last = p.stderr.strip().splitlines()[-1]
+  assert p.returncode == 2 and last.startswith("stegjax: error:") and text in last, p.stderr[-800:]
+  assert "Traceback" not in p.stderr
+
+
+def test_embed_extract_every_prepared_channel_then_reject_the_replay(workdir, tmp_path):
+  key, their = tmp_path / "k.json", tmp_path / "their.json"
+  for i, channel in enumerate(("png", "jpeg85")):  # the :smoke channels
+    out = _embed(workdir, tmp_path, key, channel, f"hi {channel}!".encode())
+    assert json.load(open(key))["counter"] == i + 1  # spent
+    if i == 0:
+      _main(["--config.mode=share", f"--config.key_file={key}", f"--config.out={their}"], workdir)
+    stego = np.asarray(Image.open(out / "stego.png").convert("RGB"))
+    received = out / "stego.png"
+    if channel != "png":  # what the channel the sender prepared for does: PIL JPEG at QF 85
+      received = tmp_path / "received.jpg"
+      received.write_bytes(real.jpeg_bytes(stego, 85))
+    _extract(workdir, received, out / "caption.txt", their, channel, tmp_path / "got")
+    assert (tmp_path / "got" / "message.bin").read_bytes() == f"hi {channel}!".encode()
+  # The same image again: it authenticates, but its counter was accepted already.
+  p = _extract(workdir, received, out / "caption.txt", their, channel, tmp_path / "g2", False)
+  _one_line_error(p, "ReplayError: replayed image rejected")
 
   # A wrong key: one clear line, non-zero exit, nothing written.
   bad = tmp_path / "bad.json"
   bad.write_text(json.dumps({"secret": "00" * 32, "counter": 1}))
-  got2 = tmp_path / "got2.bin"
+  os.chmod(bad, 0o600)
+  p = _extract(workdir, out / "stego.png", out / "caption.txt", bad, "png", tmp_path / "g3", False)
+  assert not (tmp_path / "g3" / "message.bin").exists()
+  _one_line_error(p, "no message could be recovered")
+
+
+def test_a_message_too_long_still_spends_its_counter(workdir, tmp_path):
+  key = tmp_path / "k.json"
+  msg = tmp_path / "long.bin"
+  msg.write_bytes(b"x" * 4000)
   p = _main(
     [
-      "--config.mode=extract",
-      f"--config.image={out}/stego.png",
-      f"--config.caption={out}/caption.txt",
-      f"--config.key_file={bad}",
-      f"--config.out={got2}",
+      "--config.mode=embed",
+      f"--config.message_file={msg}",
+      f"--config.key_file={key}",
+      f"--config.out={tmp_path}/o",
     ],
     workdir,
     check=False,
   )
-  assert p.returncode != 0 and not got2.exists()
-  assert "no message could be recovered" in p.stderr.strip().splitlines()[-1]
+  _one_line_error(p, "MessageTooLongError")
+  assert json.load(open(key))["counter"] == 1  # reserved before generating
 
 
-def test_errors_are_one_line(workdir, tmp_path):
-  p = _main(
-    [
-      "--config.mode=extract",
-      "--config.image=/nonexistent.png",
-      f"--config.key_file={tmp_path}/none.json",
-    ],
-    workdir,
-    check=False,
-  )
-  assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("stegjax: error:")
-  p = _main(["--config.mode=sideways"], workdir, check=False)
-  assert p.returncode == 2 and "unknown --config.mode" in p.stderr
+def test_bad_inputs_are_one_line_without_traceback(workdir, tmp_path):
+  key = tmp_path / "k.json"
+  key.write_text(json.dumps({"secret": "11" * 32, "counter": 0}))
+  os.chmod(key, 0o600)
+  not_image = tmp_path / "notes.png"
+  not_image.write_text("not an image")
+  base = ["--config.mode=extract", f"--config.key_file={key}"]
+  p = _main(base + [f"--config.image={not_image}"], workdir, check=False)
+  _one_line_error(p, "InputError: ")  # was a PIL UnidentifiedImageError traceback
+  os.chmod(key, 0o644)
+  _one_line_error(_main(base, workdir, check=False), "chmod 600")
 
 
-def test_acceptance_verdicts():
+def _smoke_config(**fields):
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location("cfg", os.path.join(REPO, "configs", "cmsteg.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  config = mod.get_config("smoke")
+  config.unlock()
+  config.update(fields)
+  return config
+
+
+def test_bad_inputs_raise_stegjax_errors_before_any_model_loads(tmp_path):
+  from stegjax import errors
   from stegjax.experiments import cmsteg
 
-  rq = lambda m1, m2, m3: {
-    "M1": {"R_q": {"mean": m1}},
-    "M1+M2": {"R_q": {"mean": m2}},
-    "M1+M2+M3": {"R_q": {"mean": m3}, "message_ok": 1.0},
-  }
-  res = {
-    "channels": {
-      "png": {"stages": rq(0.8, 0.9, 0.995)},
-      "jpeg95": {"stages": rq(0.8, 0.9, 0.985)},
-      "jpeg75": {"stages": rq(0.7, 0.7, 0.98)},
-    }
-  }
-  res["channels"]["jpeg95"]["stages"]["M1+M2+M3"]["message_ok"] = 0.875
-  got = {c: ok for c, _, ok in cmsteg.acceptance(res)}
-  assert got["R_q after M1+M2+M3 >= 99% on png"]
-  assert not got["R_q after M1+M2+M3 >= 99% on jpeg95"]
-  assert got["R_q after M1+M2+M3 >= 97% on jpeg75"]
-  assert got["message extracted and authenticated on >= 90% of images on png"]
-  assert not got["message extracted and authenticated on >= 90% of images on jpeg95"]
-  assert not got["M2 raises R_q over M1 on every lossy channel"]  # jpeg75: 0.7 -> 0.7
-  assert got["M3 raises R_q over M1+M2 on every lossy channel"]
-  assert not any("scale0.5" in c for c in got)  # not measured: no verdict
+  key = tmp_path / "k.json"
+  key.write_text(json.dumps({"secret": "11" * 32, "counter": 0}))
+  os.chmod(key, 0o600)
+  a_file = tmp_path / "a_file"
+  a_file.write_text("x")
+  wd = str(tmp_path / "wd")  # no models there: each case must fail before training any
+  cases = [
+    (dict(mode="sideways"), errors.ConfigError, "unknown --config.mode"),
+    (dict(mode="extract", key_file=str(tmp_path / "none")), errors.KeyFileError, "not found"),
+    (dict(mode="extract", key_file=str(key), image="/none.png"), errors.MissingFileError, "image"),
+    (dict(mode="embed", message_file="/none.txt"), errors.MissingFileError, "message file"),
+    (
+      dict(mode="embed", message_file=str(a_file), key_file=str(key), out=str(a_file)),
+      errors.InputError,
+      "must be a folder",
+    ),
+    (
+      dict(mode="extract", key_file=str(key), image=str(a_file)),
+      errors.InputError,
+      "not an image",
+    ),
+  ]
+  for fields, cls, text in cases:
+    with pytest.raises(cls, match=text):
+      cmsteg.run(_smoke_config(**fields), wd)
+  assert not os.path.exists(os.path.join(wd, "tokenizer"))
+
+
+def test_extract_inputs_and_caption_fallbacks(tmp_path):
+  from stegjax import errors
+  from stegjax.cmsteg import caption as caption_lib
+  from stegjax.experiments import cmsteg
+
+  cap = tmp_path / "c.txt"
+  cap.write_bytes(b"A cat: sat\r\non a mat.")
+  ids, _ = cmsteg._read_caption(str(cap))  # CRLF and capitals fold back into the alphabet
+  np.testing.assert_array_equal(ids, caption_lib.encode_text("a cat: sat\non a mat."))
+  cap.write_bytes("a caf\u00e9!".encode())
+  ids, note = cmsteg._read_caption(str(cap))  # foreign characters: extract without it
+  assert ids is None and "outside its alphabet" in note
+  img = tmp_path / "x.png"
+  img.write_bytes(b"\x89PNG not really")
+  with pytest.raises(errors.InputError, match="not an image"):
+    cmsteg._read_image(str(img))
+  a_file = tmp_path / "out"
+  a_file.write_text("")
+  with pytest.raises(errors.InputError, match="must be a folder"):
+    cmsteg._out_folder(str(a_file))
