@@ -179,3 +179,70 @@ class LatentScramble:
     chex.assert_rank(x, 4)
     blocks = self._blocks(x)[:, np.argsort(self.perm)]
     return self._image(blocks * jnp.asarray(self.signs)[None, :, None, None, None], x.shape)
+
+
+# ----------------------------------------------------------------------------- the scheme
+
+
+@dataclasses.dataclass(frozen=True)
+class PrivateKey:
+  """What the legitimate pair derive from their shared secret: a condition (and a scramble)."""
+
+  cond: jax.Array  # [cond_dim]
+  scramble: LatentScramble | None = None
+
+
+def make_private_key(
+  model,
+  params,
+  secret: bytes,
+  cls: int,
+  strength: float,
+  scale: float,
+  latent_block: int = 0,
+  image_size: int = 0,
+) -> PrivateKey:
+  """``private_cond`` plus, when ``latent_block`` > 0, the keyed ``LatentScramble``."""
+  cond = private_cond(model, params, secret, cls, strength, scale)
+  scr = LatentScramble.from_secret(secret, image_size, latent_block) if latent_block else None
+  return PrivateKey(cond, scr)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+  """DDIM settings shared by sender and receiver."""
+
+  eps_fn: EpsFn
+  abar: jax.Array
+  steps: int
+  fixed_point_iters: int
+
+  def invert(self, image, cond):
+    return ddim_invert(self.eps_fn, image, cond, self.abar, self.steps, self.fixed_point_iters)
+
+  def generate(self, z, cond):
+    return ddim_generate(self.eps_fn, z, cond, self.abar, self.steps)
+
+
+def _bcast(cond, b):
+  return jnp.broadcast_to(cond, (b, cond.shape[-1]))
+
+
+def hide(sampler: Sampler, secret, key: PrivateKey, public_cond) -> jax.Array:
+  """Secret images [B,H,W,3] in [0,1] -> stego images (invert private, generate public)."""
+  z = sampler.invert(secret, _bcast(key.cond, secret.shape[0]))
+  if key.scramble is not None:
+    z = key.scramble.apply(z)
+  return sampler.generate(z, public_cond)
+
+
+def public_latent(sampler: Sampler, received, public_cond) -> jax.Array:
+  """The receiver's (and any eavesdropper's) first step: invert under the public condition."""
+  return sampler.invert(received, public_cond)
+
+
+def reveal(sampler: Sampler, z, key: PrivateKey) -> jax.Array:
+  """x_T from ``public_latent`` -> the secret, with the (legitimate or guessed) private key."""
+  if key.scramble is not None:
+    z = key.scramble.invert(z)
+  return sampler.generate(z, _bcast(key.cond, z.shape[0]))

@@ -1,0 +1,336 @@
+"""Coverless stego SemCom (survey Sec. IV, Figs. 3-4) and the cost-based RL strategy.
+
+  python -m stegjax.main --config=configs/semcom_coverless.py:smoke
+
+Reads top to bottom: data -> the class-conditional UNet and DeepJSCC (fit or load) -> keys
+(the legitimate private key, wrong keys, every class as a guess) -> inversion exactness ->
+stego images -> the channel sweep (legit and every eavesdropper per channel and SNR, plus the
+noise-free ceiling) -> a steganalyzer on stego vs honest public-condition generations -> the
+cost-based strategy (REINFORCE over per-block strengths vs the uniform hider) -> report.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from stegjax import data as data_lib
+from stegjax.experiments import semcom_coverless_report as report
+from stegjax.metrics import image as image_metrics
+from stegjax.models import diffusion
+from stegjax.models import steganalyzers
+from stegjax.semcom import cost_rl
+from stegjax.semcom import coverless
+from stegjax.semcom import system
+from stegjax.train import sharding
+from stegjax.train import toolkit
+
+
+def _fit(config, workdir, name, settings, init_fn, loss_fn, batch_fn, train_cfg, rng):
+  recipe = toolkit.Recipe(
+    init_fn, loss_fn, train_cfg, sharding.make_mesh(config.mesh), rng, config.mesh.rules
+  )
+  return toolkit.fit_or_load(
+    recipe, batch_fn, root=os.path.join(workdir, "models"), name=name, settings=settings
+  )
+
+
+def _batches(arrays: dict, batch_size: int, seed: int):
+  n = len(next(iter(arrays.values())))
+  return lambda step: {
+    k: np.asarray(v[data_lib.batch_indices(n, batch_size, seed, step)]) for k, v in arrays.items()
+  }
+
+
+def _fit_unet(config, workdir, train, num_classes, rng):
+  ucfg = config.unet
+  model = diffusion.UNet(num_classes, tuple(ucfg.features), int(ucfg.cond_dim))
+  abar = diffusion.alpha_bars(int(ucfg.train_steps))
+
+  def loss_fn(params, extra, batch, rng, step):
+    x = system.to_float(batch["image"])
+    key = system.typed_key(rng)
+    loss = diffusion.loss(model, params["unet"], x, batch["label"], key, abar, float(ucfg.p_uncond))
+    return loss, ({"mse": loss}, extra)
+
+  init_fn = lambda r: ({"unet": diffusion.init(model, r, config.data.patch_size)}, {})
+  batch_fn = _batches(
+    {"image": train["image"], "label": train["label"]}, int(ucfg.train.batch_size), config.seed
+  )
+  settings = (config.data, {k: v for k, v in ucfg.items() if k != "train"}, config.seed)
+  f = _fit(config, workdir, "unet", settings, init_fn, loss_fn, batch_fn, ucfg.train, rng)
+  return model, f.params["unet"], abar, f
+
+
+def _fit_jscc(config, workdir, images, rng):
+  jc = config.jscc
+  model = system.make_jscc(jc.features, jc.ratio, jc.arch)
+  init_fn = lambda r: ({"jscc": system.init_jscc(model, r, config.data.patch_size, images)}, {})
+  batch_fn = _batches({"image": images}, int(jc.train.batch_size), config.seed + 1)
+  loss_fn = system.jscc_loss_fn(model, config.channel)
+  settings = (config.data, {k: v for k, v in jc.items() if k != "train"}, config.channel)
+  f = _fit(config, workdir, "deepjscc", settings, init_fn, loss_fn, batch_fn, jc.train, rng)
+  return model, f.params["jscc"], f
+
+
+def _keys(config, model, params, classes):
+  """The legitimate key, the wrong keys and every class (plus null) as a guessed condition."""
+  kc, p = config.stego_keys, config.data.patch_size
+  base = model.num_classes if int(kc.secret_class) < 0 else int(kc.secret_class)
+  scale = coverless.embedding_scale(model, params, classes)
+  make = lambda s: coverless.make_private_key(
+    model, params, s, base, float(kc.strength), scale, int(kc.latent_block), p
+  )
+  secret = kc.shared_secret.encode()
+  wrong = [make(secret + b"|wrong %d" % i) for i in range(int(kc.num_wrong_keys))]
+  guesses = list(classes) + [model.num_classes]
+  conds = diffusion.class_conds(model, params, jnp.asarray(guesses))
+  every_class = [coverless.PrivateKey(c) for c in conds]
+  return make(secret), {"wrong_key": wrong, "every_class": every_class}
+
+
+def _reveal_many(gen, z, keys):
+  """One generation call for many keys: [K, B, H, W, 3]."""
+  zs = [k.scramble.invert(z) if k.scramble is not None else z for k in keys]
+  conds = [jnp.broadcast_to(k.cond, (z.shape[0], k.cond.shape[-1])) for k in keys]
+  out = gen(jnp.concatenate(zs), jnp.concatenate(conds))
+  return out.reshape(len(keys), *z.shape)
+
+
+def _score_receiver(gen, inv, received, pub_cond, legit, eves, secrets):
+  """Secret PSNR/SSIM for the legit receiver and each eavesdropper (best over a group's keys)."""
+  z = inv(received, pub_cond)
+  outs = {"legit": _reveal_many(gen, z, [legit])[0], "public_only": jnp.clip(received, 0, 1)}
+  for name, keys in eves.items():
+    imgs = _reveal_many(gen, z, keys)
+    psnrs = jnp.stack([image_metrics.psnr(jnp.clip(x, 0, 1), secrets) for x in imgs])
+    outs[name] = imgs[jnp.argmax(psnrs, axis=0), jnp.arange(secrets.shape[0])]  # oracle best
+  row = {}
+  for name, x in outs.items():
+    x = jnp.clip(x, 0.0, 1.0)
+    outs[name] = x
+    row[f"{name}_psnr"] = float(jnp.mean(image_metrics.psnr(x, secrets)))
+    row[f"{name}_ssim"] = float(jnp.mean(image_metrics.ssim(x, secrets)))
+  row["best_eve_psnr"] = max(row[f"{n}_psnr"] for n in outs if n != "legit")
+  row["legit_minus_best_eve_db"] = row["legit_psnr"] - row["best_eve_psnr"]
+  return row, outs
+
+
+def _sweep(config, jscc, p_jscc, gen, inv, stego, pub_cond, legit, eves, secrets, key):
+  """Rows per (channel, SNR), the noise-free ceilings first; grids of the images per cell."""
+  tx = jax.jit(lambda x, snr, k, ch: system.transmit(jscc, p_jscc, x, snr, k, ch), static_argnums=3)
+  sent = jnp.clip(stego, 0.0, 1.0)
+  cells = [("none", None, sent), ("uint8", None, jnp.round(sent * 255.0) / 255.0)]
+  for ci, ch in enumerate(config.channel.channels):
+    for si, snr in enumerate(config.channel.eval_snrs):
+      k = jax.random.fold_in(jax.random.fold_in(key, ci), si)
+      cells.append((ch, float(snr), tx(sent, jnp.float32(snr), k, ch)))
+  rows, images = [], {}
+  for ch, snr, received in cells:
+    row, outs = _score_receiver(gen, inv, received, pub_cond, legit, eves, secrets)
+    row.update(channel=ch, snr=snr, received_vs_stego_psnr=_mean_psnr(received, sent))
+    rows.append(row)
+    images[(ch, snr)] = dict(outs, received=received)
+  return rows, images
+
+
+def _mean_psnr(a, b):
+  return float(jnp.mean(image_metrics.psnr(jnp.clip(a, 0, 1), jnp.clip(b, 0, 1))))
+
+
+def _exactness(config, model, params, abar, secrets, legit):
+  """Round trip (invert, regenerate under the same private condition): plain vs fixed point."""
+  eps_fn = coverless.guided_eps_fn(model, params, float(config.ddim.guidance))
+  cond = jnp.broadcast_to(legit.cond, (secrets.shape[0], legit.cond.shape[-1]))
+  out = {}
+  for iters in sorted({0, int(config.ddim.fixed_point_iters)}):
+    s = coverless.Sampler(eps_fn, abar, int(config.ddim.steps), iters)
+    y = jax.jit(lambda x: s.generate(s.invert(x, cond), cond))(secrets)
+    out[f"fixed_point_{iters}"] = _mean_psnr(y, secrets)
+  return out
+
+
+def _steganalysis(config, workdir, hide, gen, train_imgs, pub_of, stego, n_classes, rng):
+  """XuNet on stego vs honest generations (z ~ N(0, I)) under the same public classes."""
+  sc, p = config.steganalyzer, config.data.patch_size
+  n_tr = int(sc.num_train)
+  k1, k2, k3 = jax.random.split(rng, 3)
+  tr_secrets = system.to_float(train_imgs[:n_tr])
+  tr_cond = pub_of(n_tr, 1)
+  honest = lambda k, cond: gen(jax.random.normal(k, (cond.shape[0], p, p, 3)), cond)
+  q = lambda x: jnp.round(jnp.clip(x, 0, 1) * 255.0)
+  x_tr = jnp.concatenate([q(honest(k1, tr_cond)), q(hide(tr_secrets, tr_cond))])
+  y_tr = np.concatenate([np.zeros(n_tr), np.ones(n_tr)]).astype(np.int32)
+  det = steganalyzers.make_steganalyzer(sc.name, dict(sc.cfg))
+
+  def init_fn(r):
+    dp, ds = steganalyzers.init_steganalyzer(det, r, (p, p, 3))
+    return {"det": dp}, {"det_state": ds}
+
+  batch_fn = _batches({"image": np.asarray(x_tr), "label": y_tr}, int(sc.train.batch_size), 5)
+  settings = (config.unet, config.ddim, config.stego_keys, config.data, sc.name, sc.cfg, n_tr, "v1")
+  loss_fn = cost_rl.steganalyzer_loss_fn(det)
+  f = _fit(config, workdir, "steganalyzer", settings, init_fn, loss_fn, batch_fn, sc.train, k2)
+  variables = {"params": f.params["det"], **f.extra["det_state"]}
+  score = jax.jit(lambda x: det.apply(variables, x, train=False).reshape(-1))
+  n = stego.shape[0]
+  test_honest = honest(k3, pub_of(n, 0))
+  s_tr = np.asarray(score(x_tr))
+  s_te = np.concatenate([np.asarray(score(q(test_honest))), np.asarray(score(q(stego)))])
+  return report.detection_summary(s_tr, y_tr, s_te, n), test_honest
+
+
+def _pairs(images, batch_size: int, seed: int):
+  n = len(images)
+  return lambda step: {
+    "cover": np.asarray(images[data_lib.batch_indices(n, batch_size, seed, step)]),
+    "secret": np.asarray(images[data_lib.batch_indices(n, batch_size, seed + 7919, step)]),
+  }
+
+
+def _cost_strategy(config, workdir, train_imgs, held_imgs, jscc, p_jscc, rng):
+  """An existing CNN stego-JSCC hider, its steganalyzer environment, the REINFORCE agent."""
+  rc, p = config.rl, config.data.patch_size
+  spec = system.RunSpec("rl_cnn", "cnn", keyed=False)
+  hider = system.Hider("cnn", rc.hider)
+  ks = jax.random.split(rng, 4)
+  base = (config.data, config.jscc, config.channel, rc.hider, rc.hider_loss)
+  w = ml_collections.ConfigDict(dict(rc.hider_loss))
+  f = _fit(
+    config,
+    workdir,
+    "rl_hider",
+    base,
+    lambda r: ({"hider": hider.init(r, (p, p, 3))}, {"jscc": p_jscc}),
+    system.stego_loss_fn(spec, hider, jscc, config.channel, w, 1),
+    _pairs(train_imgs, int(rc.hider_train.batch_size), 11),
+    rc.hider_train,
+    ks[0],
+  )
+  p_hider = f.params["hider"]
+  det = steganalyzers.make_steganalyzer(config.steganalyzer.name, dict(config.steganalyzer.cfg))
+  env_ch = ml_collections.ConfigDict(
+    dict(train_snr_min=float(rc.snr), train_snr_max=float(rc.snr), train_channel="awgn")
+  )
+
+  def det_init(r):
+    dp, ds = steganalyzers.init_steganalyzer(det, r, (p, p, 3))
+    return {"det": dp}, {"hider": p_hider, "jscc": p_jscc, "det_state": ds}
+
+  fd = _fit(
+    config,
+    workdir,
+    "rl_env_steganalyzer",
+    (base, config.steganalyzer.cfg, rc.snr),
+    det_init,
+    system.steganalyzer_loss_fn(spec, hider, jscc, det, env_ch, 1),
+    _pairs(train_imgs, int(rc.detector_train.batch_size), 12),
+    rc.detector_train,
+    ks[1],
+  )
+  det_vars = {"params": fd.params["det"], **fd.extra["det_state"]}
+  env = cost_rl.make_env(hider, p_hider, jscc, p_jscc, det, det_vars, float(rc.snr), rc.weights)
+  policy = cost_rl.Policy(len(rc.levels), int(rc.block))
+  z = jnp.zeros((1, p, p, 3))
+  fa = _fit(
+    config,
+    workdir,
+    "rl_agent",
+    (base, rc.to_dict(), config.steganalyzer.cfg),
+    lambda r: ({"policy": policy.init(r, z, z)}, {"p_hider": p_hider}),
+    cost_rl.reinforce_loss_fn(policy, hider, env, tuple(rc.levels), float(rc.entropy)),
+    _pairs(train_imgs, int(rc.agent_train.batch_size), 13),
+    rc.agent_train,
+    ks[2],
+  )
+  n = int(config.eval.num_secrets)
+  covers, secrets = system.to_float(held_imgs[:n]), system.to_float(np.roll(held_imgs[:n], 1, 0))
+  return cost_rl.evaluate(
+    policy, fa.params["policy"], hider, p_hider, env, tuple(rc.levels), covers, secrets, ks[3]
+  )
+
+
+def run(config, workdir):
+  os.makedirs(workdir, exist_ok=True)
+  timers, run_info = toolkit.Timers(), report.start_info()
+  train, heldout, info = data_lib.get_dataset(config.data, os.path.join(workdir, "data"))
+  classes = info["train_labels"]
+  root = jax.random.key(config.seed)
+
+  with timers("models"):
+    unet, p_unet, abar, fit_u = _fit_unet(
+      config, workdir, train, info["num_classes"], jax.random.fold_in(root, 1)
+    )
+    jscc, p_jscc, fit_j = _fit_jscc(config, workdir, train["image"], jax.random.fold_in(root, 2))
+
+  dc = config.ddim
+  eps_fn = coverless.guided_eps_fn(unet, p_unet, float(dc.guidance))
+  sampler = coverless.Sampler(eps_fn, abar, int(dc.steps), int(dc.fixed_point_iters))
+  gen, inv = jax.jit(sampler.generate), jax.jit(sampler.invert)
+  n = int(config.eval.num_secrets)
+  secrets = system.to_float(heldout["image"][:n])
+  # Public condition: the cover class of transmission i cycles through the training classes.
+  pub_of = lambda m, off: diffusion.class_conds(
+    unet, p_unet, jnp.asarray([classes[(i + off) % len(classes)] for i in range(m)])
+  )
+  pub_cond = pub_of(n, 0)
+  legit, eves = _keys(config, unet, p_unet, classes)
+  hide = jax.jit(lambda x, c: coverless.hide(sampler, x, legit, c))
+
+  with timers("inversion"):
+    exactness = _exactness(config, unet, p_unet, abar, secrets, legit)
+    stego = hide(secrets, pub_cond)
+  with timers("channel sweep"):
+    rows, images = _sweep(
+      config,
+      jscc,
+      p_jscc,
+      gen,
+      inv,
+      stego,
+      pub_cond,
+      legit,
+      eves,
+      secrets,
+      jax.random.fold_in(root, 3),
+    )
+  with timers("steganalysis"):
+    wrong_hide = jax.jit(lambda x, c: coverless.hide(sampler, x, eves["wrong_key"][0], c))
+    detect, honest = _steganalysis(
+      config,
+      workdir,
+      wrong_hide,
+      gen,
+      train["image"],
+      pub_of,
+      stego,
+      len(classes),
+      jax.random.fold_in(root, 4),
+    )
+  with timers("cost-based RL"):
+    rl = _cost_strategy(
+      config, workdir, train["image"], heldout["image"], jscc, p_jscc, jax.random.fold_in(root, 5)
+    )
+
+  run_info = report.end_info(run_info, timers.split(), dict(unet=fit_u, jscc=fit_j))
+  report.write(
+    workdir,
+    config,
+    dict(
+      info=info,
+      exactness=exactness,
+      rows=rows,
+      detection=detect,
+      rl=rl,
+      run=run_info,
+      params=dict(unet=int(sum(x.size for x in jax.tree.leaves(p_unet)))),
+    ),
+    images,
+    secrets,
+    stego,
+    honest,
+  )
