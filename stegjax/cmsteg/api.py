@@ -107,7 +107,7 @@ def load_models(config, workdir: str) -> Models:
     vq, prior = recipes.prior(config, workdir)
   cap = recipes.captioner(config, workdir)
   cm = config.cmsteg
-  vocab = len(caption_lib.ALPHABET)
+  vocab = caption_lib.VOCAB_SIZE
   cap_sampler = m1.Sampler(
     variant=cm.variant,
     precision=int(cm.precision),

@@ -32,14 +32,11 @@ import numpy as np
 
 from stegjax import errors
 
-# Character level (the former caption model), kept for checkpoints made with it.
-ALPHABET = "\n abcdefghijklmnopqrstuvwxyz,.'-:"
-_INDEX = {c: i for i, c in enumerate(ALPHABET)}
-
 NEWLINE = "\n"
 PUNCTUATION = (",", ".", ":")
 _TOKEN = re.compile(r"[a-z][a-z'\-]*|[,.:]|\n")
 DEFAULT_VOCAB = 8192
+VOCAB_SIZE = DEFAULT_VOCAB  # the caption model's vocabulary (every size: the codec is shared)
 HELDOUT_EVERY = 20
 CORPUS = os.path.join(
   os.path.dirname(os.path.dirname(__file__)), "data", "captions", "wordnet_glosses.txt.gz"
@@ -64,17 +61,12 @@ DEFAULT_TOPIC = "noun.artifact"
 
 
 def encode_text(text: str) -> np.ndarray:
-  bad = sorted({c for c in text if c not in _INDEX})
-  if bad:
-    raise ValueError(f"caption text has characters outside the model's alphabet: {bad}")
-  return np.asarray([_INDEX[c] for c in text], np.int32)
+  """The caption model's ids of a caption's text (``errors.InputError`` unless exact)."""
+  return vocabulary(VOCAB_SIZE).encode(text)
 
 
 def decode_text(ids) -> str:
-  ids = np.asarray(ids).reshape(-1)
-  if ids.size and (ids.min() < 0 or ids.max() >= len(ALPHABET)):
-    raise ValueError(f"caption ids must lie in [0, {len(ALPHABET)})")
-  return "".join(ALPHABET[i] for i in ids)
+  return vocabulary(VOCAB_SIZE).decode(ids)
 
 
 @functools.lru_cache(maxsize=1)
@@ -106,23 +98,8 @@ def topic_of_class(class_name: str) -> int:
 def training_windows(
   length: int, batch: int, seed: int, step: int
 ) -> tuple[np.ndarray, np.ndarray]:
-  """A deterministic batch of (topic int32[B], chars int32[B, length]) for ``step``.
-
-  Each row is lines of one topic joined by newlines, cut to ``length``; topics are
-  drawn uniformly so rare topics (the photos' ones) are learnt too.
-  """
-  corpus = load_corpus()
-  names = sorted(corpus)
-  rs = np.random.RandomState((seed * 1_000_003 + step) % (2**32))
-  topic_ids = rs.randint(0, len(names), size=batch).astype(np.int32)
-  rows = np.zeros((batch, length), np.int32)
-  for i, t in enumerate(topic_ids):
-    lines = corpus[names[t]]
-    text = ""
-    while len(text) < length:
-      text += lines[rs.randint(len(lines))] + "\n"
-    rows[i] = encode_text(text[:length])
-  return topic_ids, rows
+  """A deterministic training batch of (topic int32[B], ids int32[B, length]) for ``step``."""
+  return word_windows(VOCAB_SIZE, length, batch, seed, step)
 
 
 # ----------------------------------------------------------------------------- words
@@ -227,6 +204,14 @@ def corpus_ids(size: int, split: str = "train") -> dict[int, list[np.ndarray]]:
     if kept:
       out[names.index(topic)] = kept
   return out
+
+
+@functools.lru_cache(maxsize=1)
+def corpus_words() -> frozenset[str]:
+  """Every token of every corpus line (the check that captions are made of corpus words)."""
+  return frozenset(
+    t for lines in load_corpus().values() for line in lines for t in split_tokens(line)
+  )
 
 
 def corpus_stats(size: int) -> dict:

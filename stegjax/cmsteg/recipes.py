@@ -89,7 +89,7 @@ def model_path(config, workdir: str, kind: str) -> str:
       config.get("prior", {}).get("model"),
       config.get("prior", {}).get("train"),
     ),
-    "captioner": (config.get("captioner"), config.seed),
+    "captioner": (config.get("captioner"), config.seed, "words", caption.VOCAB_SIZE),
   }[kind]
   return os.path.join(shared, f"{kind}_{_fingerprint(*parts)}")
 
@@ -288,10 +288,10 @@ def prior(config, workdir: str) -> tuple[Trained, Trained]:
 
 
 def caption_model(config, length: int | None = None) -> transformer_lib.Transformer:
-  """The M3 caption LM: the Llama decoder over characters with a 1 x L grid, topic-conditioned."""
+  """The M3 caption LM: the Llama decoder over corpus words with a 1 x L grid, topic-conditioned."""
   kw = config.captioner.model.to_dict()
   kw.update(
-    vocab_size=len(caption.ALPHABET),
+    vocab_size=caption.VOCAB_SIZE,
     num_classes=len(caption.topics()),
     grid=(1, int(length or config.captioner.window)),
     class_dropout_prob=0.0,
