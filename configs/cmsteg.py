@@ -88,13 +88,31 @@ def get_config(arg=None):
       l2=8,
       rows=8,  # fixed batch geometry of every AR pass, both sides (bit-identical replays)
       caption_tag_bits=32,  # authenticator of the caption payload (truncated HMAC-SHA256)
-      # smoke: long enough to correct every token, so its round trip holds even for untrained models
-      # cpu: 12x12-token images leave ~28 tokens wrong after M2 even on png; at ~1.5 payload
-      # bits per char, 200 chars corrected ~18 of them, 400 chars room for ~36.
-      caption_length={"smoke": 640, "cpu": 400, "gpu": 200, "paper": 200}[size],
-      caption_lengths=(50, 100, 200, 500) if size != "smoke" else (48,),
-      caption_top_k=len(" abcdefghijklmnopqrstuvwxyz,.'-:") + 1,
+      # Caption lengths are in words (and punctuation marks) of the corpus vocabulary.
+      # smoke: long enough to correct every token, so its round trip holds even for untrained
+      # models; cpu: 12x12-token images leave ~28 tokens wrong after M2 even on png, ~16 bits
+      # each, so ~500 payload bits at a few bits per word.
+      caption_length={"smoke": 224, "cpu": 96, "gpu": 48, "paper": 48}[size],
+      caption_lengths=(8, 16, 32, 96) if size != "smoke" else (16,),
+      caption_top_k=64,
       length_table_channel="jpeg95",
+      # Real messages across images (the evaluation's file, and embed / extract): payload
+      # bytes per image are fixed before any image is drawn (a short image is sent anyway and
+      # its chunk goes again), ``redundancy`` images may be lost; the receiver list-decodes
+      # an image whose chunk fails with ``list_budget`` candidates (M2 distance margins).
+      file_bytes={"smoke": 16, "cpu": 64, "gpu": 256, "paper": 1024}[size],
+      num_messages={"smoke": 1, "cpu": 2, "gpu": 4, "paper": 4}[size],
+      message_channels=("png", "jpeg95", "jpeg85", "jpeg75", "gauss0.01")
+      if size != "smoke"
+      else ("png", "jpeg85"),
+      image_payload_bytes={"smoke": 16, "cpu": 24, "gpu": 64, "paper": 200}[size],
+      redundancy=1,
+      embed_batch=8,
+      list_budget={"smoke": 16, "cpu": 64, "gpu": 256, "paper": 256}[size],
+      list_positions=16,
+      list_max_moves=3,
+      list_sigma2=0.05,  # squared-distance scale of M2's margins (l2-normalized codebook)
+      list_undo_cost=1.0,  # nats against undoing one of the caption's corrections
     )
   )
   return config

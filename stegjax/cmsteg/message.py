@@ -11,9 +11,11 @@ so one tag verifies all of it. The frame is split into ``k`` data shares and ``z
     tag     24 bits  HMAC-SHA256(tag key, nonce || header || payload)[:3]  (encrypt-then-MAC)
 
 Header and payload are XORed with a ChaCha20 keystream of the image's own sampler nonce
-``counter + seq``, so every bit Discop hides looks uniform and no two images share draws;
-the frame's AEAD uses ``counter``. ``seq`` lets the receiver find ``counter`` from any image,
-the share index and part let it take the images in any order, and the tag tells it which
+``counter * MAX_SEQ + seq`` (``counter`` is the key file's message counter, one per message;
+each message owns a block of ``MAX_SEQ`` nonces), so every bit Discop hides looks uniform
+and no two images share draws; the frame's AEAD uses ``counter``. The header's ``seq``
+must equal the nonce's low bits (a 12-bit check on the nonce the receiver tried), the share
+index and part let the receiver take the images in any order, and the tag tells it which
 images came through intact (and list decoding when one did not).
 
 Capacity: ``P`` is fixed before any image is drawn (a config value, never a sample's own
@@ -43,7 +45,8 @@ HEADER_BITS = 48
 TAG_BITS = 24
 MAX_SHARES = 256  # zfec works in GF(2^8): at most 256 shares
 MAX_PARTS = 16
-MAX_SEQ = 4096
+MAX_SEQ = 4096  # images per message: the nonce block each message counter owns
+MAX_COUNTER = 2**32 // MAX_SEQ  # messages per key (the sampler nonce is 32 bits)
 MAX_PAYLOAD_BYTES = 4096
 _INFO_STREAM = b"stegjax/v1/chunk-stream"
 _INFO_TAG = b"stegjax/v1/chunk-tag"
@@ -102,6 +105,11 @@ def layout(message_len: int, payload_bytes: int, redundancy: int) -> Layout:
   )
 
 
+def nonce(counter: int, seq: int) -> int:
+  """Sampler nonce of image ``seq`` of message ``counter``."""
+  return int(counter) * MAX_SEQ + int(seq)
+
+
 def _key(secret: bytes, info: bytes) -> bytes:
   return prf.words_to_bytes(prf.make_key(secret, info))
 
@@ -146,6 +154,11 @@ class Message:
 
   def __init__(self, message: bytes, secret: bytes, counter: int, payload_bytes: int, r: int):
     self.layout = layout(len(message), payload_bytes, r)
+    if not 0 <= int(counter) < MAX_COUNTER:
+      raise errors.KeyFileError(
+        f"message counter {counter} outside 0..{MAX_COUNTER - 1}: this key has sent all the "
+        "multi-image messages it can; make a new key file"
+      )
     self.secret, self.counter = secret, int(counter)
     lay = self.layout
     frame = framing.bits_to_bytes(framing.pack(message, secret, self.counter))
@@ -155,7 +168,7 @@ class Message:
 
   def nonce(self, seq: int) -> int:
     """The sampler nonce of image ``seq`` (also its caption's)."""
-    return self.counter + int(seq)
+    return nonce(self.counter, seq)
 
   def chunk(self, unit: int, seq: int) -> np.ndarray:
     """uint8 bits (0/1) of unit ``unit`` (share ``unit // parts``, part ``unit % parts``)."""
@@ -238,7 +251,7 @@ class Chunk:
 
   @property
   def counter(self) -> int:
-    return self.nonce - self.seq
+    return self.nonce // MAX_SEQ
 
   @property
   def geometry(self) -> tuple[int, int, int, int]:
@@ -255,8 +268,8 @@ def read_chunk(bits, secret: bytes, nonce: int) -> Chunk | None:
     return None
   head_ct = framing.bits_to_bytes(bits[:HEADER_BITS])
   h = _unpack_header(_xor(head_ct, _stream(secret, nonce, HEADER_BITS // 8)))
-  if h["seq"] > nonce or h["part"] >= h["parts"]:
-    return None
+  if h["seq"] != nonce % MAX_SEQ or h["part"] >= h["parts"]:
+    return None  # not this nonce's header
   n_body = HEADER_BITS + 8 * h["payload_bytes"]
   body_bits = bits[:n_body]
   body = framing.bits_to_bytes(body_bits) if body_bits.size == n_body else None

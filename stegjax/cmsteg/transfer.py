@@ -100,25 +100,66 @@ def _offsets(window: int) -> list[int]:
   return [0] + [s * d for d in range(1, window + 1) for s in (1, -1)]
 
 
-def _find_nonces(models, ims, secret, base: int, window: int, any_topic: bool) -> None:
-  """Sets ``nonce``/``label``/``ranks`` of each image whose caption authenticates."""
-  todo = [im for im in ims if im.caption is not None]
+def _rounds(ims, counters, window: int, try_fn) -> None:
+  """Tries nonces ``nonce(m, hint + offset)``, nearest offsets first, for every ``m``."""
   for off in _offsets(window):
-    todo = [im for im in todo if im.nonce is None and base + im.hint + off >= 0]
+    todo = [
+      (im, m)
+      for im in ims
+      if im.nonce is None and 0 <= im.hint + off < message_lib.MAX_SEQ
+      for m in counters
+    ]
+    todo = [(im, m) for im, m in todo if im.nonce is None]
     if not todo:
-      return
-    nonces = np.asarray([base + im.hint + off for im in todo], np.int64)
-    topics = api.topics_for_labels(models, [im.inferred for im in todo])
-    caps = np.stack([im.caption for im in todo])
+      if all(im.nonce is not None for im in ims):
+        return
+      continue
+    try_fn([im for im, _ in todo], [message_lib.nonce(m, im.hint + off) for im, m in todo])
+
+
+def _search(ims, counters, window: int, try_fn, probes: int = 3) -> None:
+  """Each image's nonce: the message counter from the first image that resolves (among
+  ``probes`` tried under every candidate counter), then every image's seq near its hint."""
+  known = None
+  for im in [im for im in ims if im.nonce is None][:probes]:
+    _rounds([im], counters, window, try_fn)
+    if im.nonce is not None:
+      known = im.nonce // message_lib.MAX_SEQ
+      break
+  if known is not None:
+    _rounds(ims, [known], window, try_fn)
+
+
+def _caption_try(models, secret: bytes, any_topic: bool):
+  """try_fn: an image's nonce is the one under which its caption authenticates."""
+
+  def try_fn(ims, nonces):
+    nonces = np.asarray(nonces, np.int64)
+    topics = api.topics_for_labels(models, [im.inferred for im in ims])
+    caps = np.stack([im.caption for im in ims])
     if any_topic:
       r = api.read_corrections_any_topic(models, caps, topics, secret, nonces, caps.shape[1])
       got = zip(r["ok"], r["labels"], r["ranks"])
     else:
       labels, ranks, ok = api.read_corrections(models, caps, topics, secret, nonces, caps.shape[1])
       got = zip(ok, labels, ranks)
-    for im, n, (ok, label, ranks) in zip(todo, nonces, got):
-      if ok:
+    for im, n, (ok, label, ranks) in zip(ims, nonces, got):
+      if ok and im.nonce is None:
         im.nonce, im.label, im.ranks = int(n), int(label), np.asarray(ranks)
+
+  return try_fn
+
+
+def _plain_try(models, secret: bytes):
+  """try_fn without captions: the nonce is the one under which the chunk tag verifies."""
+
+  def try_fn(ims, nonces):
+    rows = [(dataclasses.replace(im, nonce=int(n)), im.tokens, None) for im, n in zip(ims, nonces)]
+    for im, n, c in zip(ims, nonces, _chunks(models, secret, rows)):
+      if c is not None and c.verified and im.nonce is None:
+        im.nonce, im.chunk, im.how = int(n), c, "plain"
+
+  return try_fn
 
 
 def _chunks(models, secret, rows):
@@ -134,22 +175,6 @@ def _chunks(models, secret, rows):
   use = any(r is not None for _, _, r in rows)
   _, bits, _ = api.reveal_bits(models, tokens, labels, secret, nonces, ranks if use else None)
   return [message_lib.read_chunk(b, secret, int(n)) for b, n in zip(bits, nonces)]
-
-
-def _plain_nonces(models, ims, secret, base: int, window: int) -> None:
-  """Images without an authenticated caption: their nonce is the one their chunk verifies."""
-  for off in _offsets(window):
-    todo = [im for im in ims if im.nonce is None and base + im.hint + off >= 0]
-    if not todo:
-      return
-    for im in todo:
-      im.nonce = base + im.hint + off
-    got = _chunks(models, secret, [(im, im.tokens, None) for im in todo])
-    for im, c in zip(todo, got):
-      if c is not None and c.verified:
-        im.chunk, im.how = c, "plain"
-      else:
-        im.nonce = None
 
 
 def _distances(models, pixels) -> np.ndarray:
@@ -198,28 +223,35 @@ def _list_decode(models, im: Image, secret: bytes) -> None:
       return
 
 
-def receive(models: api.Models, images, captions, secret: bytes, counter: int, channel: str):
+def receive(
+  models: api.Models, images, captions, secret: bytes, counters, channel: str, received=None
+):
   """The message in received images (any order, any ``r`` missing) and their captions.
 
-  ``captions``: per image int32 ids or None. ``counter``: the message counter the receiver
-  expects (its key file's); nonces within ``cmsteg.counter_window`` plus the images' count
-  of it are searched. ``channel`` picks M2's stand-in. Returns a dict with the message,
-  ``used`` (images whose chunk verified), ``how`` per image and ``tried`` (list decoding);
-  raises ``errors.WrongKeyError`` / ``IncompleteMessageError`` when it cannot.
+  ``captions``: per image int32 ids or None. ``counters``: the message counters the receiver
+  considers (its key file's window); each image's seq is searched within
+  ``cmsteg.counter_window`` plus the images' count of its position. ``channel`` picks M2's
+  stand-in; ``received``: ``api.receive_tokens`` of the images when already computed.
+  Returns a dict with the message, its counter, ``used`` (images whose chunk verified),
+  ``how`` per image and ``tried`` (list-decoding candidates); raises
+  ``errors.WrongKeyError`` / ``errors.IncompleteMessageError`` when it cannot.
   """
   cm = models.config.cmsteg
   pixels = np.stack([api.check_image(models, x) for x in images])
-  tok, inferred = api.receive_tokens(models, pixels, channel)
+  tok, inferred = received or api.receive_tokens(models, pixels, channel)
   caps = list(captions) if captions is not None else [None] * len(pixels)
   ims = [
     Image(pixels[i], tok[i], int(inferred[i]), None if c is None else np.asarray(c, np.int32), i)
     for i, c in enumerate(caps)
   ]
   window = int(cm.counter_window) + len(ims)
-  _find_nonces(models, ims, secret, counter, window, any_topic=False)
-  _find_nonces(models, ims, secret, counter, int(cm.counter_window), any_topic=True)
+  with_caption = [im for im in ims if im.caption is not None]
+  _search(with_caption, counters, window, _caption_try(models, secret, any_topic=False))
+  # Captions conditioned on another topic than inferred: every topic, near the hints only.
+  near = int(cm.counter_window)
+  _search(with_caption, _known(ims, counters), near, _caption_try(models, secret, True))
   found = [im for im in ims if im.nonce is not None]
-  rows = [(im, im.tokens, im.ranks) for im in found if im.ranks is not None]
+  rows = [(im, im.tokens, im.ranks) for im in found]
   for (im, _, _), c in zip(rows, _chunks(models, secret, rows)):
     if c is not None and c.verified:
       im.chunk, im.how = c, "corrections"
@@ -227,8 +259,14 @@ def receive(models: api.Models, images, captions, secret: bytes, counter: int, c
   for (im, _, _), c in zip(rows, _chunks(models, secret, rows)):
     if c is not None and c.verified:
       im.chunk, im.how = c, "plain"
-  _plain_nonces(models, [im for im in ims if im.nonce is None], secret, counter, window)
+  _search(ims, _known(ims, counters), window, _plain_try(models, secret))
   return _finish(models, ims, secret)
+
+
+def _known(ims, counters) -> list[int]:
+  """The message counter images already resolved agree on (all candidates while none has)."""
+  got = [im.nonce // message_lib.MAX_SEQ for im in ims if im.nonce is not None]
+  return [max(set(got), key=got.count)] if got else list(counters)
 
 
 def _finish(models, ims, secret) -> dict:

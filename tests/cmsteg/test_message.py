@@ -122,6 +122,9 @@ def test_wrong_key_and_wrong_nonce():
   assert c is None or not c.verified
   good = msg_lib.read_chunk(bits, SECRET, nonce)
   assert good.verified and good.seq == 1 and good.counter == 100
+  assert nonce == 100 * msg_lib.MAX_SEQ + 1
+  with pytest.raises(errors.KeyFileError):
+    msg_lib.Message(b"x", SECRET, msg_lib.MAX_COUNTER, 9, 1)
 
 
 def test_chunks_look_unrelated_across_images():

@@ -96,14 +96,14 @@ def _receive(models, sent, order, damage=None, captions=True, monkeypatch=None):
 
   monkeypatch.setattr(transfer, "_distances", distances)
   caps = [sent["captions"][i] for i in order] if captions else None
-  return transfer.receive(models, sent["images"][order], caps, SECRET, 5, "png")
+  return transfer.receive(models, sent["images"][order], caps, SECRET, [4, 5, 6], "png")
 
 
 def test_send_writes_unselected_images_for_every_unit(sent):
   st = sent["schedule"]
   assert st["images"] == len(sent["images"]) >= sent["layout"].units
   assert st["images"] - st["short"] == sent["layout"].units
-  assert list(sent["nonces"]) == list(range(5, 5 + st["images"]))
+  assert list(sent["nonces"]) == [5 * 4096 + i for i in range(st["images"])]
 
 
 def test_any_order_with_captions(models, sent, monkeypatch):
@@ -136,4 +136,4 @@ def test_wrong_key_fails_cleanly(models, sent, monkeypatch):
   toks, labels = sent["tokens"], sent["labels"]
   monkeypatch.setattr(api, "receive_tokens", lambda m, x, c: (toks, labels))
   with pytest.raises(errors.WrongKeyError):
-    transfer.receive(models, sent["images"][:2], None, b"w" * 32, 5, "png")
+    transfer.receive(models, sent["images"][:2], None, b"w" * 32, [5], "png")
