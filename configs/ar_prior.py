@@ -10,17 +10,4 @@ from stegjax import config_lib
 
 
 def get_config(arg=None):
-  size = config_lib.parse_size(arg)
-  import ml_collections
-
-  config = ml_collections.ConfigDict()
-  config.experiment = "ar_prior"
-  config.name = "ar_prior" if size == "cpu" else f"ar_prior_{size}"
-  config.size = size
-  config.seed = 0
-  config.mesh = config_lib.mesh()
-  config.model_dir = config_lib.model_dir(size)  # trained models, shared across experiments
-  config.data = config_lib.data(size)
-  config.vq = config_lib.vq(size)
-  config.prior = config_lib.prior(size)
-  return config
+  return config_lib.base("ar_prior", config_lib.parse_size(arg), models=("data", "vq", "prior"))

@@ -9,14 +9,35 @@ from __future__ import annotations
 
 import ml_collections
 
+from stegjax import errors
+
 SIZES = ("smoke", "cpu", "gpu", "paper")
 
 
 def parse_size(arg: str | None) -> str:
   size = (arg or "cpu").strip() or "cpu"
   if size not in SIZES:
-    raise ValueError(f"unknown config size {size!r}; valid: {', '.join(SIZES)}")
+    raise errors.ConfigError(f"unknown config size {size!r}; valid: {', '.join(SIZES)}")
   return size
+
+
+def base(experiment: str, size: str, models: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+  """The fields every config starts with, plus the model sections named in ``models``.
+
+  ``experiment`` picks ``stegjax.experiments.<experiment>``; the workdir name carries the size
+  (``cmsteg``, ``cmsteg_smoke``); ``models`` from ``data``, ``vq``, ``prior``, ``captioner``.
+  """
+  c = ml_collections.ConfigDict()
+  c.experiment = experiment
+  c.name = experiment if size == "cpu" else f"{experiment}_{size}"
+  c.size = size
+  c.seed = 0
+  c.mesh = mesh()
+  c.model_dir = model_dir(size)  # trained models, shared across experiments
+  sections = {"data": data, "vq": vq, "prior": prior, "captioner": caption}
+  for name in models:
+    c[name] = sections[name](size)
+  return c
 
 
 def mesh(rules: str = "replicate") -> ml_collections.ConfigDict:

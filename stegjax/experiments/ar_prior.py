@@ -8,15 +8,16 @@ of the tokens, and a grid of samples per class. Models cached in the workdir.
 from __future__ import annotations
 
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from stegjax.cmsteg import recipes
 from stegjax.metrics import report
 from stegjax.models import transformer
+from stegjax.train import toolkit
 
 
 def mean_nll(model, params, tokens, labels, batch_size: int = 256) -> float:
@@ -38,9 +39,10 @@ def unigram_bits(train_tokens, eval_tokens, vocab: int) -> float:
 
 
 def run(config, workdir: str):
-  t0 = time.time()
-  vq, prior = recipes.prior(config, workdir)
-  train_s = time.time() - t0
+  timers = toolkit.Timers()
+  with timers("train or load"):
+    vq, prior = recipes.prior(config, workdir)
+  train_s = timers.seconds("train or load")
   train, heldout, info = recipes.dataset(config, workdir)
   tok_tr = recipes.cached_tokens(config, workdir, vq, train, "train")
   tok_ho = recipes.cached_tokens(config, workdir, vq, heldout, "heldout")
@@ -69,16 +71,17 @@ def run(config, workdir: str):
   # Samples: 8 per training class with the configured CFG / top-k.
   labels = np.repeat(np.asarray(info["train_labels"], np.int32), 8)
   s = config.prior.sample
-  toks, _ = transformer.generate(
-    prior.model,
-    {"params": prior.params},
-    jnp.asarray(labels),
-    jax.random.PRNGKey(config.seed + 7),
-    cfg_scale=s.cfg_scale,
-    top_k=s.top_k,
-    temperature=s.temperature,
-  )
-  imgs = vq.model.apply({"params": vq.params}, toks.reshape(-1, h, w), method="decode_indices")
+  with timers("sample"):
+    toks, _ = transformer.generate(
+      prior.model,
+      {"params": prior.params},
+      jnp.asarray(labels),
+      jax.random.PRNGKey(config.seed + 7),
+      cfg_scale=s.cfg_scale,
+      top_k=s.top_k,
+      temperature=s.temperature,
+    )
+    imgs = vq.model.apply({"params": vq.params}, toks.reshape(-1, h, w), method="decode_indices")
   report.save_grid(
     np.clip(np.asarray(imgs), -1, 1), os.path.join(workdir, "samples.png"), ncol=8, scale=3
   )
@@ -86,6 +89,7 @@ def run(config, workdir: str):
     "bits_per_token": nll,
     "unigram_bits_per_token": uni,
     "train_seconds": train_s,
+    "timing": timers.split(),
     "grid": [h, w],
     "vocab": vocab,
     "num_classes": prior.model.num_classes,
@@ -115,5 +119,11 @@ def run(config, workdir: str):
       ("Samples", f"8 per training class, CFG {s.cfg_scale}, top-k {s.top_k}.\n\n![](samples.png)"),
     ],
     results,
+  )
+  logging.info(
+    "ar_prior: held-out %.3f bits/token (unigram %.3f); report %s",
+    nll["heldout_null_class"],
+    uni["heldout"],
+    os.path.join(workdir, "report.md"),
   )
   return results

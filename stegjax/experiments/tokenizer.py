@@ -7,14 +7,16 @@ under workdir/tokenizer (a rerun trains nothing).
 from __future__ import annotations
 
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from stegjax.cmsteg import recipes
+from stegjax.metrics import image as image_metrics
 from stegjax.metrics import report
+from stegjax.train import toolkit
 
 
 def evaluate_tokenizer(vq: recipes.Trained, arrays, batch_size: int = 256) -> dict:
@@ -41,8 +43,8 @@ def evaluate_tokenizer(vq: recipes.Trained, arrays, batch_size: int = 256) -> di
   probs = counts / counts.sum()
   nz = probs[probs > 0]
   return {
-    "psnr_db": float(np.mean(10 * np.log10(1.0 / np.maximum(mses, 1e-12)))),
-    "psnr_db_of_mean_mse": float(10 * np.log10(1.0 / np.mean(mses))),
+    "psnr_db": float(np.mean(image_metrics.psnr_from_mse(np.maximum(mses, 1e-12)))),
+    "psnr_db_of_mean_mse": float(image_metrics.psnr_from_mse(np.mean(mses))),
     "codebook_usage": float(np.mean(counts > 0)),
     "codebook_perplexity": float(np.exp(-np.sum(nz * np.log(nz)))),
     "num_images": int(len(images)),
@@ -51,12 +53,14 @@ def evaluate_tokenizer(vq: recipes.Trained, arrays, batch_size: int = 256) -> di
 
 
 def run(config, workdir: str):
-  t0 = time.time()
-  train, heldout, info = recipes.dataset(config, workdir)
-  vq = recipes.tokenizer(config, workdir, train)
-  train_s = time.time() - t0
-  ev = evaluate_tokenizer(vq, heldout)
-  ev_train = evaluate_tokenizer(vq, {"image": train["image"][: len(heldout["image"])]})
+  timers = toolkit.Timers()
+  with timers("train or load"):
+    train, heldout, info = recipes.dataset(config, workdir)
+    vq = recipes.tokenizer(config, workdir, train)
+  train_s = timers.seconds("train or load")
+  with timers("evaluate"):
+    ev = evaluate_tokenizer(vq, heldout)
+    ev_train = evaluate_tokenizer(vq, {"image": train["image"][: len(heldout["image"])]})
   n = min(16, len(heldout["image"]))
   grid = np.concatenate(
     [report.to_uint8(np.asarray(heldout["image"][:n])), report.to_uint8(ev.pop("examples")[:n])]
@@ -69,6 +73,7 @@ def run(config, workdir: str):
     "heldout": ev,
     "train_sample": ev_train,
     "train_seconds": train_s,
+    "timing": timers.split(),
     "token_grid": [h, h],
     "codebook_size": m.codebook_size,
     "dataset": {k: info[k] for k in ("num_train", "num_heldout", "heldout_images")},
@@ -109,5 +114,11 @@ def run(config, workdir: str):
       ),
     ],
     results,
+  )
+  logging.info(
+    "tokenizer: held-out PSNR %.2f dB, codebook usage %.2f; report %s",
+    ev["psnr_db"],
+    ev["codebook_usage"],
+    os.path.join(workdir, "report.md"),
   )
   return results
