@@ -28,7 +28,7 @@ import numpy as np
 from cryptography.hazmat.primitives import hashes, hmac
 
 from stegjax import errors
-from stegjax.channels import real
+from stegjax import channels
 from stegjax.cmsteg import caption as caption_lib
 from stegjax.cmsteg import correct
 from stegjax.cmsteg import embed as m1
@@ -398,7 +398,8 @@ def hide_image(
   if label is None:
     label = draw_label(secret, counter, models.candidates)
   sent = hide(models, [payload], secret, [counter], np.asarray([label]), strict=True)
-  sim_tok, sim_label = receive_tokens(models, real.apply(channel, sent["images"], sim_key), channel)
+  sim = channels.image_channel(channel).apply(sent["images"], sim_key)
+  sim_tok, sim_label = receive_tokens(models, sim, channel)
   m3 = correction_captions(
     models,
     sent["tokens"],

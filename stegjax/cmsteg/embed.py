@@ -1,8 +1,8 @@
 """M1: hide bits while the AR prior draws the tokens; and its mirror, extraction.
 
-``embed`` runs the prior's KV-cached generation with a Discop ``choose_fn``:
-logits (after CFG, temperature, top-k) -> softmax -> exact integer frequencies
--> ``discop.embed_step``. ``extract`` replays the same scan with the received
+``embed`` runs the prior's KV-cached generation with the sampler protocol's step
+functions (``stego.sampler``: logits after CFG, temperature, top-k -> exact integer
+frequencies of the candidates -> ``choose``). ``extract`` replays the same scan with the received
 tokens forced (so the receiver sees bit-identical distributions) and reads back
 every bit each token carries; it can also apply M3 corrections inside the same
 pass (a corrected token changes the distributions of every later step, so
@@ -31,12 +31,16 @@ import numpy as np
 
 from stegjax.cmsteg import correct
 from stegjax.models import transformer
-from stegjax.stego import discop, quantize
+from stegjax.stego import sampler as sampler_lib
 
 
 @dataclasses.dataclass(frozen=True)
 class Sampler:
-  """How tokens are drawn: Discop settings plus the prior's sampling settings."""
+  """How tokens are drawn: the stego sampler's settings plus the prior's sampling settings.
+
+  ``variant`` names any sampler of the ``stego.sampler`` registry (Discop ``recursive`` by
+  default); ``stego`` is that protocol sampler.
+  """
 
   variant: str = "recursive"
   precision: int = 24
@@ -55,6 +59,10 @@ class Sampler:
       temperature=float(cm.temperature),
       rows=int(cm.get("rows", 8)),
     )
+
+  @functools.cached_property
+  def stego(self) -> sampler_lib.Sampler:
+    return sampler_lib.get(self.variant, precision=self.precision, top_k=self.top_k)
 
 
 def in_rows(fn, rows: int, *arrays):
@@ -79,46 +87,40 @@ def in_rows(fn, rows: int, *arrays):
 
 def _freqs(logits, s: Sampler):
   # Logits arrive already CFG-combined, temperature-scaled and top-k masked by generate.
-  return quantize.to_frequencies(
-    jax.nn.softmax(logits, axis=-1), precision=s.precision, top_k=s.top_k
-  )
+  return s.stego.frequencies(logits)
 
 
 @functools.lru_cache(maxsize=None)
 def _embed_fn(s: Sampler):
   def choose(logits, step, state):
     emb, key = state
-    tok, emb = discop.embed_step(
-      _freqs(logits, s), step, emb, key, s.variant, precision=s.precision, support=s.top_k
-    )
+    tok, emb = s.stego.choose(logits, step, emb, key)
     return tok, (emb, key)
 
   return choose
 
 
 @functools.lru_cache(maxsize=None)
-def _extract_fn(s: Sampler, corrections: bool):
-  width = discop.max_bits_per_step(s.variant, s.precision, s.top_k)
+def _extract_fn(s: Sampler, corrections: bool, vocab: int):
+  width = s.stego.bits_per_step(vocab)
 
   def choose(logits, step, state):
     # Received token, or its M3 correction: the rank-th allowed token nearest (in codebook
     # space) to the received one; then read the bits that token carries at this step.
-    recovered, ranks, codebook, key, nonce, bits, counts, ok = state
+    recovered, ranks, codebook, key, xs, bits, counts, ok = state
     rec = recovered[:, step]
     rank = ranks[:, step]
-    f = _freqs(logits, s)
+    d = s.stego.dist(logits)
     tok = rec
     if corrections:
-      order = correct.distance_order(codebook, rec, f > 0)
+      order = correct.distance_order(codebook, rec, s.stego.allowed(d, vocab))
       fixed = jnp.take_along_axis(order, jnp.maximum(rank, 0)[:, None], axis=1)[:, 0]
       tok = jnp.where(rank >= 0, fixed, rec)
-    b, n, good = discop.extract_step_checked(
-      f, tok, step, key, nonce, s.variant, precision=s.precision, support=s.top_k
-    )
+    b, n, good, xs = s.stego.extract(d, tok, step, key, xs)
     bits = jax.lax.dynamic_update_slice_in_dim(bits, b[:, None, :], step, axis=1)
     counts = jax.lax.dynamic_update_slice_in_dim(counts, n[:, None], step, axis=1)
     ok = jax.lax.dynamic_update_slice_in_dim(ok, good[:, None], step, axis=1)
-    return tok, (recovered, ranks, codebook, key, nonce, bits, counts, ok)
+    return tok, (recovered, ranks, codebook, key, xs, bits, counts, ok)
 
   return choose, width
 
@@ -138,7 +140,7 @@ def embed(prior, key, bits, bit_len, labels, nonces, s: Sampler):
   nonces = np.broadcast_to(np.asarray(nonces, np.int64), (b,))
 
   def run(bits, bit_len, labels, nonces):
-    emb = discop.init_embed_state(
+    emb = s.stego.init_state(
       jnp.asarray(bits, jnp.uint8), jnp.asarray(nonces, jnp.uint32), jnp.asarray(bit_len)
     )
     toks, (emb, _) = transformer.generate(
@@ -152,7 +154,7 @@ def embed(prior, key, bits, bit_len, labels, nonces, s: Sampler):
       temperature=s.temperature,
       choose_state=(emb, key),
     )
-    return toks, jnp.minimum(emb.cursor, emb.bit_len)
+    return toks, s.stego.embedded(emb)
 
   toks, n = in_rows(run, s.rows, bits, np.asarray(bit_len), np.asarray(labels), nonces)
   assert toks.shape[0] == b
@@ -176,7 +178,7 @@ def extract(prior, codebook, key, tokens, labels, nonces, s: Sampler, ranks=None
     ranks = np.full((b, t), -1, np.int32)
   if use and codebook is None:
     raise ValueError("M3 corrections need the tokenizer's codebook")
-  choose, width = _extract_fn(s, use)
+  choose, width = _extract_fn(s, use, int(prior.model.vocab_size))
   codebook = jnp.asarray(np.zeros((1, 1)) if codebook is None else codebook, jnp.float32)
   key = jnp.asarray(key, jnp.uint32)
 
@@ -187,7 +189,7 @@ def extract(prior, codebook, key, tokens, labels, nonces, s: Sampler, ranks=None
       jnp.asarray(ranks, jnp.int32),
       codebook,
       key,
-      jnp.asarray(nonces, jnp.uint32),
+      s.stego.init_extract_state(jnp.asarray(nonces, jnp.uint32)),
       jnp.zeros((rows, t, width), jnp.uint8),
       jnp.zeros((rows, t), jnp.int32),
       jnp.zeros((rows, t), bool),

@@ -13,7 +13,7 @@ import time
 import jax
 import numpy as np
 
-from stegjax.channels import real
+from stegjax import channels
 from stegjax.cmsteg import api, correct, recover
 from stegjax.cmsteg import embed as m1
 
@@ -70,15 +70,15 @@ def evaluate_channel(models, sent, labels, secret, counters, name, length, seed)
   """One channel: M1, M1+M2 and M1+M2+M3 recovery of every image, with timings."""
   times = {}
   k_sim, k_real = channel_keys(seed, name)
-  stochastic = real.parse(name).kind == "gauss"
+  ch = channels.image_channel(name)
   t0 = time.time()
-  x_real = real.apply(name, sent["images"], k_real)
-  x_sim = real.apply(name, sent["images"], k_sim) if stochastic else x_real
+  x_real = ch.apply(sent["images"], k_real)
+  x_sim = ch.apply(sent["images"], k_sim) if ch.stochastic else x_real
   times["channel_s"] = time.time() - t0
 
   t0 = time.time()
   rec, tok_m2, tok_m1 = _recover(models, x_real, name)
-  tok_sim = _recover(models, x_sim, name)[1] if stochastic else tok_m2
+  tok_sim = _recover(models, x_sim, name)[1] if ch.stochastic else tok_m2
   times["m2_s"] = time.time() - t0
   # Both sides infer the class (the caption's condition, the prior's label) from their tokens.
   rows = models.sampler.rows
@@ -127,7 +127,8 @@ def caption_length_table(models, sent, labels, secret, counters, name, lengths, 
   true = sent["tokens"]
   h, w = models.grid
   if received is None:
-    tok = _recover(models, real.apply(name, sent["images"], channel_keys(seed, name)[1]), name)[1]
+    x = channels.image_channel(name).apply(sent["images"], channel_keys(seed, name)[1])
+    tok = _recover(models, x, name)[1]
     received = (tok, m1.infer_labels(models.prior, tok, models.candidates, models.sampler.rows))
   tok, recv_labels = received
   lb, tb = api.label_bits(models), int(cm.caption_tag_bits)
