@@ -27,6 +27,8 @@ from stegjax import config_lib
 
 
 def get_config(arg=None):
+  if arg == "paper_smoke":
+    return paper_smoke(get_config("paper"))
   size = config_lib.parse_size(arg)
   config = ml_collections.ConfigDict()
   config.experiment = "cmsteg"
@@ -113,6 +115,37 @@ def get_config(arg=None):
       list_max_moves=3,
       list_sigma2=0.05,  # squared-distance scale of M2's margins (l2-normalized codebook)
       list_undo_cost=1.0,  # nats against undoing one of the caption's corrections
+    )
+  )
+  return config
+
+
+def paper_smoke(config):
+  """The paper's shapes at the smallest cost (CPU check of every shape, dtype and path).
+
+  GPT-B / VQ-16 at 384 x 384 (576 tokens), top-k 2000, CFG 4 from ``--config.checkpoints``;
+  one image, a few M2 steps, one JPEG channel, the smoke caption LM, models in the workdir.
+  """
+  config.name = "cmsteg_paper_smoke"
+  config.model_dir = ""
+  config.data.patches_per_photo, config.data.heldout_patches_per_photo = 2, 1
+  config.captioner = config_lib.caption("smoke")
+  config.cmsteg.update(
+    dict(
+      num_images=1,
+      m2_steps=2,
+      m2_batch=1,
+      rows=1,
+      channels=("jpeg85",),
+      caption_lengths=(16,),
+      length_table_channel="jpeg85",
+      num_messages=1,
+      message_channels=("jpeg85",),
+      file_bytes=16,
+      image_payload_bytes=16,
+      message_bytes=16,
+      embed_batch=1,
+      list_budget=2,
     )
   )
   return config
