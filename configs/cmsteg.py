@@ -15,8 +15,11 @@ replies never reuse the sender's counters); extract rejects a replayed image:
   python -m stegjax.main --config=configs/cmsteg.py --config.mode=share \
       --config.key_file=my.key --config.party=b --config.out=their.key
   python -m stegjax.main --config=configs/cmsteg.py --config.mode=extract \
-      --config.image=out/stego.png --config.caption=out/caption.txt --config.key_file=their.key \
-      --config.out=got/
+      --config.image=out/ --config.key_file=their.key --config.out=got/
+
+embed writes out/stego_000.png, stego_001.png, ... (as many as the file needs, captions
+beside them as .txt); extract takes that folder (or a comma-separated list of images, in any
+order, any --config.cmsteg.redundancy of them missing) and says how many it used.
 
 Models are trained on first use and cached in the workdir (default ./workdir/cmsteg).
 """
@@ -49,7 +52,7 @@ def get_config(arg=None):
   config.key_file = ""
   config.out = ""  # embed: folder for stego.png + caption.txt; extract: folder (message.bin)
   config.image = ""
-  config.caption = ""  # extract: the stego caption (text file)
+  config.caption = ""  # extract: folder of the captions (default: the .txt beside each image)
   config.label = -1  # embed: class to draw (-1: drawn uniformly by the PRF of secret, counter)
   config.party = "b"  # share: the new copy's party id
   config.counter_window = 8  # extract: counters tried at/below and above each sender's last

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from stegjax.cmsteg import message_report
 from stegjax.metrics import report
 
 # CMSTEG (AAAI 2025) Table 2: (R_q %, Cap bits) after M1, M1+M2, M1+M2+M3; 50 images of
@@ -138,7 +139,7 @@ def table4(res) -> str:
         f"{paper[0]} / {paper[1]:.2f}% / {paper[2]}" if paper else "-",
       ]
     )
-  head = ["caption chars", "payload bits/char", "payload bits", "tau eq.16 (paper)"]
+  head = ["caption words", "payload bits/word", "payload bits", "tau eq.16 (paper)"]
   head += ["tau (exact coding)", "corrections made", "errors", "R_q", "Cap", "message ok"]
   return report.md_table(head + ["paper: payload / R_q / Cap"], rows)
 
@@ -182,7 +183,7 @@ def _setup(config, res) -> str:
     f"top-k {cm.top_k}, CFG {cm.cfg_scale}, classes drawn by the PRF of (secret, counter); "
     f"{res['message_bytes']}-byte messages framed to {res['framed_bits']} bits (header + "
     f"ChaCha20-Poly1305); M2: Adam lr {cm.m2_lr}, {cm.m2_steps} steps; M3: l1 = l2 = {cm.l1}, "
-    f"{cm.caption_length}-char captions with a {cm.caption_tag_bits}-bit authenticator. "
+    f"{cm.caption_length}-word captions with a {cm.caption_tag_bits}-bit authenticator. "
     f"The images carry {res['capacity_bits']['mean']:.0f} bits on average "
     f"(min {res['capacity_bits']['min']:.0f}; {res['bits_per_token']:.2f} bits/token); the "
     f"framed message fit in {100 * res['message_fits']:.0f}% of images. R_q: tokens "
@@ -227,5 +228,7 @@ def write(workdir, config, res, timings):
     ),
     ("Stego images and captions", "![](stego_grid.png)\n\n" + caps),
   ]
+  if "messages" in res:
+    sections.insert(4, ("Real messages across images", message_report.section(res["messages"])))
   title = "CMSTEG: robust provably secure image steganography"
   report.write_report(workdir, title, sections, dict(res, timings=timings))

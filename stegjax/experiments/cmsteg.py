@@ -6,28 +6,28 @@
   reports token recovery R_q, effective capacity Cap and full-message success per
   channel beside the paper's Table 2, the caption-length table (Table 4), eq. (16)
   against the measured corrections, timings, and stego images with their captions.
-- ``embed``: spends the key file's next counter, hides ``message_file`` under this
-  party's keys, prepares M3 for ``cmsteg.channel``, writes ``out/stego.png`` and
-  ``out/caption.txt``.
-- ``extract``: reads ``image`` (and ``caption``), tries every sender party of the key
-  file at counters around its last accepted one, rejects a replay, and writes the
-  message to ``out/message.bin`` (or stdout).
+- ``embed``: spends the key file's next counter, hides ``message_file`` across as many
+  stego images as it needs under this party's keys, prepares M3 for ``cmsteg.channel``,
+  writes ``out/stego_000.png ...`` with each caption beside it (``stego_000.txt``).
+- ``extract``: reads ``image`` (a folder or a comma-separated list; captions from the
+  ``.txt`` beside each image), tries every sender party of the key file at counters around
+  its last accepted one, rejects a replay, writes ``out/message.bin`` (or stdout) and says
+  how many images it used.
 - ``share``: writes the key file ``out`` for another party ``party`` (same secret).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import numpy as np
 import tqdm
 from absl import logging
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from stegjax import errors
-from stegjax.cmsteg import api, evaluate, keyfile, recipes
+from stegjax.cmsteg import api, commands, evaluate, evaluate_messages, keyfile, recipes
 from stegjax.cmsteg import caption as caption_lib
 from stegjax.cmsteg import embed as m1
 from stegjax.cmsteg import report as cmsteg_report
@@ -106,6 +106,7 @@ def _evaluate(config, workdir: str, models: api.Models) -> dict:
     channels=per_channel,
     caption_lengths=table4,
     captions_example=[caption_lib.decode_text(c) for c in example],
+    messages=evaluate_messages.evaluate(models, config.seed),
     settings=cm.to_dict(),
   )
 
@@ -179,16 +180,6 @@ def _out_folder(path: str) -> str:
   return path
 
 
-def _fixed_label(config, models):
-  if config.label < 0:
-    return None
-  if int(config.label) not in models.candidates:
-    raise errors.ConfigError(
-      f"--config.label={config.label} is not a trained class; valid: {models.candidates}"
-    )
-  return int(config.label)
-
-
 def _embed_inputs(config):
   if not config.message_file or not os.path.isfile(config.message_file):
     raise errors.MissingFileError(f"message file not found: {config.message_file!r}")
@@ -200,101 +191,13 @@ def _embed_inputs(config):
 
 
 def _embed_command(config, inputs, load_models):
-  cm = config.cmsteg
   message, out = inputs
-  models = load_models()
-  label = _fixed_label(config, models)
-  kf, counter = keyfile.reserve(config.key_file, create_missing=True)  # spent before generating
-  secret = keyfile.party_secret(kf.secret, kf.party)
-  sim_key = evaluate.channel_keys(config.seed, cm.channel)[0]
-  sent = api.hide_image(models, message, secret, counter, cm.channel, sim_key, label)
-  Image.fromarray(sent.image).save(os.path.join(out, "stego.png"))
-  with open(os.path.join(out, "caption.txt"), "w", newline="") as f:
-    f.write(sent.caption)
-  print(
-    f"stegjax: hid {len(message)} bytes ({sent.framed_bits} framed bits of "
-    f"{sent.carried_bits} carried) in {out}/stego.png with counter {counter} of party "
-    f"{kf.party!r}; caption corrects {sent.corrections} of {sent.errors} tokens a "
-    f"{cm.channel} channel breaks"
-  )
-  return sent
-
-
-def _read_image(path: str) -> np.ndarray:
-  if not path or not os.path.isfile(path):
-    raise errors.MissingFileError(f"image not found: {path!r}")
-  try:
-    with Image.open(path) as im:
-      return np.asarray(im.convert("RGB"))
-  except (UnidentifiedImageError, OSError) as e:
-    raise errors.InputError(f"{path} is not an image stegjax can read ({e})") from None
-
-
-def _read_caption(path: str):
-  """(caption ids or None, a note). Windows line ends and capitals are folded back into the
-  alphabet (the caption never contains either); any other foreign character makes the
-  caption unusable: extraction goes on without corrections, and the note says why."""
-  if not path:
-    return None, "no caption given"
-  if not os.path.isfile(path):
-    raise errors.MissingFileError(f"caption not found: {path!r}")
-  with open(path, "rb") as f:
-    text = f.read().decode("utf-8", errors="replace").replace("\r", "").lower()
-  bad = sorted({c for c in text if c not in caption_lib.ALPHABET})
-  if bad:
-    logging.warning("caption %s has characters outside the alphabet %s: ignored", path, bad)
-    return None, f"the caption has characters outside its alphabet ({bad}) and was ignored"
-  return caption_lib.encode_text(text), "the caption could not correct them"
-
-
-def _reveal(config, models, kf, image, ids):
-  """(party, Revealed) of the first sender party whose keys verify a message."""
-  cm = config.cmsteg
-  received = api.receive_tokens(models, api.check_image(models, image)[None], cm.channel)
-  failures = []
-  for party, counters in keyfile.candidates(kf, int(config.counter_window)):
-    secret = keyfile.party_secret(kf.secret, party)
-    try:
-      got = api.reveal_image(models, image, ids, secret, counters, cm.channel, received)
-      return party, got
-    except errors.WrongKeyError as e:
-      failures.append(f"party {party!r}: {e}")
-  raise errors.WrongKeyError("; ".join(failures))
+  return commands.embed(config, load_models(), message, out)
 
 
 def _extract_inputs(config):
-  kf = keyfile.load(config.key_file)
-  image = _read_image(config.image)
-  ids, note = _read_caption(config.caption)
-  if config.out and os.path.exists(config.out) and not os.path.isdir(config.out):
-    raise errors.InputError(f"--config.out must be a folder, but {config.out} is a file")
-  return kf, image, ids, note
+  return commands.read_inputs(config)
 
 
 def _extract_command(config, inputs, models: api.Models):
-  kf, image, ids, note = inputs
-  try:
-    party, got = _reveal(config, models, kf, image, ids)
-  except errors.WrongKeyError as e:
-    raise errors.WrongKeyError(f"{e} [{note}]") from None
-  keyfile.accept(config.key_file, party, got.counter)  # a replay raises ReplayError here
-  if party == kf.party:
-    logging.warning(
-      "message sent under this key file's own party id %r: make the receiver's copy with "
-      "--config.mode=share so the two sides never share counters",
-      party,
-    )
-  if config.out:
-    path = os.path.join(_out_folder(config.out), "message.bin")
-    with open(path, "wb") as f:
-      f.write(got.message)
-  else:
-    sys.stdout.buffer.write(got.message)
-    sys.stdout.flush()
-  how = "with the caption's corrections" if got.corrected else "without corrections"
-  print(
-    f"\nstegjax: recovered {len(got.message)} bytes (party {party!r}, counter {got.counter}, "
-    f"{how})" + (f" to {config.out}/message.bin" if config.out else ""),
-    file=sys.stderr,
-  )
-  return got.message
+  return commands.extract(config, models, inputs)

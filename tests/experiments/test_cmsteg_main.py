@@ -8,6 +8,7 @@ extraction breaks it.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -81,12 +82,11 @@ def _embed(workdir, tmp_path, key, channel, message=b"hi!"):
   return out
 
 
-def _extract(workdir, image, caption, key, channel, out, check=True):
+def _extract(workdir, image, key, channel, out, check=True):
   return _main(
     [
       "--config.mode=extract",
       f"--config.image={image}",
-      f"--config.caption={caption}",
       f"--config.key_file={key}",
       f"--config.cmsteg.channel={channel}",
       f"--config.out={out}",
@@ -109,30 +109,37 @@ def test_embed_extract_every_prepared_channel_then_reject_the_replay(workdir, tm
     assert json.load(open(key))["counter"] == i + 1  # spent
     if i == 0:
       _main(["--config.mode=share", f"--config.key_file={key}", f"--config.out={their}"], workdir)
-    stego = np.asarray(Image.open(out / "stego.png").convert("RGB"))
-    received = out / "stego.png"
+    names = sorted(n for n in os.listdir(out) if n.endswith(".png"))
+    assert names[0] == "stego_000.png" and len(names) >= 2  # 3-byte chunks of a 29-byte frame
+    assert all(os.path.exists(out / n.replace(".png", ".txt")) for n in names)
+    received = out
     if channel != "png":  # what the channel the sender prepared for does: PIL JPEG at QF 85
-      received = tmp_path / "received.jpg"
-      received.write_bytes(real.jpeg_bytes(stego, 85))
-    _extract(workdir, received, out / "caption.txt", their, channel, tmp_path / "got")
+      received = tmp_path / "received"
+      received.mkdir()
+      for n in names:
+        stego = np.asarray(Image.open(out / n).convert("RGB"))
+        (received / n.replace(".png", ".jpg")).write_bytes(real.jpeg_bytes(stego, 85))
+        shutil.copy(out / n.replace(".png", ".txt"), received / n.replace(".png", ".txt"))
+    p = _extract(workdir, received, their, channel, tmp_path / "got")
     assert (tmp_path / "got" / "message.bin").read_bytes() == f"hi {channel}!".encode()
-  # The same image again: it authenticates, but its counter was accepted already.
-  p = _extract(workdir, received, out / "caption.txt", their, channel, tmp_path / "g2", False)
+    assert f"of {len(names)} images" in p.stderr
+  # The same images again: they authenticate, but their counter was accepted already.
+  p = _extract(workdir, received, their, channel, tmp_path / "g2", False)
   _one_line_error(p, "ReplayError: replayed image rejected")
 
   # A wrong key: one clear line, non-zero exit, nothing written.
   bad = tmp_path / "bad.json"
   bad.write_text(json.dumps({"secret": "00" * 32, "counter": 1}))
   os.chmod(bad, 0o600)
-  p = _extract(workdir, out / "stego.png", out / "caption.txt", bad, "png", tmp_path / "g3", False)
+  p = _extract(workdir, out, bad, "png", tmp_path / "g3", False)
   assert not (tmp_path / "g3" / "message.bin").exists()
-  _one_line_error(p, "no message could be recovered")
+  _one_line_error(p, "authenticates under this key")
 
 
 def test_a_message_too_long_still_spends_its_counter(workdir, tmp_path):
   key = tmp_path / "k.json"
   msg = tmp_path / "long.bin"
-  msg.write_bytes(b"x" * 4000)
+  msg.write_bytes(b"x" * 70000)  # more shares of 16-byte chunks than zfec's 256 x 16 parts
   p = _main(
     [
       "--config.mode=embed",
@@ -207,19 +214,22 @@ def test_bad_inputs_raise_stegjax_errors_before_any_model_loads(tmp_path):
 def test_extract_inputs_and_caption_fallbacks(tmp_path):
   from stegjax import errors
   from stegjax.cmsteg import caption as caption_lib
+  from stegjax.cmsteg import commands
   from stegjax.experiments import cmsteg
 
-  cap = tmp_path / "c.txt"
-  cap.write_bytes(b"A cat: sat\r\non a mat.")
-  ids, _ = cmsteg._read_caption(str(cap))  # CRLF and capitals fold back into the alphabet
-  np.testing.assert_array_equal(ids, caption_lib.encode_text("a cat: sat\non a mat."))
-  cap.write_bytes("a caf\u00e9!".encode())
-  ids, note = cmsteg._read_caption(str(cap))  # foreign characters: extract without it
-  assert ids is None and "outside its alphabet" in note
   img = tmp_path / "x.png"
+  cap = tmp_path / "x.txt"  # a caption travels beside its image
+  cap.write_bytes(b"cat: a small\r\ndog: an animal.")
+  ids, _ = commands.read_caption(str(img))  # CRLF folds back
+  np.testing.assert_array_equal(ids, caption_lib.encode_text("cat: a small\ndog: an animal."))
+  for bad in ("Cat: a small", "a caf\u00e9!", "cat:  a small"):  # edited text: extract without it
+    cap.write_bytes(bad.encode())
+    ids, note = commands.read_caption(str(img))
+    assert ids is None and "ignored" in note
+  assert commands.read_caption(str(tmp_path / "y.png"))[0] is None  # no caption at all
   img.write_bytes(b"\x89PNG not really")
   with pytest.raises(errors.InputError, match="not an image"):
-    cmsteg._read_image(str(img))
+    commands.read_image(str(img))
   a_file = tmp_path / "out"
   a_file.write_text("")
   with pytest.raises(errors.InputError, match="must be a folder"):
