@@ -12,25 +12,14 @@ import ml_collections
 import numpy as np
 import pytest
 
-from stegjax import errors
+from stegjax import config_lib, errors
 from stegjax.train import sharding, toolkit
 
 
 def _cfg(**kw):
-  c = ml_collections.ConfigDict(
-    dict(
-      lr=0.05,
-      num_steps=6,
-      warmup_steps=0,
-      schedule="constant",
-      weight_decay=0.0,
-      grad_clip=1.0,
-      checkpoint_every=2,
-      max_to_keep=5,
-      log_every=1,
-    )
-  )
-  c.update(kw)
+  """The smoke-size train config of the real configs, 6 steps, a checkpoint every 2."""
+  c = config_lib.train("smoke", steps={"smoke": 6}, lr=0.05, batch={"smoke": 16})
+  c.update(dict(checkpoint_every=2, max_to_keep=5, log_every=1), **kw)
   return c
 
 
