@@ -85,6 +85,7 @@ def get_config(arg=None):
       if size != "smoke"
       else ("png", "jpeg85"),
       channel="jpeg85",  # embed mode: the channel the sender prepares M3 for
+      receiver_channel="",  # extract: M2's stand-in ("": implied by the files, JPEG quality)
       m2_steps={"smoke": 20, "cpu": 100, "gpu": 2000, "paper": 10000}[size],
       m2_lr=0.002,
       m2_patience=0,  # early stop when tokens are unchanged this long (0: off)

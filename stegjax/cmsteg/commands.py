@@ -5,12 +5,16 @@ counter), hides the file across as many images as it needs (``transfer.send``) a
 ``out/stego_000.png, stego_001.png, ...``, each with its caption beside it
 (``stego_000.txt``). ``extract`` takes a folder or a comma-separated list of images (their
 captions are read from the ``.txt`` files of the same name, when present), tries each sender
-party of the key file, and says how many images it used.
+party of the key file, and says how many images it used. M2's stand-in comes from the files
+(a JPEG's quality from its quantization tables; a PNG needs none) unless
+``cmsteg.receiver_channel`` names one.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
+import io
 import os
 import sys
 
@@ -19,6 +23,7 @@ from absl import logging
 from PIL import Image, UnidentifiedImageError
 
 from stegjax import errors
+from stegjax.channels import real
 from stegjax.cmsteg import api, evaluate, keyfile, transfer
 from stegjax.cmsteg import caption as caption_lib
 
@@ -39,6 +44,35 @@ def image_paths(spec: str) -> list[str]:
     if not os.path.isfile(p):
       raise errors.MissingFileError(f"image not found: {p!r}")
   return paths
+
+
+@functools.lru_cache(maxsize=1)
+def _jpeg_tables() -> dict[int, tuple]:
+  """PIL's luminance quantization table at every JPEG quality (what an encoder writes)."""
+  x = np.zeros((16, 16, 3), np.uint8)
+  out = {}
+  for q in range(1, 101):
+    with Image.open(io.BytesIO(real.jpeg_bytes(x, q))) as im:
+      out[q] = tuple(im.quantization[0])
+  return out
+
+
+def channel_of_files(paths, default: str) -> str:
+  """M2's stand-in the received files imply: ``jpegQ`` for JPEG files (Q read back from
+  their quantization tables, the most common one), ``png`` for lossless files, ``default``
+  when a JPEG's tables match no quality PIL writes."""
+  qualities = []
+  for p in paths:
+    with Image.open(p) as im:
+      if im.format != "JPEG":
+        qualities.append(None)
+        continue
+      table = tuple(im.quantization.get(0, ()))
+    tables = _jpeg_tables()
+    best = min(tables, key=lambda q: sum(abs(a - b) for a, b in zip(tables[q], table)))
+    qualities.append(best if tables[best] == table else -1)
+  q = max(set(qualities), key=qualities.count)
+  return "png" if q is None else (default if q < 0 else f"jpeg{q}")
 
 
 def read_image(path: str) -> np.ndarray:
@@ -110,16 +144,16 @@ def embed(config, models: api.Models, message: bytes, out: str) -> dict:
 
 
 def extract(config, models: api.Models, inputs) -> bytes:
-  cm = config.cmsteg
   kf, paths, images, caps, notes = inputs
-  received = api.receive_tokens(
-    models, np.stack([api.check_image(models, x) for x in images]), cm.channel
-  )
+  channel = config.cmsteg.receiver_channel or channel_of_files(paths, config.cmsteg.channel)
+  logging.info("M2 stand-in: %s", channel)
+  pixels = np.stack([api.check_image(models, x) for x in images])
+  received = api.receive_tokens(models, pixels, channel)
   failures = []
   for party, counters in keyfile.candidates(kf, int(config.counter_window)):
     secret = keyfile.party_secret(kf.secret, party)
     try:
-      got = transfer.receive(models, images, caps, secret, counters, cm.channel, received)
+      got = transfer.receive(models, images, caps, secret, counters, channel, received)
     except errors.WrongKeyError as e:
       failures.append(f"party {party!r}: {e}")
       continue

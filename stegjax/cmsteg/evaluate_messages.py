@@ -4,9 +4,10 @@
 ``cmsteg.message_bytes`` each across as many images as they need (``transfer.send``,
 corrections prepared for ``cmsteg.channel`` only), sends every image through each channel of
 ``cmsteg.message_channels``, and runs the receiver (``transfer.receive``) as a user would:
-M2's stand-in is the prepared channel's (the receiver is not told the real one), the images
-come in a shuffled order, and on the prepared channel once more with ``cmsteg.redundancy``
-images deleted. It reports images per message, bits per image, message success per channel,
+M2's stand-in is the one the received file implies (a PNG none, a JPEG its quality, which
+``extract`` reads from the file's quantization tables; the receiver is not told the channel
+otherwise), the images come in a shuffled order, and on the prepared channel once more with
+``cmsteg.redundancy`` images deleted. It reports images per message, bits per image, message success per channel,
 how each image was read (the caption's corrections, none, list decoding) and the candidates
 list decoding tried; plus the caption model's held-out perplexity and example captions.
 """
@@ -26,12 +27,11 @@ from stegjax.cmsteg import caption as caption_lib
 from stegjax.cmsteg import evaluate as evaluate_lib
 
 
-def _receive(models, sent, x, secret, counter, order) -> dict:
-  cm = models.config.cmsteg
+def _receive(models, sent, x, secret, counter, order, name) -> dict:
   caps = [sent["captions"][i] for i in order]
   t0 = time.time()
   try:
-    out = transfer.receive(models, x[order], caps, secret, [counter], cm.channel)
+    out = transfer.receive(models, x[order], caps, secret, [counter], name)
     ok = out["message"] == sent["message"]
     row = dict(ok=bool(ok), used=out["used"], tried=out["tried"], how=out["how"], error="")
   except errors.StegjaxError as e:  # the receiver refused: a failure to report, not a crash
@@ -102,14 +102,14 @@ def evaluate(models: api.Models, seed: int) -> dict:
     for j, s in enumerate(sent):
       x = real.apply(name, s["images"], evaluate_lib.channel_keys(seed + j, name)[1])
       order = rs.permutation(len(x))
-      rows.append(_receive(models, s, x, secret, j, order))
+      rows.append(_receive(models, s, x, secret, j, order, name))
     per_channel[name] = _summary(rows)
   rows = []
   r = int(cm.redundancy)
   for j, s in enumerate(sent):  # the prepared channel with r images lost
     x = real.apply(cm.channel, s["images"], evaluate_lib.channel_keys(seed + j, cm.channel)[1])
     order = rs.permutation(len(x))[r:]
-    rows.append(_receive(models, s, x, secret, j, order))
+    rows.append(_receive(models, s, x, secret, j, order, cm.channel))
   images = [len(s["images"]) for s in sent]
   lay = sent[0]["layout"]
   return {

@@ -88,7 +88,8 @@ def section(res) -> str:
     f"chunk going again), {res['message_bits_per_image']:.0f} message bits per image "
     f"(images carry {res['carried_bits']['mean']:.0f} bits on average). Corrections were "
     f"prepared for {res['prepared_channel']} only; the receiver is not told the channel "
-    "(M2 uses the prepared channel's stand-in), takes the images in a shuffled order, "
+    "(M2's stand-in is what the file implies: a JPEG's quality from its quantization "
+    "tables, none for a PNG), takes the images in a shuffled order, "
     "tries each caption's corrections and none, and list-decodes an image whose chunk tag "
     f"fails.{_others(res)} Sender {res['send_seconds_per_image']:.1f} s per image.\n\n"
     + table(res)
