@@ -277,9 +277,16 @@ def _finish(models, ims, secret) -> dict:
     try:
       out = message_lib.assemble([im.chunk for im in ims], secret, int(cm.redundancy))
       break
-    except (errors.IncompleteMessageError, errors.WrongKeyError):
+    except errors.IncompleteMessageError:
       if not pending:
         raise
+      _list_decode(models, pending.pop(0), secret)
+    except errors.WrongKeyError:
+      if not pending:
+        raise errors.WrongKeyError(
+          f"none of the {len(ims)} images authenticates under this key (no caption or chunk "
+          "verified under any counter tried): wrong key, or every image was damaged beyond repair"
+        ) from None
       _list_decode(models, pending.pop(0), secret)
   for im in ims:
     im.how = im.how or ("failed" if im.nonce is not None else "not ours")
