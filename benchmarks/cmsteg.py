@@ -80,7 +80,7 @@ def early_stop(config, args) -> dict:
 
   config.model_dir = args.model_dir
   for kind in ("tokenizer", "prior", "captioner"):
-    if not os.path.isdir(recipes.model_path(config, "", kind)):
+    if not recipes.is_cached(config, "", kind):
       raise SystemExit(
         f"--early_stop: no trained {kind} under {args.model_dir} for this config; "
         f"run python -m stegjax.main --config=configs/cmsteg.py first"

@@ -4,21 +4,19 @@
 ``prior(config, workdir)`` trains (or loads) the class-conditional AR prior on
 the tokenizer's tokens of the patch dataset (cached as ``.npy``);
 ``captioner`` the M3 caption LM. A rerun restores the final checkpoint and
-trains nothing. All use the one trainer in ``trainer.py``.
+trains nothing.
 
-Where models live: ``workdir/{tokenizer,prior,captioner}``, or, when
-``config.model_dir`` is set, ``model_dir/<kind>_<fingerprint>`` with the
-fingerprint of everything that shapes the model (data, architecture, training,
-seed): experiments with the same model settings (cmsteg, steganalysis,
-ar_prior) then share one trained copy, and a changed setting never restores
-a checkpoint trained under another.
+Training or loading is the toolkit's one ``fit_or_load``: models live in
+``root/<kind>_<fingerprint>`` (``root`` = ``config.model_dir``, or the workdir when it is
+empty) with the fingerprint of everything that shapes the model (data, architecture,
+training, seed; the tokenizer's for the prior too): experiments with the same model
+settings (cmsteg, steganalysis, ar_prior) share one trained copy, and a changed setting
+never restores a checkpoint trained under another.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from typing import Any
 
@@ -32,7 +30,7 @@ from stegjax import data as data_lib
 from stegjax.cmsteg import caption
 from stegjax.models import transformer as transformer_lib
 from stegjax.models import vq as vq_lib
-from stegjax.train import sharding, trainer
+from stegjax.train import sharding, toolkit
 
 
 @dataclasses.dataclass
@@ -68,30 +66,36 @@ def _batch_fn(arrays, batch_size: int, seed: int, keys):
   return batch_fn
 
 
-def _fingerprint(*parts) -> str:
-  blob = json.dumps(
-    [p.to_dict() if hasattr(p, "to_dict") else p for p in parts], sort_keys=True, default=str
-  )
-  return hashlib.sha256(blob.encode()).hexdigest()[:10]
+def _root(config, workdir: str) -> str:
+  return config.get("model_dir", "") or workdir
+
+
+def _settings(config, kind: str):
+  """(settings, train config) of model ``kind``: what its fingerprint covers."""
+  vq = {k: v for k, v in config.vq.to_dict().items() if k != "train"}
+  tokenizer = [config.data.to_dict(), vq, config.seed]
+  if kind == "tokenizer":
+    return tokenizer, config.vq.train
+  if kind == "prior":
+    learned = toolkit.learning_settings(config.vq.train)
+    return tokenizer + [learned, config.prior.model.to_dict()], config.prior.train
+  if kind == "captioner":
+    cap = config.captioner
+    words = ["words", caption.VOCAB_SIZE]  # the word-level caption LM and its vocabulary
+    return [cap.model.to_dict(), int(cap.window), config.seed] + words, cap.train
+  raise ValueError(f"unknown model kind {kind!r}")
 
 
 def model_path(config, workdir: str, kind: str) -> str:
   """Checkpoint directory of model ``kind`` (tokenizer, prior, captioner); see the module doc."""
-  shared = config.get("model_dir", "")
-  if not shared:
-    return os.path.join(workdir, kind)
-  parts = {
-    "tokenizer": (config.data, config.vq, config.seed),
-    "prior": (
-      config.data,
-      config.vq,
-      config.seed,
-      config.get("prior", {}).get("model"),
-      config.get("prior", {}).get("train"),
-    ),
-    "captioner": (config.get("captioner"), config.seed, "words", caption.VOCAB_SIZE),
-  }[kind]
-  return os.path.join(shared, f"{kind}_{_fingerprint(*parts)}")
+  settings, train_cfg = _settings(config, kind)
+  return toolkit.checkpoint_dir(_root(config, workdir), kind, settings, train_cfg)
+
+
+def is_cached(config, workdir: str, kind: str) -> bool:
+  """Whether loading model ``kind`` would train nothing."""
+  settings, train_cfg = _settings(config, kind)
+  return toolkit.is_cached(_root(config, workdir), kind, settings, train_cfg)
 
 
 def random_crops(images: np.ndarray, size: int, seed: int, step: int) -> np.ndarray:
@@ -160,15 +164,7 @@ def tokenizer(config, workdir: str, train_arrays=None) -> Trained:
     batch_fn = lambda step: {
       "image": random_crops(full_batch_fn(step)["image"], crop, config.seed, step)
     }
-  params = _fit(
-    config,
-    cfg.train,
-    model_path(config, workdir, "tokenizer"),
-    init_fn,
-    loss_fn,
-    batch_fn,
-    desc="tokenizer",
-  )
+  params = _fit(config, workdir, "tokenizer", init_fn, loss_fn, batch_fn)
   return Trained(model, params["g"], {"downsample": model.downsample_factor})
 
 
@@ -177,16 +173,15 @@ def vq_codebook(vq: Trained) -> np.ndarray:
   return np.asarray(vq.model.apply({"params": vq.params}, method=lambda m: m.quantizer.codebook()))
 
 
-def _fit(config, train_cfg, ckpt_dir, init_fn, loss_fn, batch_fn, desc):
+def _fit(config, workdir: str, kind: str, init_fn, loss_fn, batch_fn):
+  settings, train_cfg = _settings(config, kind)
   mesh = sharding.make_mesh(config.mesh)
-  tx = trainer.make_optimizer(train_cfg)
   rng = jax.random.PRNGKey(config.seed)
-  state = trainer.create_train_state(init_fn, tx, rng, mesh, config.mesh.get("rules", "replicate"))
-  step_fn = trainer.make_train_step(loss_fn, tx, mesh, state)
-  state = trainer.fit(
-    state, step_fn, batch_fn, int(train_cfg.num_steps), ckpt_dir, train_cfg, mesh, desc=desc
+  recipe = toolkit.Recipe(
+    init_fn, loss_fn, train_cfg, mesh, rng, config.mesh.get("rules", "replicate")
   )
-  return state.params
+  root = _root(config, workdir)
+  return toolkit.fit_or_load(recipe, batch_fn, root=root, name=kind, settings=settings).params
 
 
 def encode_tokens(vq: Trained, images_uint8, batch_size: int = 128) -> np.ndarray:
@@ -208,15 +203,14 @@ def encode_tokens(vq: Trained, images_uint8, batch_size: int = 128) -> np.ndarra
 
 def cached_tokens(config, workdir: str, vq: Trained, arrays, split: str) -> np.ndarray:
   """Tokens of a split, cached as .npy keyed by the tokenizer/data config."""
-  key = _fingerprint(config.vq, config.data, config.seed)
+  settings, train_cfg = _settings(config, "tokenizer")
+  key = toolkit.fingerprint(settings, toolkit.learning_settings(train_cfg))
   path = os.path.join(model_path(config, workdir, "prior"), f"tokens_{split}_{key}.npy")
   if os.path.exists(path):
     return np.load(path)
   tokens = encode_tokens(vq, arrays["image"])
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.save(path + ".tmp.npy", tokens)
-    os.replace(path + ".tmp.npy", path)
+    toolkit.atomic_write(path, lambda f: np.save(f, tokens))
   return tokens
 
 
@@ -264,15 +258,8 @@ def prior(config, workdir: str) -> tuple[Trained, Trained]:
     return loss, ({"nll": loss, "bits_per_token": loss / np.log(2)}, extra)
 
   cfg = config.prior
-  params = _fit(
-    config,
-    cfg.train,
-    model_path(config, workdir, "prior"),
-    init_fn,
-    loss_fn,
-    _batch_fn(flat, cfg.train.batch_size, config.seed + 1, ("tokens", "label")),
-    desc="prior",
-  )
+  batch_fn = _batch_fn(flat, cfg.train.batch_size, config.seed + 1, ("tokens", "label"))
+  params = _fit(config, workdir, "prior", init_fn, loss_fn, batch_fn)
   pinfo = dict(
     grid=(h, w),
     num_classes=info["num_classes"],
@@ -325,13 +312,5 @@ def captioner(config, workdir: str) -> Trained:
     )
     return {"topic": sharding.process_rows(topic), "text": sharding.process_rows(text)}
 
-  params = _fit(
-    config,
-    cfg.train,
-    model_path(config, workdir, "captioner"),
-    init_fn,
-    loss_fn,
-    batch_fn,
-    desc="captioner",
-  )
+  params = _fit(config, workdir, "captioner", init_fn, loss_fn, batch_fn)
   return Trained(model, params, {"topics": caption.topics()})
