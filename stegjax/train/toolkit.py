@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 from stegjax import errors
 from stegjax.files import atomic_write, fingerprint
@@ -207,6 +208,13 @@ def fit_or_load(
     }
     if jax.process_index() == 0:
       atomic_write(os.path.join(path, DONE), json.dumps(record, indent=1, default=str))
+    logging.info(
+      "%s: trained %d steps in %.0f s (%s)",
+      desc or name,
+      record["num_steps"],
+      record["seconds"],
+      path,
+    )
     cached = False
   else:
     cached = True

@@ -249,7 +249,8 @@ def fit(
     s, m = rows[-1]
     writer.write(s, m)
     bar.set_postfix({k: f"{float(v):.4g}" for k, v in m.items() if k in ("loss", "grad_norm")})
-    logging.info("%s step %d: %s", desc, s, {k: round(float(v), 5) for k, v in m.items()})
+    # Per-step metrics are in metrics.jsonl and the bar; on the console only with --verbosity=1.
+    logging.debug("%s step %d: %s", desc, s, {k: round(float(v), 5) for k, v in m.items()})
 
   try:
     for step in range(start, num_steps):
