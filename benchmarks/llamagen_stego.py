@@ -9,7 +9,7 @@ Every method is one jitted ``transformer.generate`` scan over the h*w tokens wit
 model, CFG, top-k and temperature; only the per-token choice differs:
 
 * ``plain``: ``jax.random.categorical`` on the processed logits (the baseline);
-* ``discop_<variant>``: ``stego.discop.make_choose_fn`` (exact integer frequencies, ChaCha20
+* ``discop_<variant>``: the ``stego.sampler`` protocol's ``choose`` (exact integer frequencies, ChaCha20
   draws, Discop copies) embedding random message bits.
 
 Reports seconds per image for token generation, the VQ decode to pixels, their sum (one
@@ -35,7 +35,7 @@ import numpy as np
 from stegjax.models import presets
 from stegjax.models import transformer as tr
 from stegjax.models import vq as vq_lib
-from stegjax.stego import discop, prf
+from stegjax.stego import prf, sampler
 
 SIZES = {
   # a small prior and tokenizer so the whole run takes a couple of minutes on 2 CPU cores
@@ -135,9 +135,12 @@ def main(argv=None):
   n = gpt.num_tokens
   h, w = gpt.grid
   key = prf.make_key(b"llamagen_stego benchmark")
-  choose = {
-    v: discop.make_choose_fn(key, v, precision=args.precision, top_k=top_k) for v in variants
-  }
+  stego = {v: sampler.get(v, precision=args.precision, top_k=top_k) for v in variants}
+
+  def choose_fn(s):  # the protocol's step, with the key fixed
+    return lambda logits, t, st: s.choose(logits, t, st, key)
+
+  choose = {v: choose_fn(stego[v]) for v in variants}
   decode = jax.jit(lambda p, idx: vq.apply(p, idx, method="decode_indices"))
 
   results = []
@@ -163,9 +166,9 @@ def main(argv=None):
     )
     rows = [plain]
     for v in variants:
-      width = discop.max_bits_per_step(v, args.precision, top_k)
+      width = stego[v].bits_per_step(gpt.vocab_size)
       bits = rng.integers(0, 2, (b, n * width), dtype=np.uint8)  # never runs out
-      state = discop.init_embed_state(jnp.asarray(bits), jnp.arange(b, dtype=jnp.uint32))
+      state = stego[v].init_state(jnp.asarray(bits), jnp.arange(b, dtype=jnp.uint32))
 
       def run(v=v, state=state):
         return tr.generate(
@@ -173,7 +176,7 @@ def main(argv=None):
         )
 
       (stoks, st), first, med, runs = timed(run, args.repeats)
-      embedded = np.asarray(jnp.minimum(st.cursor, st.bit_len))
+      embedded = np.asarray(stego[v].embedded(st))
       rows.append(
         dict(
           batch=b,
