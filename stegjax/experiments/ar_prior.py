@@ -104,7 +104,7 @@ def run(config, workdir: str):
     ],
   )
   m = config.prior.model
-  report.write_report(
+  path = report.write_report(
     workdir,
     "AR prior",
     [
@@ -120,10 +120,6 @@ def run(config, workdir: str):
     ],
     results,
   )
-  logging.info(
-    "ar_prior: held-out %.3f bits/token (unigram %.3f); report %s",
-    nll["heldout_null_class"],
-    uni["heldout"],
-    os.path.join(workdir, "report.md"),
-  )
+  bits, unigram = nll["heldout_null_class"], uni["heldout"]
+  logging.info("ar_prior: held-out %.3f bits/token (unigram %.3f); %s", bits, unigram, path)
   return results

@@ -97,7 +97,7 @@ def run(config, workdir: str):
       ],
     ],
   )
-  report.write_report(
+  path = report.write_report(
     workdir,
     "VQ tokenizer",
     [
@@ -115,10 +115,6 @@ def run(config, workdir: str):
     ],
     results,
   )
-  logging.info(
-    "tokenizer: held-out PSNR %.2f dB, codebook usage %.2f; report %s",
-    ev["psnr_db"],
-    ev["codebook_usage"],
-    os.path.join(workdir, "report.md"),
-  )
+  psnr, usage = ev["psnr_db"], ev["codebook_usage"]
+  logging.info("tokenizer: held-out PSNR %.2f dB, codebook usage %.2f; %s", psnr, usage, path)
   return results
