@@ -1,4 +1,4 @@
-r"""Security evaluation (issue 7): steganalyzers vs Discop stegos, positive controls, token tests.
+r"""Security evaluation: steganalyzers, token tests and a model-aware warden vs Discop stegos.
 
   python -m stegjax.main --config=configs/steganalysis.py:smoke     # seconds-long, used by tests
   python -m stegjax.main --config=configs/steganalysis.py           # CPU default (small N)
@@ -8,8 +8,10 @@ r"""Security evaluation (issue 7): steganalyzers vs Discop stegos, positive cont
 
 Trains (or loads from the workdir) the VQ tokenizer and AR prior, samples cover
 and stego images from the same prior, labels and top-k, trains each detector on
-each scenario (discop: the claim under test; naive and lsb: positive controls)
-and runs the network-free token tests, including the fixed-nonce ablation.
+each scenario (discop: the claim under test; naive and lsb: positive controls),
+runs the network-free token tests, including the fixed-counter ablation, and a
+warden who knows the prior and the quantizer (positive control: the legacy floor
+quantizer at a low precision).
 """
 
 import ml_collections
@@ -34,8 +36,9 @@ def get_config(arg=None):
   # How stego and cover tokens are drawn (same prior settings for both).
   c.stego = ml_collections.ConfigDict(
     dict(
-      variant="recursive",
+      variant="recursive",  # any sampler of stegjax.stego.sampler's registry
       precision=24,
+      quantizer="nearest",  # integer frequencies: "nearest", or the legacy "floor"
       top_k=c.prior.sample.top_k,
       cfg_scale=c.prior.sample.cfg_scale,
       temperature=c.prior.sample.temperature,
@@ -59,7 +62,14 @@ def get_config(arg=None):
   # Fixed-nonce ablation: framed messages of this many bytes (cmsteg's default length).
   s.ablation_message_bytes = 1
   s.num_permutations = pick(smoke=200, cpu=2000, gpu=5000, paper=5000)
-  s.alpha = 0.01
+  s.alpha = 0.01  # the claim passes a test when p >= alpha
+  # Plain targets the report judges: a positive control is caught when a test gives
+  # p < caught_p, a steganalyzer catches it when P_E (train threshold) <= control_pe.
+  s.targets = ml_collections.ConfigDict(dict(caught_p=1e-3, control_pe=0.2))
+  # The model-aware warden. Its positive control runs the sampler with the legacy floor
+  # quantizer at this low precision, where rare tokens are inflated most. The smoke prior is
+  # barely trained (no token under 2**-9 in its top-k), so smoke uses the coarsest one.
+  s.warden = ml_collections.ConfigDict(dict(precision=pick(smoke=8, cpu=12, gpu=12, paper=12)))
   # Detector sizes (paper sizes on gpu/paper; narrower on CPU).
   s.models = ml_collections.ConfigDict(
     dict(

@@ -127,3 +127,36 @@ def save_grid(images, path: str, ncol: int = 8, scale: int = 1, pad: int = 2) ->
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     img.save(path)
   return path
+
+
+def save_pngs(images, folder: str):
+  """Each of [N, H, W, 3] uint8 images as folder/00000.png, 00001.png, ..."""
+  from PIL import Image
+
+  if not is_writer():
+    return
+  os.makedirs(folder, exist_ok=True)
+  for i, im in enumerate(to_uint8(images)):
+    Image.fromarray(im).save(os.path.join(folder, f"{i:05d}.png"))
+
+
+def roc_plot(curves: dict, path: str):
+  """One ROC panel per key of ``curves`` = {panel: {label: (fpr, tpr)}}, saved as ``path``."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 4), squeeze=False)
+  for ax, (panel, lines) in zip(axes[0], curves.items()):
+    for label, (fpr, tpr) in lines.items():
+      ax.plot(fpr, tpr, label=label)
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set_title(panel)
+    ax.set_xlabel("P_FA")
+    ax.set_ylabel("1 - P_MD")
+    ax.legend(loc="lower right", fontsize=8)
+  fig.tight_layout()
+  if is_writer():
+    fig.savefig(path, dpi=100)
+  plt.close(fig)

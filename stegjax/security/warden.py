@@ -122,3 +122,27 @@ def compare(cover: dict, stego: dict, num_train: int, level: float = 0.95) -> di
       "pvalue": stats.mann_whitney_u(s, c, alternative="greater").pvalue,
     }
   return out
+
+
+def _masses_and_tail(logits, tokens, *, precision: int, top_k: int | None, rule: str):
+  """token_masses, plus per sequence the mean number and mass of kept tokens per step that
+  lie below half a unit (what the floor rule inflates; none means nothing to see)."""
+  p, q = token_masses(logits, tokens, precision=precision, top_k=top_k, rule=rule)
+  probs = jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1)
+  below = (probs > 0) & (probs < 2.0 ** -(precision + 1))
+  return p, q, below.sum(-1).mean(-1), jnp.where(below, probs, 0.0).sum(-1).mean(-1)
+
+
+def evaluate(
+  gen, labels, covers, stegos, *, precision: int, rule: str, num_train: int, level=0.95, batch=64
+) -> dict:
+  """``compare`` of honest ``covers`` and ``stegos`` (int[N, T] tokens for ``labels``) under the
+  quantizer (``precision``, ``rule``) the warden assumes; ``gen`` a ``generation.Generator``
+  (its prior gives each step's processed logits). ``tail_tokens`` / ``tail_mass``: kept
+  tokens per step below half a unit in the covers' distributions, and their mass."""
+  fn = functools.partial(_masses_and_tail, precision=precision, top_k=gen.top_k, rule=rule)
+  p, q, count, mass = gen.per_sequence(fn, labels, covers, batch)
+  cover = statistics(p, q, precision)
+  stego = statistics(*gen.per_sequence(fn, labels, stegos, batch)[:2], precision)
+  out = dict(compare(cover, stego, num_train, level), precision=precision, rule=rule)
+  return dict(out, tail_tokens=float(np.mean(count)), tail_mass=float(np.mean(mass)))

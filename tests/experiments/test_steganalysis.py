@@ -4,10 +4,9 @@ import importlib.util
 import json
 import os
 
-import numpy as np
 import pytest
 
-from stegjax.experiments import steganalysis
+from stegjax.experiments import steganalysis, steganalysis_report
 
 _CFG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "steganalysis.py")
 _spec = importlib.util.spec_from_file_location("steganalysis_config", _CFG)
@@ -20,26 +19,6 @@ def _smoke():
   c.steganalysis.detectors = "xunet"  # one detector keeps the compile time down
   c.steganalysis.scenarios = "discop,lsb"
   return c
-
-
-def test_pairs_share_flip_rotation_and_crop():
-  rng = np.random.default_rng(0)
-  cover = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
-  stego = cover.copy()
-  stego[:, 3, 5, 1] ^= 1  # one changed value per image
-  t = np.arange(6) + 2  # transforms 2..7 (rotations and flips)
-  off = rng.integers(0, 3, (6, 2))
-  c = steganalysis._d4_crop(cover, t, off, 6)
-  s = steganalysis._d4_crop(stego, t, off, 6)
-  assert c.shape == s.shape == (6, 6, 6, 3)
-  # Same transform and window for both halves of a pair: they differ only where the
-  # embedding changed the cover (here inside or outside the window, never elsewhere).
-  diff = (c != s).sum(axis=(1, 2, 3))
-  assert set(diff.tolist()) <= {0, 1}
-  whole = steganalysis._d4_crop(cover, t, np.zeros((6, 2), int), 0)
-  assert whole.shape == cover.shape
-  np.testing.assert_array_equal(whole[0], np.rot90(cover[0], 2, axes=(0, 1)))
-  np.testing.assert_array_equal(whole[3], np.rot90(cover[3], 1, axes=(0, 1))[:, ::-1])
 
 
 def test_verdicts_on_hand_made_results():
@@ -70,20 +49,40 @@ def test_verdicts_on_hand_made_results():
     },
     "coincidence": {"fixed_nonce": {"pvalue": 1e-5}, "fresh_nonce": {"pvalue": 0.5}},
   }
-  v = steganalysis._verdicts(det, tok, alpha=0.01)
-  got = [(x["target"], x["pass"]) for x in v]
+
+  def case(pe, ci, p, precision, rule):
+    s = dict(pe=pe, pe_ci=ci, pvalue=p, n_cover=32, n_stego=32)
+    return dict(rare_rate=s, log_ratio=dict(s), precision=precision, rule=rule, sampler="x")
+
+  ward = {
+    "claim": case(0.5, (0.4, 0.6), 0.4, 24, "nearest"),  # not caught
+    "floor": case(0.1, (0.05, 0.2), 1e-6, 12, "floor"),  # caught
+  }
+  cfg = sa_config.get_config("smoke")
+  results = {"detectors": det, "token_tests": tok, "warden": ward}
+  got = [(x["target"], x["pass"]) for x in steganalysis_report.verdicts(results, cfg)]
   assert got == [
-    ("a", True),
-    ("a", False),
-    ("b", True),
-    ("b", False),
-    ("c", True),
-    ("c", True),
-    ("d", True),
+    ("steganalyzers", True),
+    ("steganalyzers", False),
+    ("controls", True),
+    ("controls", False),
+    ("token", True),
+    ("token", True),
+    ("ablation", True),
+    ("warden", True),
+    ("warden", True),
   ]
   tok["coincidence"]["fresh_nonce"]["pvalue"] = 0.001  # the counter design flagged too
-  v = steganalysis._verdicts(det, tok, alpha=0.01)
-  assert [x["pass"] for x in v if x["target"] in "cd"] == [True, False, False]
+  ward["floor"]["log_ratio"]["pvalue"] = ward["floor"]["rare_rate"]["pvalue"] = 0.5  # missed
+  ward["claim"]["rare_rate"]["pe_ci"] = (0.3, 0.45)  # the claim caught by one statistic
+  v = steganalysis_report.verdicts(results, cfg)
+  assert [x["pass"] for x in v if x["target"] not in ("steganalyzers", "controls")] == [
+    True,
+    False,
+    False,
+    False,
+    False,
+  ]
 
 
 def test_bad_names_raise(tmp_path):
@@ -131,8 +130,23 @@ def test_smoke_end_to_end(tmp_path):
   # The fast teacher-forced log-likelihood agrees with the sampler's KV-cached replay.
   assert tok["loglik_fast_vs_replay_max_abs_diff"] < 1e-3
   assert any("token tests reject naive" in v["check"] and v["pass"] for v in data["verdicts"])
-  assert {v["target"] for v in data["verdicts"]} == {"a", "b", "c", "d"}
+  targets = {"steganalyzers", "controls", "token", "ablation", "warden"}
+  assert {v["target"] for v in data["verdicts"]} == targets
+  # The model-aware warden: every case on all n sequences of each side. The smoke prior is
+  # barely trained (no token under half a unit), so only the mean log ratio can see the floor
+  # rule's coarse frequencies (at 2**-8); tests/security/test_warden.py holds the sharp control.
+  w = res["warden"]
+  assert set(w) == {"claim", "floor", "nearest"} and w["floor"]["precision"] == 8
+  for case in w.values():
+    for stat in ("rare_rate", "log_ratio"):
+      assert case[stat]["n_cover"] == case[stat]["n_stego"] == n
+  fl = w["floor"]["log_ratio"]
+  assert fl["mean_stego"] > fl["mean_cover"] and fl["pvalue"] < 0.01
+  for stat in ("rare_rate", "log_ratio"):
+    lo, hi = w["claim"][stat]["pe_ci"]
+    assert lo <= 0.5 <= hi, (stat, w["claim"][stat])
   assert not data["models_cached"]  # smoke trains its own models in the test's folder
   with open(os.path.join(wd, "report.md")) as f:
     text = f.read()
   assert "Small-N SMOKE run" in text and "N = 16+16 train" in text and "MET" in text
+  assert "Paper vs stegjax" in text and "0.5014" in text and "Model-aware warden" in text
