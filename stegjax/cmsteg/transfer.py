@@ -230,13 +230,12 @@ def receive(
 
   ``captions``: per image int32 ids or None. ``counters``: the message counters the receiver
   considers (its key file's window); each image's seq is searched within
-  ``cmsteg.counter_window`` plus the images' count of its position. ``channel`` picks M2's
+  ``counter_window`` plus the images' count of its position. ``channel`` picks M2's
   stand-in; ``received``: ``api.receive_tokens`` of the images when already computed.
   Returns a dict with the message, its counter, ``used`` (images whose chunk verified),
   ``how`` per image and ``tried`` (list-decoding candidates); raises
   ``errors.WrongKeyError`` / ``errors.IncompleteMessageError`` when it cannot.
   """
-  cm = models.config.cmsteg
   pixels = np.stack([api.check_image(models, x) for x in images])
   tok, inferred = received or api.receive_tokens(models, pixels, channel)
   caps = list(captions) if captions is not None else [None] * len(pixels)
@@ -244,11 +243,11 @@ def receive(
     Image(pixels[i], tok[i], int(inferred[i]), None if c is None else np.asarray(c, np.int32), i)
     for i, c in enumerate(caps)
   ]
-  window = int(cm.counter_window) + len(ims)
+  window = int(models.config.counter_window) + len(ims)
   with_caption = [im for im in ims if im.caption is not None]
   _search(with_caption, counters, window, _caption_try(models, secret, any_topic=False))
   # Captions conditioned on another topic than inferred: every topic, near the hints only.
-  near = int(cm.counter_window)
+  near = int(models.config.counter_window)
   _search(with_caption, _known(ims, counters), near, _caption_try(models, secret, True))
   found = [im for im in ims if im.nonce is not None]
   rows = [(im, im.tokens, im.ranks) for im in found]

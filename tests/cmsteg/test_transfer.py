@@ -29,7 +29,8 @@ def _config():
   spec.loader.exec_module(mod)
   config = mod.get_config("smoke")
   cm = config.cmsteg
-  cm.image_payload_bytes, cm.redundancy, cm.counter_window = 16, 1, 2
+  cm.image_payload_bytes, cm.redundancy = 16, 1
+  config.counter_window = 2
   cm.caption_length = 48
   cm.embed_batch = 8
   cm.list_budget, cm.list_positions, cm.list_max_moves = 64, 8, 2
