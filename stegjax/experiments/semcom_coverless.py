@@ -12,6 +12,7 @@ cost-based strategy (REINFORCE over per-block strengths vs the uniform hider) ->
 from __future__ import annotations
 
 import os
+import types
 
 import jax
 import jax.numpy as jnp
@@ -93,20 +94,15 @@ def _keys(config, model, params, classes):
   return make(secret), {"wrong_key": wrong, "every_class": every_class}
 
 
-def _reveal_many(gen, z, keys):
-  """One generation call for many keys: [K, B, H, W, 3]."""
-  zs = [k.scramble.invert(z) if k.scramble is not None else z for k in keys]
-  conds = [jnp.broadcast_to(k.cond, (z.shape[0], k.cond.shape[-1])) for k in keys]
-  out = gen(jnp.concatenate(zs), jnp.concatenate(conds))
-  return out.reshape(len(keys), *z.shape)
-
-
-def _score_receiver(gen, inv, received, pub_cond, legit, eves, secrets):
+def _score_receiver(sc, received, pub_cond, secrets):
   """Secret PSNR/SSIM for the legit receiver and each eavesdropper (best over a group's keys)."""
-  z = inv(received, pub_cond)
-  outs = {"legit": _reveal_many(gen, z, [legit])[0], "public_only": jnp.clip(received, 0, 1)}
-  for name, keys in eves.items():
-    imgs = _reveal_many(gen, z, keys)
+  z = sc.inv(received, pub_cond)
+  outs = {
+    "legit": coverless.reveal_many(sc.gen, z, [sc.legit])[0],
+    "public_only": jnp.clip(received, 0, 1),
+  }
+  for name, keys in sc.eves.items():
+    imgs = coverless.reveal_many(sc.gen, z, keys)
     psnrs = jnp.stack([image_metrics.psnr(jnp.clip(x, 0, 1), secrets) for x in imgs])
     outs[name] = imgs[jnp.argmax(psnrs, axis=0), jnp.arange(secrets.shape[0])]  # oracle best
   row = {}
@@ -120,7 +116,7 @@ def _score_receiver(gen, inv, received, pub_cond, legit, eves, secrets):
   return row, outs
 
 
-def _sweep(config, jscc, p_jscc, gen, inv, stego, pub_cond, legit, eves, secrets, key):
+def _sweep(config, jscc, p_jscc, sc, stego, pub_cond, secrets, key):
   """Rows per (channel, SNR), the noise-free ceilings first; grids of the images per cell."""
   tx = jax.jit(lambda x, snr, k, ch: system.transmit(jscc, p_jscc, x, snr, k, ch), static_argnums=3)
   sent = jnp.clip(stego, 0.0, 1.0)
@@ -131,7 +127,7 @@ def _sweep(config, jscc, p_jscc, gen, inv, stego, pub_cond, legit, eves, secrets
       cells.append((ch, float(snr), tx(sent, jnp.float32(snr), k, ch)))
   rows, images = [], {}
   for ch, snr, received in cells:
-    row, outs = _score_receiver(gen, inv, received, pub_cond, legit, eves, secrets)
+    row, outs = _score_receiver(sc, received, pub_cond, secrets)
     row.update(channel=ch, snr=snr, received_vs_stego_psnr=_mean_psnr(received, sent))
     rows.append(row)
     images[(ch, snr)] = dict(outs, received=received)
@@ -142,28 +138,31 @@ def _mean_psnr(a, b):
   return float(jnp.mean(image_metrics.psnr(jnp.clip(a, 0, 1), jnp.clip(b, 0, 1))))
 
 
-def _exactness(config, model, params, abar, secrets, legit):
-  """Round trip (invert, regenerate under the same private condition): plain vs fixed point."""
-  eps_fn = coverless.guided_eps_fn(model, params, float(config.ddim.guidance))
-  cond = jnp.broadcast_to(legit.cond, (secrets.shape[0], legit.cond.shape[-1]))
+def _exactness(config, unet, p_unet, abar, secrets, legit, pub_cond):
+  """Noise-free round trips, plain inversion vs fixed-point (``coverless.round_trips``)."""
+  eps_fn = coverless.guided_eps_fn(unet, p_unet, float(config.ddim.guidance))
   out = {}
   for iters in sorted({0, int(config.ddim.fixed_point_iters)}):
     s = coverless.Sampler(eps_fn, abar, int(config.ddim.steps), iters)
-    y = jax.jit(lambda x: s.generate(s.invert(x, cond), cond))(secrets)
-    out[f"fixed_point_{iters}"] = _mean_psnr(y, secrets)
+    same, full = jax.jit(lambda x: coverless.round_trips(s, x, legit, pub_cond))(secrets)
+    out[iters] = dict(same_condition=_mean_psnr(same, secrets), scheme=_mean_psnr(full, secrets))
   return out
 
 
-def _steganalysis(config, workdir, hide, gen, train_imgs, pub_of, stego, n_classes, rng):
-  """XuNet on stego vs honest generations (z ~ N(0, I)) under the same public classes."""
+def _steganalysis(config, workdir, scheme, train_imgs, stego, rng):
+  """A steganalyzer on stego vs honest generations (z ~ N(0, I)) under the same public classes.
+
+  Its training stego hides training-photo secrets under a wrong key (the warden can make
+  stego images, not the legitimate pair's); the test stego are the evaluation ones."""
   sc, p = config.steganalyzer, config.data.patch_size
   n_tr = int(sc.num_train)
   k1, k2, k3 = jax.random.split(rng, 3)
   tr_secrets = system.to_float(train_imgs[:n_tr])
-  tr_cond = pub_of(n_tr, 1)
-  honest = lambda k, cond: gen(jax.random.normal(k, (cond.shape[0], p, p, 3)), cond)
+  tr_cond = scheme.pub_of(n_tr, 1)
+  honest = lambda k, cond: scheme.gen(jax.random.normal(k, (cond.shape[0], p, p, 3)), cond)
   q = lambda x: jnp.round(jnp.clip(x, 0, 1) * 255.0)
-  x_tr = jnp.concatenate([q(honest(k1, tr_cond)), q(hide(tr_secrets, tr_cond))])
+  tr_stego = scheme.hide(tr_secrets, tr_cond, scheme.eves["wrong_key"][0])
+  x_tr = jnp.concatenate([q(honest(k1, tr_cond)), q(tr_stego)])
   y_tr = np.concatenate([np.zeros(n_tr), np.ones(n_tr)]).astype(np.int32)
   det = steganalyzers.make_steganalyzer(sc.name, dict(sc.cfg))
 
@@ -178,18 +177,16 @@ def _steganalysis(config, workdir, hide, gen, train_imgs, pub_of, stego, n_class
   variables = {"params": f.params["det"], **f.extra["det_state"]}
   score = jax.jit(lambda x: det.apply(variables, x, train=False).reshape(-1))
   n = stego.shape[0]
-  test_honest = honest(k3, pub_of(n, 0))
+  test_honest = honest(k3, scheme.pub_of(n, 0))
   s_tr = np.asarray(score(x_tr))
   s_te = np.concatenate([np.asarray(score(q(test_honest))), np.asarray(score(q(stego)))])
   return report.detection_summary(s_tr, y_tr, s_te, n), test_honest
 
 
 def _pairs(images, batch_size: int, seed: int):
-  n = len(images)
-  return lambda step: {
-    "cover": np.asarray(images[data_lib.batch_indices(n, batch_size, seed, step)]),
-    "secret": np.asarray(images[data_lib.batch_indices(n, batch_size, seed + 7919, step)]),
-  }
+  """Cover/secret batches: the secret of record i is record perm[i] (a fixed shuffle)."""
+  perm = np.random.default_rng(seed).permutation(len(images))
+  return _batches({"cover": images, "secret": np.asarray(images)[perm]}, batch_size, seed)
 
 
 def _cost_strategy(config, workdir, train_imgs, held_imgs, jscc, p_jscc, rng):
@@ -200,18 +197,14 @@ def _cost_strategy(config, workdir, train_imgs, held_imgs, jscc, p_jscc, rng):
   ks = jax.random.split(rng, 4)
   base = (config.data, config.jscc, config.channel, rc.hider, rc.hider_loss)
   w = ml_collections.ConfigDict(dict(rc.hider_loss))
-  f = _fit(
-    config,
-    workdir,
-    "rl_hider",
-    base,
-    lambda r: ({"hider": hider.init(r, (p, p, 3))}, {"jscc": p_jscc}),
-    system.stego_loss_fn(spec, hider, jscc, config.channel, w, 1),
-    _pairs(train_imgs, int(rc.hider_train.batch_size), 11),
-    rc.hider_train,
-    ks[0],
-  )
-  p_hider = f.params["hider"]
+
+  def fit(name, settings, init_fn, loss_fn, train_cfg, seed, key):
+    batch_fn = _pairs(train_imgs, int(train_cfg.batch_size), seed)
+    return _fit(config, workdir, name, settings, init_fn, loss_fn, batch_fn, train_cfg, key)
+
+  hider_init = lambda r: ({"hider": hider.init(r, (p, p, 3))}, {"jscc": p_jscc})
+  hider_loss = system.stego_loss_fn(spec, hider, jscc, config.channel, w, 1)
+  p_hider = fit("rl_hider", base, hider_init, hider_loss, rc.hider_train, 11, ks[0]).params["hider"]
   det = steganalyzers.make_steganalyzer(config.steganalyzer.name, dict(config.steganalyzer.cfg))
   env_ch = ml_collections.ConfigDict(
     dict(train_snr_min=float(rc.snr), train_snr_max=float(rc.snr), train_channel="awgn")
@@ -221,36 +214,43 @@ def _cost_strategy(config, workdir, train_imgs, held_imgs, jscc, p_jscc, rng):
     dp, ds = steganalyzers.init_steganalyzer(det, r, (p, p, 3))
     return {"det": dp}, {"hider": p_hider, "jscc": p_jscc, "det_state": ds}
 
-  fd = _fit(
-    config,
-    workdir,
-    "rl_env_steganalyzer",
-    (base, config.steganalyzer.cfg, rc.snr),
-    det_init,
-    system.steganalyzer_loss_fn(spec, hider, jscc, det, env_ch, 1),
-    _pairs(train_imgs, int(rc.detector_train.batch_size), 12),
-    rc.detector_train,
-    ks[1],
-  )
+  det_loss = system.steganalyzer_loss_fn(spec, hider, jscc, det, env_ch, 1)
+  det_settings = (base, config.steganalyzer.cfg, rc.snr)
+  fd = fit("rl_env_steganalyzer", det_settings, det_init, det_loss, rc.detector_train, 12, ks[1])
   det_vars = {"params": fd.params["det"], **fd.extra["det_state"]}
   env = cost_rl.make_env(hider, p_hider, jscc, p_jscc, det, det_vars, float(rc.snr), rc.weights)
   policy = cost_rl.Policy(len(rc.levels), int(rc.block))
   z = jnp.zeros((1, p, p, 3))
-  fa = _fit(
-    config,
-    workdir,
-    "rl_agent",
-    (base, rc.to_dict(), config.steganalyzer.cfg),
-    lambda r: ({"policy": policy.init(r, z, z)}, {"p_hider": p_hider}),
-    cost_rl.reinforce_loss_fn(policy, hider, env, tuple(rc.levels), float(rc.entropy)),
-    _pairs(train_imgs, int(rc.agent_train.batch_size), 13),
-    rc.agent_train,
-    ks[2],
-  )
+  agent_init = lambda r: ({"policy": policy.init(r, z, z)}, {"p_hider": p_hider})
+  agent_loss = cost_rl.reinforce_loss_fn(policy, hider, env, tuple(rc.levels), float(rc.entropy))
+  agent_settings = (base, rc.to_dict(), config.steganalyzer.cfg)
+  fa = fit("rl_agent", agent_settings, agent_init, agent_loss, rc.agent_train, 13, ks[2])
   n = int(config.eval.num_secrets)
   covers, secrets = system.to_float(held_imgs[:n]), system.to_float(np.roll(held_imgs[:n], 1, 0))
   return cost_rl.evaluate(
     policy, fa.params["policy"], hider, p_hider, env, tuple(rc.levels), covers, secrets, ks[3]
+  )
+
+
+def _scheme(config, unet, p_unet, abar, classes):
+  """Sampler, jitted hide/generate/invert, the public condition of transmission i, the keys."""
+  dc = config.ddim
+  eps_fn = coverless.guided_eps_fn(unet, p_unet, float(dc.guidance))
+  sampler = coverless.Sampler(eps_fn, abar, int(dc.steps), int(dc.fixed_point_iters))
+  legit, eves = _keys(config, unet, p_unet, classes)
+  # One compile per key (a key's scramble indexes with host arrays).
+  hide = lambda x, c, key: jax.jit(lambda x, c: coverless.hide(sampler, x, key, c))(x, c)
+  # The cover class of transmission i cycles through the training classes (offset per set).
+  pub_of = lambda m, off: diffusion.class_conds(
+    unet, p_unet, jnp.asarray([classes[(i + off) % len(classes)] for i in range(m)])
+  )
+  return types.SimpleNamespace(
+    gen=jax.jit(sampler.generate),
+    inv=jax.jit(sampler.invert),
+    hide=hide,
+    pub_of=pub_of,
+    legit=legit,
+    eves=eves,
   )
 
 
@@ -267,70 +267,24 @@ def run(config, workdir):
     )
     jscc, p_jscc, fit_j = _fit_jscc(config, workdir, train["image"], jax.random.fold_in(root, 2))
 
-  dc = config.ddim
-  eps_fn = coverless.guided_eps_fn(unet, p_unet, float(dc.guidance))
-  sampler = coverless.Sampler(eps_fn, abar, int(dc.steps), int(dc.fixed_point_iters))
-  gen, inv = jax.jit(sampler.generate), jax.jit(sampler.invert)
+  sc = _scheme(config, unet, p_unet, abar, classes)
   n = int(config.eval.num_secrets)
   secrets = system.to_float(heldout["image"][:n])
-  # Public condition: the cover class of transmission i cycles through the training classes.
-  pub_of = lambda m, off: diffusion.class_conds(
-    unet, p_unet, jnp.asarray([classes[(i + off) % len(classes)] for i in range(m)])
-  )
-  pub_cond = pub_of(n, 0)
-  legit, eves = _keys(config, unet, p_unet, classes)
-  hide = jax.jit(lambda x, c: coverless.hide(sampler, x, legit, c))
-
+  pub_cond = sc.pub_of(n, 0)
   with timers("inversion"):
-    exactness = _exactness(config, unet, p_unet, abar, secrets, legit)
-    stego = hide(secrets, pub_cond)
+    exactness = _exactness(config, unet, p_unet, abar, secrets, sc.legit, pub_cond)
+    stego = sc.hide(secrets, pub_cond, sc.legit)
   with timers("channel sweep"):
-    rows, images = _sweep(
-      config,
-      jscc,
-      p_jscc,
-      gen,
-      inv,
-      stego,
-      pub_cond,
-      legit,
-      eves,
-      secrets,
-      jax.random.fold_in(root, 3),
-    )
+    key = jax.random.fold_in(root, 3)
+    rows, images = _sweep(config, jscc, p_jscc, sc, stego, pub_cond, secrets, key)
   with timers("steganalysis"):
-    wrong_hide = jax.jit(lambda x, c: coverless.hide(sampler, x, eves["wrong_key"][0], c))
-    detect, honest = _steganalysis(
-      config,
-      workdir,
-      wrong_hide,
-      gen,
-      train["image"],
-      pub_of,
-      stego,
-      len(classes),
-      jax.random.fold_in(root, 4),
-    )
+    key = jax.random.fold_in(root, 4)
+    detect, honest = _steganalysis(config, workdir, sc, train["image"], stego, key)
   with timers("cost-based RL"):
-    rl = _cost_strategy(
-      config, workdir, train["image"], heldout["image"], jscc, p_jscc, jax.random.fold_in(root, 5)
-    )
+    key = jax.random.fold_in(root, 5)
+    rl = _cost_strategy(config, workdir, train["image"], heldout["image"], jscc, p_jscc, key)
 
   run_info = report.end_info(run_info, timers.split(), dict(unet=fit_u, jscc=fit_j))
-  report.write(
-    workdir,
-    config,
-    dict(
-      info=info,
-      exactness=exactness,
-      rows=rows,
-      detection=detect,
-      rl=rl,
-      run=run_info,
-      params=dict(unet=int(sum(x.size for x in jax.tree.leaves(p_unet)))),
-    ),
-    images,
-    secrets,
-    stego,
-    honest,
-  )
+  params = dict(unet=int(sum(x.size for x in jax.tree.leaves(p_unet))))
+  d = dict(info=info, exactness=exactness, rows=rows, detection=detect, rl=rl, run=run_info)
+  report.write(workdir, config, dict(d, params=params), images, secrets, stego, honest)

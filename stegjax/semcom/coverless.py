@@ -246,3 +246,19 @@ def reveal(sampler: Sampler, z, key: PrivateKey) -> jax.Array:
   if key.scramble is not None:
     z = key.scramble.invert(z)
   return sampler.generate(z, _bcast(key.cond, z.shape[0]))
+
+
+def reveal_many(generate: Callable, z, keys: list[PrivateKey]) -> jax.Array:
+  """``reveal`` of the same x_T [B,...] under many keys in one generation call: [K,B,H,W,3]."""
+  zs = [k.scramble.invert(z) if k.scramble is not None else z for k in keys]
+  conds = [_bcast(k.cond, z.shape[0]) for k in keys]
+  return generate(jnp.concatenate(zs), jnp.concatenate(conds)).reshape(len(keys), *z.shape)
+
+
+def round_trips(sampler: Sampler, secret, key: PrivateKey, public_cond):
+  """Noise-free exactness: (invert + regenerate under the private condition alone, the whole
+  scheme hide -> public_latent -> reveal with a lossless channel)."""
+  cond = _bcast(key.cond, secret.shape[0])
+  same = sampler.generate(sampler.invert(secret, cond), cond)
+  stego = hide(sampler, secret, key, public_cond)
+  return same, reveal(sampler, public_latent(sampler, stego, public_cond), key)
