@@ -539,8 +539,7 @@ def _get(d, *keys):
   return d
 
 
-def markdown(r: dict) -> str:
-  """The table a BENCHMARKS.md entry copies: figure | stegjax | peer (H100, their code)."""
+def _sampling_rows(r: dict) -> list:
   rows = []
   for part, peer_b1 in (("sampling", "gpt_b"), ("sampling_3b", "gpt_3b")):
     label = f"{_get(r, part, 'model')} {_get(r, part, 'tokens')} tok"
@@ -564,6 +563,11 @@ def markdown(r: dict) -> str:
           f"{row['stego_x_plain']:.2f}x plain",
         ]
       )
+  return rows
+
+
+def _m2_rows(r: dict) -> list:
+  rows = []
   d = r.get("discop_step", {})
   if "discop_ms_per_step" in d:
     rows.append(
@@ -588,6 +592,11 @@ def markdown(r: dict) -> str:
         f"{row['s_per_image_at_10k']:.3g} s/image at 10,000 steps (peer 243 s)",
       ]
     )
+  return rows
+
+
+def _other_rows(r: dict) -> list:
+  rows = []
   j = r.get("jpeg", {})
   if "diff_fwd_bwd_ms" in j:
     rows.append(
@@ -631,6 +640,12 @@ def markdown(r: dict) -> str:
       rows.append(
         [name, "skipped" if "skipped" in v else "failed", "", v.get("skipped", v.get("failed"))]
       )
+  return rows
+
+
+def markdown(r: dict) -> str:
+  """The table a BENCHMARKS.md entry copies: figure | stegjax | peer (H100, their code)."""
+  rows = _sampling_rows(r) + _m2_rows(r) + _other_rows(r)
   head = f"device: {r['device_kind']} ({r['backend']}), size {r['size']}, {r['total_s']:.0f} s\n\n"
   lines = ["| figure | stegjax | peer (H100, their code) | note |", "| --- | --- | --- | --- |"]
   lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

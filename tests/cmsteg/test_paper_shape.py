@@ -75,9 +75,8 @@ def _main(workdir, *overrides):
   )
 
 
-@pytest.mark.slow
-def test_paper_shape_end_to_end(tmp_path):
-  t0 = time.perf_counter()
+def write_converted_checkpoints(tmp_path) -> str:
+  """Random GPT-B + VQ-16 in LlamaGen's layout, converted by the CLI; the converted folder."""
   vq, gpt = presets.vq_model("VQ-16"), presets.gpt_model("GPT-B", image_size=384)
   vq_sd = random_llamagen_state_dict(vq, seed=0)
   gpt_sd = random_llamagen_state_dict(gpt, seed=1)
@@ -104,16 +103,11 @@ def test_paper_shape_end_to_end(tmp_path):
   with open(os.path.join(ckpt, "config.json")) as f:
     converted = json.load(f)
   assert tuple(converted["gpt"]["model"]["grid"]) == (24, 24)
-  models = (f"--config.checkpoints.vq={ckpt}", f"--config.checkpoints.gpt={ckpt}")
+  return ckpt
 
-  wd = tmp_path / "wd"
-  _ok(_main(wd, *models))
-  with open(wd / "report.json") as f:
-    rep = json.load(f)
-  assert rep["num_images"] == 1
-  assert "jpeg85" in json.dumps(rep)
 
-  # embed -> PIL JPEG (quality 85, the channel M3 was prepared for) -> extract.
+def embed_jpeg_extract(tmp_path, wd, models):
+  """embed -> PIL JPEG (quality 85, the channel M3 was prepared for) -> extract."""
   key, msg = tmp_path / "a.key", tmp_path / "secret.txt"
   msg.write_bytes(b"paper shape 384!")
   out = tmp_path / "out"
@@ -153,6 +147,21 @@ def test_paper_shape_end_to_end(tmp_path):
     f"--config.key_file={tmp_path / 'b.key'}",
     f"--config.out={got}",
   )
+  return proc, msg, got
+
+
+@pytest.mark.slow
+def test_paper_shape_end_to_end(tmp_path):
+  t0 = time.perf_counter()
+  ckpt = write_converted_checkpoints(tmp_path)
+  models = (f"--config.checkpoints.vq={ckpt}", f"--config.checkpoints.gpt={ckpt}")
+  wd = tmp_path / "wd"
+  _ok(_main(wd, *models))
+  with open(wd / "report.json") as f:
+    rep = json.load(f)
+  assert rep["num_images"] == 1
+  assert "jpeg85" in json.dumps(rep)
+  proc, msg, got = embed_jpeg_extract(tmp_path, wd, models)
   if proc.returncode == 0:
     recovered = [open(p, "rb").read() for p in glob.glob(str(got / "*"))]
     assert msg.read_bytes() in recovered, os.listdir(got)
