@@ -25,7 +25,7 @@ import numpy as np
 from stegjax import models
 from stegjax.cmsteg import recipes
 from stegjax.errors import ConfigError
-from stegjax.experiments import steganalysis_report
+from stegjax.experiments import steganalysis_report, steganalysis_targets
 from stegjax.metrics import detection, report, stats
 from stegjax.models import steganalyzers
 from stegjax.security import detectors, generation, lsb, warden
@@ -74,7 +74,7 @@ def run(config, workdir: str):
     "timing": timers.split(),
     "config_fingerprint": fp,
   }
-  results["verdicts"] = steganalysis_report.verdicts(results, config)
+  results["verdicts"] = steganalysis_targets.verdicts(results, config)
   steganalysis_report.write(workdir, config, results, images)
   return results
 

@@ -1,9 +1,8 @@
-"""The steganalysis experiment's report: verdicts against the config's targets, tables, prose.
+"""The steganalysis experiment's report: tables and prose around the measured figures.
 
-``verdicts`` judges the measured figures against the plain targets named in the config
-(``steganalysis.targets``, ``steganalysis.alpha``); ``write`` writes report.md, report.json,
-roc.png, the sample grids and (``save_png``) every image. Figures published by the CMSTEG
-paper (Table 3) stand beside ours in "Paper vs stegjax".
+``write`` writes report.md, report.json, roc.png, the sample grids and (``save_png``) every
+image; the verdicts come from ``steganalysis_targets``. Figures published by the CMSTEG paper
+(Table 3) stand beside ours in "Paper vs stegjax".
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ import os
 
 import numpy as np
 
+from stegjax.experiments.steganalysis_targets import GROUPS, ci as _ci, stats_of as _stats
 from stegjax.metrics import report
 
 # CMSTEG (AAAI 2025, papers/002_*) Table 3: P_E of three steganalyzers against its Discop
@@ -20,98 +20,6 @@ PAPER_PE = {"convnet": 0.5014, "lwenet": 0.5043, "srnet": 0.4980}
 PAPER_N = "4000+4000 train, 1000+1000 test"
 # Ours in the paper's place: XuNet stands in for ConvNet (Deng et al. 2019, not implemented).
 PAPER_COUNTERPART = {"xunet": "convnet", "srnet": "srnet", "lwenet": "lwenet"}
-
-GROUPS = {
-  "steganalyzers": "Discop undetected by the steganalyzers",
-  "controls": "positive controls caught by the steganalyzers",
-  "token": "token tests",
-  "ablation": "fixed-counter ablation",
-  "warden": "model-aware warden",
-}
-
-
-# ----------------------------------------------------------------------------- verdicts
-
-
-def verdicts(results: dict, config) -> list[dict]:
-  """Each target as {target, check, measured, pass}; ``target`` is a key of ``GROUPS``."""
-  sa = config.steganalysis
-  alpha, caught, pe_max = float(sa.alpha), float(sa.targets.caught_p), float(sa.targets.control_pe)
-  v: list[dict] = []
-  add = lambda t, c, m, ok: v.append({"target": t, "check": c, "measured": m, "pass": bool(ok)})
-  det = results["detectors"]
-  for name, r in det.get("discop", {}).items():
-    lo, hi = r["pe_fixed_ci"]
-    nlo = r["pe_min_null_interval"][0]
-    check = f"discop/{name}: 0.5 inside the {r['ci_level']:.0%} CI of P_E (train threshold), "
-    check += "and min-P_E not below its permutation-null interval"
-    got = f"{_pe(r)}; min-P_E {r['pe_min']:.3f} vs null {_ci(r['pe_min_null_interval'])} "
-    got += f"(perm. p {r['pe_min_pvalue']:.2g}); AUC {r['auc']:.3f}"
-    # min-P_E is only evidence of detection when it falls BELOW its null interval.
-    add("steganalyzers", check, got, bool(lo <= 0.5 <= hi and r["pe_min"] >= nlo))
-  for sc in ("naive", "lsb"):
-    for name, r in det.get(sc, {}).items():
-      got = f"{_pe(r)}; min-P_E {r['pe_min']:.3f}; AUC {r['auc']:.3f}"
-      add(
-        "controls", f"{sc}/{name}: P_E (train threshold) <= {pe_max}", got, r["pe_fixed"] <= pe_max
-      )
-  if results.get("token_tests"):
-    _token_verdicts(add, results["token_tests"], alpha, caught)
-  if results.get("warden"):
-    _warden_verdicts(add, results["warden"], alpha, caught)
-  return v
-
-
-def _pe(r: dict) -> str:
-  return f"P_E {r['pe_fixed']:.3f} {_ci(r['pe_fixed_ci'])}"
-
-
-def _token_verdicts(add, token: dict, alpha: float, caught: float):
-  ll, c2, co = token["loglik"], token["chi2_fixed_message"], token["coincidence"]
-  p_naive = min(ll["naive"]["min_pvalue"], c2["naive"]["bonferroni_pvalue"])
-  p_discop = min(
-    ll["discop"]["min_pvalue"], c2["discop"]["bonferroni_pvalue"], co["fresh_nonce"]["pvalue"]
-  )
-  check = f"token tests reject naive at p < {caught:g} (smallest p of log-likelihood and "
-  add("token", check + "per-position chi-square tests)", f"p = {p_naive:.2g}", p_naive < caught)
-  check = f"token tests do not reject Discop at p < {alpha} (smallest p of log-likelihood, "
-  check += "per-position chi-square and coincidence tests, no multiplicity correction)"
-  add("token", check, f"p = {p_discop:.2g}", p_discop >= alpha)
-  p_fn, p_fr = co["fixed_nonce"]["pvalue"], co["fresh_nonce"]["pvalue"]
-  check = f"token-coincidence test catches one key + fixed counter at p < {caught:g} and "
-  got = f"fixed counter p = {p_fn:.2g}; fresh counters p = {p_fr:.2g}"
-  add(
-    "ablation",
-    check + f"passes fresh counters at p >= {alpha}",
-    got,
-    p_fn < caught and p_fr >= alpha,
-  )
-
-
-def _stats(r: dict) -> dict:
-  """The per-statistic figures of one warden case."""
-  return {k: s for k, s in r.items() if isinstance(s, dict) and "pe_ci" in s}
-
-
-def _warden_summary(r: dict) -> str:
-  return "; ".join(
-    f"{k} P_E {s['pe']:.3f} {_ci(s['pe_ci'])}, p {s['pvalue']:.2g}" for k, s in _stats(r).items()
-  )
-
-
-def _warden_verdicts(add, ward: dict, alpha: float, caught: float):
-  fl, cl = ward["floor"], ward["claim"]
-  n = next(iter(_stats(fl).values()))
-  check = f"catches the legacy floor quantizer at precision {fl['precision']} (positive "
-  check += f"control): a statistic at p < {caught:g}, N = {n['n_cover']}+{n['n_stego']} sequences"
-  add("warden", check, _warden_summary(fl), min(s["pvalue"] for s in _stats(fl).values()) < caught)
-  check = f"does not catch {cl['sampler']} with the {cl['rule']} quantizer at precision "
-  check += f"{cl['precision']}: 0.5 inside every statistic's P_E interval, every p >= {alpha}"
-  ok = all(
-    s["pe_ci"][0] <= 0.5 <= s["pe_ci"][1] and s["pvalue"] >= alpha for s in _stats(cl).values()
-  )
-  add("warden", check, _warden_summary(cl), ok)
-
 
 # ----------------------------------------------------------------------------- write
 
@@ -146,18 +54,15 @@ def _targets_table(v: list[dict]) -> str:
   for key, label in GROUPS.items():
     rows = [x for x in v if x["target"] == key]
     if rows:
-      summary.append(f"{label}: **{'MET' if all(x['pass'] for x in rows) else 'NOT MET'}**")
-  table = report.md_table(
-    ["target", "check", "measured", "verdict"],
-    [
-      [GROUPS[x["target"]], x["check"], x["measured"], "MET" if x["pass"] else "NOT MET"] for x in v
-    ],
+      summary.append(f"{label}: **{_met(all(x['pass'] for x in rows))}**")
+  rows = [[GROUPS[x["target"]], x["check"], x["measured"], _met(x["pass"])] for x in v]
+  return (
+    "; ".join(summary) + ".\n\n" + report.md_table(["target", "check", "measured", "verdict"], rows)
   )
-  return "; ".join(summary) + ".\n\n" + table
 
 
-def _ci(x) -> str:
-  return f"[{x[0]:.3f}, {x[1]:.3f}]"
+def _met(ok) -> str:
+  return "MET" if ok else "NOT MET"
 
 
 def _cells(r: dict, fields) -> list:
@@ -236,27 +141,22 @@ def _token_tables(token: dict, config) -> str:
   )
 
 
+_WARDEN_FIELDS = ("pe", "pe_ci", "auc", "pvalue")
+
+
 def _warden_table(ward: dict, config) -> str:
   what = {
     "claim": "the sampler under test (as configured)",
     "floor": "legacy floor rule (positive control)",
     "nearest": "nearest rule, same low precision",
   }
-  rows = []
-  for case, r in ward.items():
-    for stat, s in _stats(r).items():
-      rows.append(
-        [
-          f"{r['sampler']}, {r['rule']}, 2^-{r['precision']}: {what[case]}",
-          stat,
-          f"{s['mean_cover']:.3g} / {s['mean_stego']:.3g}",
-          s["pe"],
-          _ci(s["pe_ci"]),
-          s["auc"],
-          s["pvalue"],
-          f"{s['n_cover']}+{s['n_stego']}",
-        ]
-      )
+  rows = [
+    [f"{r['sampler']}, {r['rule']}, 2^-{r['precision']}: {what[case]}", stat]
+    + [f"{s['mean_cover']:.3g} / {s['mean_stego']:.3g}", *_cells(s, _WARDEN_FIELDS)]
+    + [f"{s['n_cover']}+{s['n_stego']}"]
+    for case, r in ward.items()
+    for stat, s in _stats(r).items()
+  ]
   head = ["stegos", "statistic", "mean cover / stego", "P_E", "95% CI", "AUC", "p", "N"]
   return (
     "A warden with the prior and the quantizer: for every token it knows the model's mass p "
@@ -290,11 +190,12 @@ def _setup(config, results: dict) -> str:
   )
   small = config.size != "paper"
   h, w = results["image_shape"][:2]
-  where = "loaded from the shared cache, nothing trained"
-  if not results["models_cached"]:
-    where = "tokenizer and/or prior TRAINED in this run"
-  if config.get("model_dir", ""):
-    where += f", `{config.model_dir}`"
+  where = (
+    "loaded from the shared cache, nothing trained"
+    if results["models_cached"]
+    else ("tokenizer and/or prior TRAINED in this run")
+  )
+  where += f", `{config.model_dir}`" if config.get("model_dir", "") else ""
   tc = sa.train
   text = (
     f"{'**Small-N ' + config.size.upper() + ' run.** ' if small else ''}"

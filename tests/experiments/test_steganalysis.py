@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from stegjax.experiments import steganalysis, steganalysis_report
+from stegjax.experiments import steganalysis, steganalysis_targets
 
 _CFG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "steganalysis.py")
 _spec = importlib.util.spec_from_file_location("steganalysis_config", _CFG)
@@ -60,7 +60,7 @@ def test_verdicts_on_hand_made_results():
   }
   cfg = sa_config.get_config("smoke")
   results = {"detectors": det, "token_tests": tok, "warden": ward}
-  got = [(x["target"], x["pass"]) for x in steganalysis_report.verdicts(results, cfg)]
+  got = [(x["target"], x["pass"]) for x in steganalysis_targets.verdicts(results, cfg)]
   assert got == [
     ("steganalyzers", True),
     ("steganalyzers", False),
@@ -75,7 +75,7 @@ def test_verdicts_on_hand_made_results():
   tok["coincidence"]["fresh_nonce"]["pvalue"] = 0.001  # the counter design flagged too
   ward["floor"]["log_ratio"]["pvalue"] = ward["floor"]["rare_rate"]["pvalue"] = 0.5  # missed
   ward["claim"]["rare_rate"]["pe_ci"] = (0.3, 0.45)  # the claim caught by one statistic
-  v = steganalysis_report.verdicts(results, cfg)
+  v = steganalysis_targets.verdicts(results, cfg)
   assert [x["pass"] for x in v if x["target"] not in ("steganalyzers", "controls")] == [
     True,
     False,
