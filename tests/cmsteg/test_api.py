@@ -1,5 +1,6 @@
 """M3 sender/receiver through the caption: fitting corrections into a short caption, reading them."""
 
+import dataclasses
 import importlib.util
 import os
 
@@ -111,3 +112,27 @@ def test_a_short_carrier_names_the_missing_bits():
   assert hint and f"({len(bits) - 150} bits missing)" in hint and "counter 7" in hint
   _, why = api.unpack_or_reason(bits, b"x" * 32, 7)  # a wrong key is not "too short"
   assert api.failure_hint(why, 7) is None
+
+
+def test_caption_read_under_the_wrong_topic_falls_back_to_the_right_one(models):
+  # The fixture's caption head is zero-initialized (every topic gives uniform logits):
+  # random weights make the topic matter, as it does for a trained captioner.
+  leaves, tree = jax.tree.flatten(models.captioner.params)
+  keys = jax.random.split(jax.random.PRNGKey(5), len(leaves))
+  noisy = [x + 0.5 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
+  cap = recipes.Trained(models.captioner.model, jax.tree.unflatten(tree, noisy), {})
+  models = dataclasses.replace(models, captioner=cap)
+  secret, counters, labels = b"s" * 32, np.arange(2), np.array([0, 1])
+  true, _ = m1.embed(
+    models.prior, np.zeros(8, np.uint32), np.zeros((2, 1), np.uint8), np.zeros(2, np.int32),
+    labels, counters, models.sampler,
+  )  # fmt: skip
+  wrong = (true + 1) % models.codebook.shape[0]
+  m3 = api.correction_captions(models, true, wrong, labels, labels, secret, counters, 32)
+  other = api.topics_for_labels(models, np.array([2, 3]))  # the receiver inferred other classes
+  _, _, ok = api.read_corrections(models, m3["captions"], other, secret, counters, 32)
+  assert not ok.any()  # control: under the wrong topic nothing authenticates
+  read = api.read_corrections_any_topic(models, m3["captions"], other, secret, counters, 32)
+  assert read["ok"].all() and read["fallback"].all()
+  np.testing.assert_array_equal(read["topics"], m3["topics"])
+  np.testing.assert_array_equal(read["labels"], labels)
