@@ -50,7 +50,7 @@ def run(config, workdir: str):
     return _extract_command(config, inputs, api.load_models(config, workdir))
   t0, load_start = time.time(), os.getloadavg()[0]
   kinds = ("tokenizer", "prior", "captioner")
-  trained = not all(os.path.isdir(recipes.model_path(config, workdir, k)) for k in kinds)
+  trained = not all(recipes.is_cached(config, workdir, k) for k in kinds)
   models = api.load_models(config, workdir)
   t_models = time.time() - t0
   res = _evaluate(config, workdir, models)
