@@ -244,4 +244,4 @@ class ArithmeticSampler(Sampler):
   def sample(self, x, t, key, nonce):
     d = self.dist(x)
     pos = plain_sample(d, t, jnp.asarray(key, jnp.uint32), nonce, self.precision)
-    return jnp.take_along_axis(d.ids, pos[:, None], axis=1)[:, 0]
+    return d.token(pos)

@@ -53,9 +53,6 @@ from stegjax.stego.common import (
   EmbedState,
   check_precision,
   frac_mul,
-  id_to_rank,
-  rank_to_id,
-  ranked,
   init_embed_state,
   message_window,
   run_embed,
@@ -271,7 +268,6 @@ def _huffman_build(f):
     _BIG,
   )
   n_int = max(k - 1, 1)
-  rows = jnp.arange(b)
 
   def pick(i, j, q, node_mass):
     lm = jnp.take_along_axis(leaf_mass, jnp.minimum(i, k - 1)[:, None], axis=1)[:, 0]
@@ -291,13 +287,18 @@ def _huffman_build(f):
     id1, m1, i, j = pick(i, j, q, node_mass)
     id2, m2, i, j = pick(i, j, q, node_mass)
     act = q < m - 1
-    node_mass = node_mass.at[rows, q].set(jnp.where(act, m1 + m2, _BIG))
-    child = child.at[rows, q].set(jnp.stack([id1, id2], 1))
+    # every row writes column q: a slice update, cheaper than a scatter
+    node_mass = jax.lax.dynamic_update_slice(
+      node_mass, jnp.where(act, m1 + m2, _BIG)[:, None], (0, q)
+    )
+    child = jax.lax.dynamic_update_slice(child, jnp.stack([id1, id2], 1)[:, None], (0, q, 0))
     return i, j, node_mass, child
 
   zi = jnp.zeros((b,), jnp.int32)
   init = (zi, zi, jnp.full((b, n_int), _BIG, jnp.int32), jnp.zeros((b, n_int, 2), jnp.int32))
-  _, _, node_mass, child = jax.lax.fori_loop(0, k - 1, merge, init)
+  # Only as many merges as the fullest row needs (rows with fewer tokens idle through the rest).
+  n_merge = jnp.maximum(jnp.max(m) - 1, 0)
+  _, _, node_mass, child = jax.lax.fori_loop(0, n_merge, merge, init)
   return jnp.concatenate([leaf_mass, node_mass], axis=1), child, m
 
 
@@ -420,12 +421,12 @@ _IMPL = {"basic": _basic, "recursive": _huffman, "recursive_bisect": _bisect}
 # ------------------------------------------------------------------ step level
 
 
-def _prep(freqs, variant, precision, support):
+def _protocol(variant, precision, support, prf_impl) -> "DiscopSampler":
   _check_variant(variant)
   check_precision(precision)
-  chex.assert_rank(freqs, 2)
-  k = _support(freqs.shape[-1], support)
-  return ranked(freqs, k), k
+  if support is not None:
+    _support(1, support)  # validates
+  return DiscopSampler(precision=precision, support=support, prf_impl=prf_impl, variant=variant)
 
 
 def embed_step(
@@ -448,16 +449,11 @@ def embed_step(
     key: uint32[8] sampling key.
   Returns:
     (tokens int32[B], state with the cursor advanced by the bits this token carries).
+  (The same as ``sampler.get(variant, support=...).choose``.)
   """
-  f, k = _prep(freqs, variant, precision, support)
-  b = f.shape[0]
-  chex.assert_shape(state.cursor, (b,))
-  width = max_bits_per_step(variant, precision, k)
-  window = message_window(state, width)
-  draws = _draws(key, state.nonce, t, _n_words(variant, precision, k), prf_impl)
-  pos, n, _, _ = _IMPL[variant](f, draws, precision, window=window)
-  tokens = rank_to_id(freqs, f, pos)
-  return tokens, state._replace(cursor=state.cursor + n)
+  chex.assert_rank(freqs, 2)
+  chex.assert_shape(state.cursor, (freqs.shape[0],))
+  return _protocol(variant, precision, support, prf_impl).choose(freqs, t, state, key)
 
 
 def extract_step_checked(
@@ -474,18 +470,12 @@ def extract_step_checked(
 ):
   """Like ``extract_step`` plus ``ok bool[B]``: False where the token could not have been
   produced at this step under this key (zero frequency, or inconsistent with the draws)."""
-  f, k = _prep(freqs, variant, precision, support)
-  b = f.shape[0]
+  chex.assert_rank(freqs, 2)
+  b = freqs.shape[0]
   chex.assert_shape(tokens, (b,))
-  nonce = jnp.broadcast_to(jnp.asarray(nonce).astype(jnp.uint32), (b,))
-  pos, found = id_to_rank(freqs, tokens)
-  found = found & (pos < k)
-  pos = jnp.minimum(pos, k - 1)
-  draws = _draws(key, nonce, t, _n_words(variant, precision, k), prf_impl)
-  _, n, bits, ok = _IMPL[variant](f, draws, precision, target=pos)
-  n = jnp.where(found | (variant == "basic"), n, 0)  # basic keeps its n so later bits stay aligned
-  bits = jnp.where(jnp.arange(bits.shape[1])[None] < n[:, None], bits, 0).astype(jnp.uint8)
-  return bits, n, ok & found
+  s = _protocol(variant, precision, support, prf_impl)
+  bits, n, ok, _ = s.extract(freqs, tokens, t, key, s.init_extract_state(nonce, b))
+  return bits, n, ok
 
 
 def extract_step(

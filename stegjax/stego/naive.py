@@ -186,4 +186,4 @@ class NaiveSampler(Sampler):
   def sample(self, x, t, key, nonce):
     d = self.dist(x)
     pos = plain_sample(d, t, jnp.asarray(key, jnp.uint32), nonce, self.precision)
-    return jnp.take_along_axis(d.ids, pos[:, None], axis=1)[:, 0]
+    return d.token(pos)

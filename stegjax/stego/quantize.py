@@ -34,7 +34,10 @@ __all__ = [
   "to_frequencies",
   "candidates_from_logits",
   "candidates_from_probs",
-  "quantize_sorted",
+  "quantize_kept",
+  "select_top",
+  "top_mask",
+  "order_key",
   "total_variation",
   "tv_bound",
   "MAX_PRECISION",
@@ -71,28 +74,85 @@ def _validate(probs, precision, top_k, top_p, rule):
       raise ValueError("a probability row sums to zero: no token can be kept")
 
 
-# ---------------------------------------------------------------------- sorted core
+# ---------------------------------------------------------------------- selection (no sort)
 
 
-def _keep_mask(vals, total_mass, top_k, top_p):
-  """Kept candidates among descending ``vals[..., K]`` (top-k rank, then the top-p cut:
-  the smallest prefix whose mass reaches ``top_p``, crossing token included)."""
-  k = vals.shape[-1]
-  rank = jnp.arange(k)
+def order_key(x):
+  """int32 keys with the order of ``x`` (float32 bit pattern made monotone; ints as is)."""
+  if jnp.issubdtype(x.dtype, jnp.integer):
+    return x.astype(jnp.int32)
+  i = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
+  return jnp.where(i < 0, i ^ jnp.int32(0x7FFFFFFF), i)
+
+
+def _midpoint(lo, hi):
+  return (lo >> 1) + (hi >> 1) + (lo & hi & 1) + ((lo ^ hi) & 1)  # ceil((lo+hi)/2), no overflow
+
+
+def _threshold(keys, enough, iters: int = 32):
+  """Largest int32 ``t`` with ``enough(keys >= t)`` (bisection over the key range; ``enough``
+  is monotone: True for t = INT32_MIN). One pass over the row per iteration, no sort."""
+  shape = keys.shape[:-1] + (1,)
+  lo = jnp.full(shape, -(2**31), jnp.int32)
+  hi = jnp.full(shape, 2**31 - 1, jnp.int32)
+
+  def body(_, c):
+    lo, hi = c
+    mid = _midpoint(lo, hi)
+    ok = enough(keys >= mid)
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid - 1)
+
+  return jax.lax.fori_loop(0, iters, body, (lo, hi))[0]
+
+
+def top_mask(keys, k: int):
+  """bool mask of the ``k`` largest keys per row, ties to the lower index (as ``lax.top_k``)."""
+  t = _threshold(keys, lambda m: m.sum(-1, keepdims=True) >= k)
+  gt = keys > t
+  eq = keys == t
+  return gt | (eq & (jnp.cumsum(eq, axis=-1, dtype=jnp.int32) <= k - gt.sum(-1, keepdims=True)))
+
+
+def select_top(keys, k: int):
+  """Indices int32[..., k] of the ``k`` largest keys per row, in ascending index order (the set
+  ``lax.top_k`` returns, ties to the lower index), by a threshold search and a compaction:
+  on XLA:CPU several times faster than ``lax.top_k`` or a sort over the vocabulary."""
+  v = keys.shape[-1]
+  if k >= v:
+    return jnp.broadcast_to(jnp.arange(v, dtype=jnp.int32), keys.shape)
+  sel = top_mask(keys, k)
+  slot = jnp.where(sel, jnp.cumsum(sel, axis=-1, dtype=jnp.int32) - 1, k)
+  flat = slot.reshape(-1, v)
+  rows = jnp.arange(flat.shape[0])[:, None]
+  ids = jnp.broadcast_to(jnp.arange(v, dtype=jnp.int32), flat.shape)
+  out = jnp.zeros((flat.shape[0], k), jnp.int32).at[rows, flat].set(ids, mode="drop")
+  return out.reshape(keys.shape[:-1] + (k,))
+
+
+def _keep_mask(vals, keys, total_mass, top_k, top_p):
+  """Kept candidates (any order, ties by position): top-k by key, then the top-p cut (the
+  smallest most-probable prefix whose mass reaches ``top_p``, crossing token included)."""
   keep = vals > 0
-  if top_k is not None:
-    keep &= rank < top_k
+  if top_k is not None and top_k < vals.shape[-1]:
+    keep &= top_mask(jnp.where(keep, keys, -(2**31)), top_k)
   if top_p is not None:
-    csum = jnp.cumsum(jnp.where(keep, vals, 0.0), axis=-1)
-    before = csum - vals
-    ref = csum[..., -1:] if top_k is not None else total_mass
-    keep &= (before < jnp.float32(top_p) * ref) | (rank == 0)
+    m = jnp.where(keep, vals, 0.0)
+    ref = m.sum(-1, keepdims=True) if top_k is not None or total_mass is None else total_mass
+    goal = jnp.float32(top_p) * ref
+    t = _threshold(keys, lambda s: jnp.sum(jnp.where(s, m, 0.0), -1, keepdims=True) >= goal)
+    gt, eq = keys > t, keys == t
+    eq_m = jnp.where(eq, m, 0.0)
+    before = jnp.sum(jnp.where(gt, m, 0.0), -1, keepdims=True) + jnp.cumsum(eq_m, -1) - eq_m
+    top = keys == jnp.max(jnp.where(keep, keys, -(2**31)), -1, keepdims=True)
+    keep &= gt | (eq & (before < goal)) | top
   return keep
+
+
+# ---------------------------------------------------------------------- rules (any order)
 
 
 def _floor_rule(q, keep, precision):
   total = 2**precision
-  rank = jnp.arange(q.shape[-1])
   keep_count = keep.sum(-1, keepdims=True).astype(jnp.int32)
   rest = (total - keep_count).astype(jnp.float32)  # units left after the minimum 1 each
   base = jnp.floor(q * rest * jnp.float32(1.0 - 2.0**-16))
@@ -102,7 +162,8 @@ def _floor_rule(q, keep, precision):
   extra = jnp.where(keep, jnp.clip(extra, 0, left), 0)
   left2 = jnp.maximum(left - extra.sum(-1, keepdims=True), 0)
   kc = jnp.maximum(keep_count, 1)
-  extra = extra + left2 // kc + (rank < left2 % kc).astype(jnp.int32)
+  first = top_mask(jnp.where(keep, order_key(q), -(2**31)), left2 % kc)  # the top ranks
+  extra = extra + left2 // kc + first.astype(jnp.int32)
   return jnp.where(keep, 1 + base + extra, 0).astype(jnp.int32)
 
 
@@ -125,7 +186,7 @@ def _nearest_rule(q, keep, precision):
   gt = key > lo
   eq = key == lo
   room = need - gt.sum(-1, keepdims=True)
-  give = gt | (eq & (jnp.cumsum(eq.astype(jnp.int32), axis=-1) <= room))
+  give = gt | (eq & (jnp.cumsum(eq, axis=-1, dtype=jnp.int32) <= room))
   f = base + give.astype(jnp.int32)
   # Units still left: the zeroed tail held more than the eligible tokens' remainders can
   # absorb (many kept tokens at a low precision). Spread them in proportion to the mass
@@ -134,12 +195,14 @@ def _nearest_rule(q, keep, precision):
   qe = jnp.where(elig, q, 0.0)
   share = qe / jnp.maximum(qe.sum(-1, keepdims=True), jnp.float32(1e-30))
   f = f + jnp.floor(share * left.astype(jnp.float32) * jnp.float32(1 - 2.0**-16)).astype(jnp.int32)
-  return f.at[..., 0].add(total - f.sum(-1))
+  top = jnp.argmax(jnp.where(keep, q, -1.0), axis=-1)[..., None]  # first maximum: lowest id
+  add = (total - f.sum(-1, keepdims=True)) * (jnp.arange(q.shape[-1]) == top)
+  return f + add.astype(jnp.int32)
 
 
-def quantize_sorted(vals, keep, precision: int, rule: str = "nearest"):
-  """int32[..., K] frequencies of descending candidate masses ``vals`` (any positive scale)
-  where ``keep``; rows sum to ``2**precision``. The core of every quantizer entry point."""
+def quantize_kept(vals, keep, precision: int, rule: str = "nearest"):
+  """int32[..., K] frequencies of candidate masses ``vals`` (any positive scale, any order;
+  ties go to the earlier position) where ``keep``; rows sum to ``2**precision``."""
   q = jnp.where(keep, vals.astype(jnp.float32), 0.0)
   q = q / q.sum(-1, keepdims=True)
   if rule == "floor":
@@ -149,27 +212,33 @@ def quantize_sorted(vals, keep, precision: int, rule: str = "nearest"):
 
 @functools.partial(jax.jit, static_argnames=("k", "precision", "top_k", "top_p", "rule"))
 def candidates_from_probs(probs, k: int, precision: int, top_k=None, top_p=None, rule="nearest"):
-  """(freqs int32[..., K], ids int32[..., K]): the K most probable tokens quantized."""
+  """(freqs int32[..., K], ids int32[..., K]): the K most probable tokens (ascending ids)
+  quantized; zeros for candidates the truncation drops."""
   p = probs.astype(jnp.float32)
-  vals, ids = jax.lax.top_k(p, k)
-  keep = _keep_mask(vals, p.sum(-1, keepdims=True), top_k, top_p)
-  return quantize_sorted(vals, keep, precision, rule), ids.astype(jnp.int32)
+  keys = order_key(p)
+  ids = select_top(keys, k)
+  vals = jnp.take_along_axis(p, ids, -1)
+  ck = jnp.take_along_axis(keys, ids, -1)
+  keep = _keep_mask(vals, ck, p.sum(-1, keepdims=True), top_k, top_p)
+  return quantize_kept(vals, keep, precision, rule), ids
 
 
 @functools.partial(jax.jit, static_argnames=("k", "precision", "top_k", "top_p", "rule"))
 def candidates_from_logits(logits, k: int, precision: int, top_k=None, top_p=None, rule="nearest"):
-  """``candidates_from_probs(softmax(logits))`` without materializing sorted probabilities:
-  ``lax.top_k`` on the logits, exponentials of the K candidates only (plus one
-  vocabulary-wide sum when ``top_p`` needs the full mass)."""
+  """``candidates_from_probs(softmax(logits))`` without a softmax over the vocabulary when
+  only top-k is asked: exponentials of the K candidates (plus one vocabulary-wide sum when
+  ``top_p`` needs the full mass)."""
   lg = logits.astype(jnp.float32)
-  vals, ids = jax.lax.top_k(lg, k)
-  top = vals[..., :1]
-  e = jnp.exp(vals - top)
+  keys = order_key(lg)
+  ids = select_top(keys, k)
+  cl = jnp.take_along_axis(lg, ids, -1)
+  top = jnp.max(cl, -1, keepdims=True)
+  e = jnp.exp(cl - top)
   mass = None
   if top_p is not None and top_k is None:
     mass = jnp.sum(jnp.exp(lg - top), axis=-1, keepdims=True)
-  keep = _keep_mask(e, mass, top_k, top_p)
-  return quantize_sorted(e, keep, precision, rule), ids.astype(jnp.int32)
+  keep = _keep_mask(e, jnp.take_along_axis(keys, ids, -1), mass, top_k, top_p)
+  return quantize_kept(e, keep, precision, rule), ids
 
 
 def to_frequencies(

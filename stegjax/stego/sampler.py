@@ -66,11 +66,43 @@ __all__ = [
 
 
 class Dist(NamedTuple):
-  """One step's candidate tokens: ``freqs`` int32[B, K] in descending order (ties by lower
-  token id; zeros last), rows summing to ``2**precision``; ``ids`` int32[B, K] their tokens."""
+  """One step's K candidate tokens.
+
+  ``freqs`` int32[B, K]: their frequencies in descending order (rows sum to
+  ``2**precision``; zeros last). Position ``i`` of ``freqs`` is the token of rank ``i``
+  (ties by lower token id): ``token(pos)``; ``rank(tokens)`` is the inverse.
+  ``cand_freqs`` / ``cand_ids`` int32[B, K]: the same candidates in ascending token id
+  (how they were selected, without a sort over the vocabulary).
+  """
 
   freqs: jax.Array
-  ids: jax.Array
+  cand_freqs: jax.Array
+  cand_ids: jax.Array
+
+  @staticmethod
+  def of(cand_freqs, cand_ids) -> "Dist":
+    f = cand_freqs.astype(jnp.int32)
+    return Dist(jnp.flip(jnp.sort(f, axis=-1), axis=-1), f, cand_ids.astype(jnp.int32))
+
+  def token(self, pos):
+    """Token id int32[B] at rank ``pos`` int32[B]."""
+    fr = jnp.take_along_axis(self.freqs, pos[:, None], axis=1)  # [B, 1]
+    j = pos - (self.freqs > fr).sum(1)  # rank among equal frequencies
+    eq = self.cand_freqs == fr
+    hit = eq & (jnp.cumsum(eq, axis=1, dtype=jnp.int32) == (j + 1)[:, None])
+    at = jnp.argmax(hit, axis=1)
+    return jnp.take_along_axis(self.cand_ids, at[:, None], axis=1)[:, 0]
+
+  def rank(self, tokens):
+    """(rank int32[B], found bool[B]): found is False for a token that is not a candidate
+    or has frequency 0."""
+    tok = jnp.asarray(tokens, jnp.int32)[:, None]
+    hit = self.cand_ids == tok
+    at = jnp.argmax(hit, axis=1)
+    fx = jnp.take_along_axis(self.cand_freqs, at[:, None], axis=1)
+    f, ids = self.cand_freqs, self.cand_ids
+    rank = ((f > fx) | ((f == fx) & (ids < tok))).sum(1).astype(jnp.int32)
+    return rank, hit.any(1) & (fx[:, 0] > 0)
 
 
 PRFS = ("chacha20", "threefry")
@@ -142,12 +174,12 @@ class Sampler(abc.ABC):
       raise ValueError(f"a step takes [B, V] logits or frequencies, got shape {x.shape}")
     k = self.k(x.shape[-1])
     if jnp.issubdtype(x.dtype, jnp.integer):
-      f, ids = jax.lax.top_k(x.astype(jnp.int32), k)  # ties by lower id
-      return Dist(f, ids.astype(jnp.int32))
+      ids = quantize.select_top(x.astype(jnp.int32), k)  # the top-k set, ties by lower id
+      return Dist.of(jnp.take_along_axis(x.astype(jnp.int32), ids, axis=1), ids)
     f, ids = quantize.candidates_from_logits(
       x, k, precision=self.precision, top_k=self.top_k, top_p=self.top_p, rule=self.rule
     )
-    return Dist(f, ids)
+    return Dist.of(f, ids)
 
   def frequencies(self, x) -> jax.Array:
     """int32[B, V] frequencies of one step (zeros outside the candidates); ``x`` as ``dist``."""
@@ -156,16 +188,18 @@ class Sampler(abc.ABC):
       return x.astype(jnp.int32)
     vocab = x.shape[-1]
     d = self.dist(x)
-    rows = jnp.arange(d.ids.shape[0])[:, None]
-    return jnp.zeros((d.ids.shape[0], vocab), jnp.int32).at[rows, d.ids].set(d.freqs)
+    rows = jnp.arange(d.cand_ids.shape[0])[:, None]
+    return jnp.zeros((d.cand_ids.shape[0], vocab), jnp.int32).at[rows, d.cand_ids].set(d.cand_freqs)
 
   def allowed(self, x, vocab: int | None = None) -> jax.Array:
     """bool[B, V]: the tokens this step can produce (nonzero frequency)."""
     if isinstance(x, Dist):
       if vocab is None:
         raise ValueError("allowed(Dist) needs the vocabulary size")
-      rows = jnp.arange(x.ids.shape[0])[:, None]
-      return jnp.zeros((x.ids.shape[0], vocab), bool).at[rows, x.ids].set(x.freqs > 0)
+      rows = jnp.arange(x.cand_ids.shape[0])[:, None]
+      return (
+        jnp.zeros((x.cand_ids.shape[0], vocab), bool).at[rows, x.cand_ids].set(x.cand_freqs > 0)
+      )
     return self.frequencies(x) > 0
 
   # ---------------------------------------------------------------- step level
@@ -191,15 +225,12 @@ class Sampler(abc.ABC):
     """(tokens int32[B], state): one token per row, embedding bits from the state's cursor."""
     d = self.dist(x)
     pos, state = self._choose(d, t, state, jnp.asarray(key, jnp.uint32))
-    return jnp.take_along_axis(d.ids, pos[:, None], axis=1)[:, 0], state
+    return d.token(pos), state
 
   def extract(self, x, tokens, t, key, xstate):
     """(bits uint8[B, W], n int32[B], ok bool[B], xstate): the bits ``tokens`` carry at step t."""
     d = self.dist(x)
-    tok = jnp.asarray(tokens, jnp.int32)
-    hit = d.ids == tok[:, None]
-    pos = jnp.argmax(hit, axis=1).astype(jnp.int32)
-    found = hit.any(1) & (jnp.take_along_axis(d.freqs, pos[:, None], axis=1)[:, 0] > 0)
+    pos, found = d.rank(tokens)
     width = self._width(d.freqs.shape[1])
     bits, n, ok, xstate = self._extract(d, pos, found, t, jnp.asarray(key, jnp.uint32), xstate)
     bits = jnp.where(jnp.arange(width)[None] < n[:, None], bits, 0).astype(jnp.uint8)
