@@ -270,6 +270,7 @@ _ENTRIES: dict[str, tuple[str, dict]] = {
   "meteor": ("stegjax.stego.meteor:MeteorSampler", {}),
   "arithmetic": ("stegjax.stego.arithmetic:ArithmeticSampler", {}),
   "naive": ("stegjax.stego.naive:NaiveSampler", {}),
+  "sparsamp": ("stegjax.stego.sparsamp:SparSampSampler", {}),
 }
 
 
