@@ -1,7 +1,7 @@
 """Real messages across images: what the default evaluation measures beside Tables 2 and 4.
 
 ``evaluate(models, seed)`` hides ``cmsteg.num_messages`` random messages of
-``cmsteg.message_bytes`` each across as many images as they need (``transfer.send``,
+``cmsteg.file_bytes`` each across as many images as they need (``transfer.send``,
 corrections prepared for ``cmsteg.channel`` only), sends every image through each channel of
 ``cmsteg.message_channels``, and runs the receiver (``transfer.receive``) as a user would:
 M2's stand-in is the one the received file implies (a PNG none, a JPEG its quality, which
@@ -93,7 +93,7 @@ def evaluate(models: api.Models, seed: int) -> dict:
   cm = models.config.cmsteg
   rs = np.random.RandomState(seed + 17)
   secret = bytes(rs.randint(0, 256, 32, dtype=np.uint8))
-  nbytes = int(cm.message_bytes)
+  nbytes = int(cm.file_bytes)
   messages = [bytes(rs.randint(0, 256, nbytes, dtype=np.uint8)) for _ in range(cm.num_messages)]
   sent, send_s = _send_all(models, secret, messages, seed)
   per_channel = {}

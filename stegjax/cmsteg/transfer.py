@@ -262,6 +262,22 @@ def receive(
   return _finish(models, ims, secret)
 
 
+def _no_chunk(ims) -> errors.StegjaxError:
+  """Why nothing verified: no image recognized (wrong key), or recognized but too damaged."""
+  seen = sum(im.nonce is not None for im in ims)
+  if not seen:
+    return errors.WrongKeyError(
+      f"none of the {len(ims)} images authenticates under this key (no caption or chunk "
+      "verified under any counter tried): wrong key, or every image was damaged beyond repair"
+    )
+  return errors.IncompleteMessageError(
+    f"{seen} of {len(ims)} images were recognized (their captions authenticate) but no chunk "
+    f"verified, with the caption's corrections, without them, or after list decoding "
+    f"({sum(im.tried for im in ims)} candidates): the channel damaged more tokens than the "
+    "corrections and the list-decoding budget cover"
+  )
+
+
 def _known(ims, counters) -> list[int]:
   """The message counter images already resolved agree on (all candidates while none has)."""
   got = [im.nonce // message_lib.MAX_SEQ for im in ims if im.nonce is not None]
@@ -282,10 +298,7 @@ def _finish(models, ims, secret) -> dict:
       _list_decode(models, pending.pop(0), secret)
     except errors.WrongKeyError:
       if not pending:
-        raise errors.WrongKeyError(
-          f"none of the {len(ims)} images authenticates under this key (no caption or chunk "
-          "verified under any counter tried): wrong key, or every image was damaged beyond repair"
-        ) from None
+        raise _no_chunk(ims) from None
       _list_decode(models, pending.pop(0), secret)
   for im in ims:
     im.how = im.how or ("failed" if im.nonce is not None else "not ours")
