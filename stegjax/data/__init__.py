@@ -3,10 +3,10 @@ deterministic per-process batches.
 
 Entry point for experiments: ``get_dataset(config.data, workdir) -> (train, heldout, info)``
 (see ``stegjax.data.dataset``); ``default_config()`` gives the ``config.data`` fields;
-``process_batch_fn`` / ``batch_indices`` give each process its rows of every batch.
+``batch_indices`` gives the rows of every batch (each process keeps its block).
 """
 
-from stegjax.data.batches import batch_indices, batches_from, process_batch_fn, shard_range
+from stegjax.data.batches import batch_indices, batches_from, shard_range
 from stegjax.data.dataset import default_config, get_dataset, load_arrays, prepare
 from stegjax.data.folder import list_images, load_images
 from stegjax.data.photos import DEFAULT_HELDOUT, PHOTO_NAMES, load_photo, load_photos
@@ -24,6 +24,5 @@ __all__ = [
   "load_photo",
   "load_photos",
   "prepare",
-  "process_batch_fn",
   "shard_range",
 ]

@@ -3,16 +3,16 @@
 * ``batch_indices(n, b, seed, step, ...)``: the record ids of one process's batch at a
   global step, a pure function, so a resumed run reads exactly the batches an uninterrupted
   run would have read from that step on.
-* ``process_batch_fn(arrays, global_batch, seed, keys)``: ``trainer.fit``'s ``batch_fn``:
-  this process's rows of each global batch (``jax.process_index`` / ``process_count``), read
-  straight from the memory maps, so every host of a multi-host job reads only its own shard.
+  A multi-process ``batch_fn`` keeps this process's block of the global batch
+  (``train.sharding.process_rows``) and reads only those rows from the memory maps, so every
+  host of a multi-host job reads just its own shard.
 * ``batches_from``: the same batches as an iterator that can start at any step.
 * ``shard_range``: one process's contiguous block of records (e.g. of an evaluation split).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -97,25 +97,6 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], keys: Sequence[str]) -> int:
     if len(arrays[k]) != n:
       raise ValueError(f"arrays differ in length: {keys[0]} has {n}, {k} has {len(arrays[k])}")
   return n
-
-
-def process_batch_fn(
-  arrays: Mapping[str, np.ndarray], global_batch: int, seed: int, keys: Sequence[str]
-) -> Callable[[int], dict[str, np.ndarray]]:
-  """``batch_fn(step)`` -> this process's ``global_batch / process_count`` rows of ``keys``."""
-  keys = tuple(keys)
-  n = _check_arrays(arrays, keys)
-  shard, count = jax.process_index(), jax.process_count()
-  per_process = global_batch // count
-  if per_process * count != global_batch:
-    raise errors.ConfigError(f"batch size {global_batch} is not divisible by {count} processes")
-  _check_batching(n, per_process, 0, shard, count)
-
-  def batch_fn(step):
-    idx = np.sort(batch_indices(n, per_process, seed, step, True, shard, count))
-    return {k: np.asarray(arrays[k][idx]) for k in keys}  # sorted reads suit memory maps
-
-  return batch_fn
 
 
 def batches_from(

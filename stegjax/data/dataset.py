@@ -3,7 +3,7 @@
   from stegjax import data
   config.data = data.default_config()               # in configs/*.py
   train, heldout, info = data.get_dataset(config.data, workdir)
-  batch_fn = data.process_batch_fn(train, 64, seed=0, keys=("image", "label"))
+  rows = sharding.process_rows(np.sort(data.batch_indices(len(train["label"]), 64, 0, step)))
 
 The patches (``stegjax.data.patches``) of the bundled photos (``photos``) or of a user's
 folder (``folder``, when ``config.data.folder`` is set) are built once under

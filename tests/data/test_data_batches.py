@@ -73,17 +73,3 @@ def test_batches_from_over_memmaps_and_bad_args(tiny_photos):
     data.batches_from(train, 2, seed=0, keys=("nope",))
   with pytest.raises(ValueError, match="step"):
     data.batches_from(train, 2, seed=0, start_step=-1)
-
-
-def test_process_batch_fn_reads_the_process_rows_of_the_global_batch(tiny_photos):
-  train, _, _, _, _ = tiny_photos
-  n = len(train["label"])
-  fn = data.process_batch_fn(train, 6, seed=4, keys=("image", "label"))
-  for step in (0, 1, 17):  # one process: the whole global batch, sorted for memmap reads
-    idx = np.sort(data.batch_indices(n, 6, 4, step))
-    b = fn(step)
-    assert set(b) == {"image", "label"}
-    np.testing.assert_array_equal(b["image"], train["image"][idx])
-    np.testing.assert_array_equal(b["label"], train["label"][idx])
-  with pytest.raises(errors.ConfigError, match="does not fit"):
-    data.process_batch_fn(train, n + 1, seed=0, keys=("image",))
