@@ -68,7 +68,10 @@ def test_geometry():
     sharding.apply_geometry(5, 0)
 
 
-@pytest.mark.parametrize("rules", ["replicate", "fsdp"])
+# fsdp: the params are sharded across the processes (gathered by to_host); replicated params
+# (each process reads its own copy) are what every trained model is, and the launcher test
+# covers them in the fast suite.
+@pytest.mark.parametrize("rules", [pytest.param("replicate", marks=pytest.mark.slow), "fsdp"])
 def test_two_processes_equal_one(tmp_path, rules):
   log2, two = _launch(2, 1, tmp_path / "two", rules)  # 2 processes x 1 device
   _, one = _launch(1, 2, tmp_path / "one", rules)  # 1 process x 2 devices
