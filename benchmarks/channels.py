@@ -9,7 +9,7 @@ each mode's output is to PIL's (PSNR).
   python benchmarks/channels.py --size=gpu      # accelerator sizes
   python benchmarks/channels.py --out=bench_out/channels.json
 
-Target (issue 5): on a GPU, forward+backward at batch 64 >= 10x PIL's single-core rate.
+Target: on a GPU, forward+backward at batch 64 >= 10x PIL's single-core rate.
 """
 
 from __future__ import annotations

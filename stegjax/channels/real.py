@@ -130,7 +130,6 @@ class Png(base.ImageChannel):
   """Lossless PNG encode + decode."""
 
   FORM = "png"
-  kind = "png"  # display only: callers use the attributes, never the family word
 
   @property
   def name(self) -> str:
@@ -154,7 +153,6 @@ class Jpeg(base.ImageChannel):
 
   quality: int
   FORM = "jpegNN (integer quality 1..100, e.g. jpeg75)"
-  kind = "jpeg"
 
   @property
   def name(self) -> str:
@@ -184,7 +182,6 @@ class Gauss(base.ImageChannel):
 
   std: float
   FORM = "gaussS (noise std S >= 0 on [0, 1] pixels, e.g. gauss0.01)"
-  kind = "gauss"
   stochastic = True
 
   @property
@@ -218,7 +215,6 @@ class Scale(base.ImageChannel):
 
   factor: float
   FORM = "scaleF (resize factor F > 0, e.g. scale0.5)"
-  kind = "scale"
 
   @property
   def name(self) -> str:

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from stegjax import channels
+from stegjax import errors
 from stegjax.models import inn as inn_lib
 from stegjax.models import jscc as jscc_lib
 from stegjax.semcom import keys as keys_lib
@@ -48,7 +49,7 @@ def apply_channel(z: jax.Array, snr_db, key: jax.Array, channel: str) -> jax.Arr
 def sample_snr(key: jax.Array, batch: int, lo: float, hi: float) -> jax.Array:
   """Per-example training SNR in dB, uniform on [lo, hi]."""
   if hi < lo:
-    raise ValueError(f"SNR range [{lo}, {hi}] dB is empty")
+    raise errors.ConfigError(f"SNR range [{lo}, {hi}] dB is empty")
   return jax.random.uniform(key, (batch,), minval=lo, maxval=hi)
 
 
@@ -63,7 +64,7 @@ def make_jscc(features: int, ratio: float, arch: str = "conv"):
     return jscc_lib.DeepJSCC(features=int(features), latent_channels=c)
   if arch == "pilot":
     return jscc_lib.PilotJSCC(features=int(features), latent_channels=c)
-  raise ValueError(f"unknown JSCC arch {arch!r}; valid: 'conv', 'pilot'")
+  raise errors.ConfigError(f"unknown JSCC arch {arch!r}; valid: 'conv', 'pilot'")
 
 
 def init_jscc(model, rng, image_size: int, images=None):
@@ -161,17 +162,19 @@ class RunSpec:
 def parse_run(spec: str) -> RunSpec:
   """'inn:two_stage+key+hf' -> RunSpec. Tokens: two_stage | end_to_end, key, hf."""
   if ":" not in spec:
-    raise ValueError(f"run spec {spec!r} must look like 'family:strategy[+key][+hf]'")
+    raise errors.ConfigError(f"run spec {spec!r} must look like 'family:strategy[+key][+hf]'")
   family, rest = spec.split(":", 1)
   if family not in FAMILIES:
-    raise ValueError(f"unknown stego family {family!r} in run {spec!r}; valid: {FAMILIES}")
+    raise errors.ConfigError(f"unknown stego family {family!r} in run {spec!r}; valid: {FAMILIES}")
   toks = rest.split("+")
   if toks[0] not in ("two_stage", "end_to_end"):
-    raise ValueError(f"run {spec!r}: strategy must be 'two_stage' or 'end_to_end', got {toks[0]!r}")
+    raise errors.ConfigError(
+      f"run {spec!r}: strategy must be 'two_stage' or 'end_to_end', got {toks[0]!r}"
+    )
   extra = set(toks[1:])
   unknown = extra - {"key", "hf"}
   if unknown:
-    raise ValueError(f"run {spec!r}: unknown option(s) {sorted(unknown)}; valid: key, hf")
+    raise errors.ConfigError(f"run {spec!r}: unknown option(s) {sorted(unknown)}; valid: key, hf")
   name = spec.replace(":", "_").replace("+", "_")
   return RunSpec(name, family, toks[0] == "end_to_end", "hf" in extra, "key" in extra)
 
