@@ -287,4 +287,8 @@ def run(config, workdir):
   run_info = report.end_info(run_info, timers.split(), dict(unet=fit_u, jscc=fit_j))
   params = dict(unet=int(sum(x.size for x in jax.tree.leaves(p_unet))))
   d = dict(info=info, exactness=exactness, rows=rows, detection=detect, rl=rl, run=run_info)
+  # Pixels a generation puts outside [0, 1]: the channel sends images, so these get clipped.
+  d["out_of_range"] = {
+    k: float(jnp.mean((x < 0) | (x > 1))) for k, x in (("stego", stego), ("honest", honest))
+  }
   report.write(workdir, config, dict(d, params=params), images, secrets, stego, honest)

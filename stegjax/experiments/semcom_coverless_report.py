@@ -128,6 +128,12 @@ def _exactness_table(d) -> str:
     )
     + "\n\nRound trip: invert the secret, regenerate under the same condition. Whole scheme: "
     "invert (private), generate (public), invert (public), generate (private), stego kept as floats."
+    + "".join(
+      f" Pixels outside [0, 1] before the clip the channel needs: stego {o['stego']:.1%}, honest "
+      f"generations {o['honest']:.1%}; the 'none' row of the table includes that clip."
+      for o in [d["out_of_range"]]
+      if o
+    )
   )
 
 
