@@ -5,11 +5,11 @@ distribution arrives as either
 
 * logits ``float32[B, V]`` (already CFG-combined and temperature-scaled by the model),
 * integer frequencies ``int32[B, V]`` whose rows sum to ``2**precision``, or
-* a ``Dist``: the ``K`` candidate tokens (``K`` = the static ``support``) as integer
-  frequencies in descending order (ties by lower token id) with their token ids.
+* a ``Dist`` (from ``dist``): the ``K`` candidate tokens (``K`` = the static ``support``)
+  with integer frequencies, ranked by frequency (ties by lower token id).
 
-Logits and frequencies are turned into a ``Dist`` by ``lax.top_k`` over the vocabulary
-(no whole-vocabulary sort), then every sampler works on the ``K`` candidates only::
+Logits and frequencies become a ``Dist`` by a threshold search over the vocabulary (the
+``lax.top_k`` set, without a sort), then every sampler works on the ``K`` candidates only::
 
     s = sampler.get("recursive", precision=24, top_k=256)
     state = s.init_state(bits, nonce, bit_len)            # bits uint8[B, L]
