@@ -322,25 +322,30 @@ def bench_sampling(model, params, cfg, repeats, hbm_bw, measured_bw, variants):
 
 
 def bench_m2(cfg, dtype, mesh, repeats):
+  del mesh  # M2 runs one image at a time on one device
   model = vq_lib.VQModel(**cfg["vq"], dtype=dtype)
   size = int(cfg["image"])
   params = _random_params(model.init, jnp.zeros((1, size, size, 3)))["params"]
   b, steps = int(cfg["m2_batch"]), int(cfg["m2_steps"])
   x = np.random.RandomState(0).uniform(0, 1, (b, size, size, 3)).astype(np.float32)
-  x = sharding.shard_batch(x, mesh)  # the per-image latents follow the batch over 'data'
 
   def run():
-    form, param = recover.stand_in("jpeg75")
-    return recover._optimize(
-      model,
-      params,
-      x,
-      jnp.float32(param),
-      form=form,
-      steps=steps,  # pylint: disable=protected-access
-      lr=0.002,
-      patience=0,
-    )[1]
+    forms, index = recover.forms_for("jpeg75")
+    # M2 runs one image at a time (bit-identical whatever the batch), so a batch is b calls.
+    return [
+      recover._optimize(  # pylint: disable=protected-access
+        model,
+        params,
+        x[i : i + 1],
+        jnp.int32(index),
+        jnp.float32(recover.stand_in("jpeg75").param),
+        jnp.int32(steps),
+        jnp.float32(0.002),
+        jnp.int32(0),
+        forms=forms,
+      )[1]
+      for i in range(b)
+    ]
 
   first, t = _time(run, repeats)
   return dict(
