@@ -378,8 +378,12 @@ def process_logits(
   if temperature != 1.0:
     logits = logits / temperature
   if top_k is not None and top_k < logits.shape[-1]:
-    kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
-    logits = jnp.where(logits < kth, -jnp.inf, logits)  # ties at the k-th value are kept
+    # Exactly k tokens, ties to the lower id: the same set the stego samplers' quantizer
+    # keeps, so an honest sample and a stego sample share one support.
+    keep = jax.lax.top_k(logits, top_k)[1]
+    rows = jnp.arange(logits.shape[0])[:, None]
+    mask = jnp.zeros(logits.shape, bool).at[rows, keep].set(True)
+    logits = jnp.where(mask, logits, -jnp.inf)
   return logits
 
 

@@ -360,3 +360,16 @@ def test_larger_model_cache_and_bit_exact_replay(dtype):
     chex.assert_trees_all_close(
       tr.logits_for_tokens(model, params, labels, toks), full, atol=1e-5, rtol=1e-5
     )
+
+
+def test_top_k_keeps_exactly_k_with_ties_like_the_stego_quantizer():
+  # Ties at the k-th logit: plain sampling must keep the same k tokens as the stego samplers,
+  # or an honest cover could show a token no stego image can (a warden would see it).
+  from stegjax.stego import sampler
+
+  x = jnp.array([[0.0, 1.0, 1.0, 1.0, 0.5, 1.0], [3.0, 2.0, 2.0, -1.0, 2.0, 0.0]])
+  kept = np.isfinite(np.asarray(tr.process_logits(x, 2, False, 1.0, 2, 1.0)))
+  np.testing.assert_array_equal(kept.sum(-1), [2, 2])
+  np.testing.assert_array_equal(kept, [[0, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]])
+  allowed = np.asarray(sampler.get("recursive", top_k=2, precision=16).allowed(x))
+  np.testing.assert_array_equal(kept, allowed)
