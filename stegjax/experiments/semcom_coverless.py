@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from stegjax import data as data_lib
-from stegjax.experiments import semcom_coverless_report as report
+from stegjax.semcom import coverless_report as report
 from stegjax.metrics import image as image_metrics
 from stegjax.models import diffusion
 from stegjax.models import steganalyzers

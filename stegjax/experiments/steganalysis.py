@@ -11,7 +11,7 @@
    positive control); all decoded to images, plus LSB-matching stegos of the covers;
 3. measure: every steganalyzer trained per scenario (P_E with intervals, ROC, AUC); the token
    tests (log-likelihood, per-position chi-square, coincidence); the model-aware warden;
-4. write: ``steganalysis_report`` (report.md / report.json / roc.png / sample grids).
+4. write: ``security.report`` (report.md / report.json / roc.png / sample grids).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import numpy as np
 from stegjax import models
 from stegjax.cmsteg import recipes
 from stegjax.errors import ConfigError
-from stegjax.experiments import steganalysis_report, steganalysis_targets
+from stegjax.security import report as steganalysis_report
+from stegjax.security import targets as steganalysis_targets
 from stegjax.metrics import detection, report, stats
 from stegjax.models import steganalyzers
 from stegjax.security import detectors, generation, lsb, warden

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from stegjax.experiments import steganalysis, steganalysis_targets
+from stegjax.experiments import steganalysis
+from stegjax.security import targets as steganalysis_targets
 
 _CFG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "steganalysis.py")
 _spec = importlib.util.spec_from_file_location("steganalysis_config", _CFG)

@@ -1,7 +1,7 @@
 """The steganalysis experiment's report: tables and prose around the measured figures.
 
 ``write`` writes report.md, report.json, roc.png, the sample grids and (``save_png``) every
-image; the verdicts come from ``steganalysis_targets``. Figures published by the CMSTEG paper
+image; the verdicts come from ``security.targets``. Figures published by the CMSTEG paper
 (Table 3) stand beside ours in "Paper vs stegjax".
 """
 
@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from stegjax.experiments.steganalysis_targets import GROUPS, ci as _ci, stats_of as _stats
+from stegjax.security.targets import GROUPS, ci as _ci, stats_of as _stats
 from stegjax.metrics import report
 
 # CMSTEG (AAAI 2025, papers/002_*) Table 3: P_E of three steganalyzers against its Discop
