@@ -42,10 +42,30 @@ def run(config, workdir: str):
   timers = toolkit.Timers()
   with timers("train or load"):
     vq, prior = recipes.prior(config, workdir)
-  train_s = timers.seconds("train or load")
   train, heldout, info = recipes.dataset(config, workdir)
   tok_tr = recipes.cached_tokens(config, workdir, vq, train, "train")
   tok_ho = recipes.cached_tokens(config, workdir, vq, heldout, "heldout")
+  nll, uni = _likelihoods(config, prior, tok_tr, tok_ho, np.asarray(train["label"]))
+  with timers("sample"):
+    _samples(config, vq, prior, info, tok_tr.shape[1:], workdir)
+  results = {
+    "bits_per_token": nll,
+    "unigram_bits_per_token": uni,
+    "train_seconds": timers.seconds("train or load"),
+    "timing": timers.split(),
+    "grid": list(tok_tr.shape[1:]),
+    "vocab": int(config.vq.model.codebook_size),
+    "num_classes": prior.model.num_classes,
+    "sample": config.prior.sample.to_dict(),
+  }
+  path = _write(workdir, config, results)
+  bits, unigram = nll["heldout_null_class"], uni["heldout"]
+  logging.info("ar_prior: held-out %.3f bits/token (unigram %.3f); %s", bits, unigram, path)
+  return results
+
+
+def _likelihoods(config, prior, tok_tr, tok_ho, train_labels):
+  """Prior bits/token on held-out and a train sample, and the unigram baseline beside them."""
   n, h, w = tok_tr.shape
   vocab = int(config.vq.model.codebook_size)
   null = prior.model.num_classes
@@ -53,7 +73,7 @@ def run(config, workdir: str):
   rs = np.random.RandomState(0)
   sample = rs.choice(n, min(n, len(flat_ho) or 256), replace=False)
   flat_tr = tok_tr.reshape(n, h * w)[sample]
-  lab_tr = np.asarray(train["label"])[sample].astype(np.int32)
+  lab_tr = train_labels[sample].astype(np.int32)
   nll = {
     "heldout_null_class": mean_nll(
       prior.model, prior.params, flat_ho, np.full(len(flat_ho), null, np.int32)
@@ -67,34 +87,32 @@ def run(config, workdir: str):
     "heldout": unigram_bits(tok_tr, tok_ho, vocab),
     "train_sample": unigram_bits(tok_tr, tok_tr.reshape(n, -1)[sample], vocab),
   }
+  return nll, uni
 
-  # Samples: 8 per training class with the configured CFG / top-k.
+
+def _samples(config, vq, prior, info, grid, workdir):
+  """8 samples per training class with the configured CFG / top-k, as samples.png."""
+  h, w = grid
   labels = np.repeat(np.asarray(info["train_labels"], np.int32), 8)
   s = config.prior.sample
-  with timers("sample"):
-    toks, _ = transformer.generate(
-      prior.model,
-      {"params": prior.params},
-      jnp.asarray(labels),
-      jax.random.PRNGKey(config.seed + 7),
-      cfg_scale=s.cfg_scale,
-      top_k=s.top_k,
-      temperature=s.temperature,
-    )
-    imgs = vq.model.apply({"params": vq.params}, toks.reshape(-1, h, w), method="decode_indices")
+  toks, _ = transformer.generate(
+    prior.model,
+    {"params": prior.params},
+    jnp.asarray(labels),
+    jax.random.PRNGKey(config.seed + 7),
+    cfg_scale=s.cfg_scale,
+    top_k=s.top_k,
+    temperature=s.temperature,
+  )
+  imgs = vq.model.apply({"params": vq.params}, toks.reshape(-1, h, w), method="decode_indices")
   report.save_grid(
     np.clip(np.asarray(imgs), -1, 1), os.path.join(workdir, "samples.png"), ncol=8, scale=3
   )
-  results = {
-    "bits_per_token": nll,
-    "unigram_bits_per_token": uni,
-    "train_seconds": train_s,
-    "timing": timers.split(),
-    "grid": [h, w],
-    "vocab": vocab,
-    "num_classes": prior.model.num_classes,
-    "sample": s.to_dict(),
-  }
+
+
+def _write(workdir, config, results):
+  nll, uni, (h, w) = results["bits_per_token"], results["unigram_bits_per_token"], results["grid"]
+  s, m = config.prior.sample, config.prior.model
   table = report.md_table(
     ["tokens", "prior (bits/token)", "unigram (bits/token)"],
     [
@@ -103,23 +121,19 @@ def run(config, workdir: str):
       ["train photos, null class", nll["train_sample_null_class"], uni["train_sample"]],
     ],
   )
-  m = config.prior.model
-  path = report.write_report(
+  return report.write_report(
     workdir,
     "AR prior",
     [
       (
         "Setup",
         f"Llama-style prior, {m.n_layer} layers x {m.dim} wide, {h}x{w} tokens, vocab "
-        f"{vocab}, {prior.model.num_classes} classes (+ null); "
+        f"{results['vocab']}, {results['num_classes']} classes (+ null); "
         f"{config.prior.train.num_steps} steps, batch {config.prior.train.batch_size}; "
-        f"tokenizer + prior train/load took {train_s:.0f} s.",
+        f"tokenizer + prior train/load took {results['train_seconds']:.0f} s.",
       ),
       ("Negative log-likelihood", table),
       ("Samples", f"8 per training class, CFG {s.cfg_scale}, top-k {s.top_k}.\n\n![](samples.png)"),
     ],
     results,
   )
-  bits, unigram = nll["heldout_null_class"], uni["heldout"]
-  logging.info("ar_prior: held-out %.3f bits/token (unigram %.3f); %s", bits, unigram, path)
-  return results

@@ -78,6 +78,15 @@ def run(config, workdir: str):
     "codebook_size": m.codebook_size,
     "dataset": {k: info[k] for k in ("num_train", "num_heldout", "heldout_images")},
   }
+  path = _write(workdir, config, info, results)
+  psnr, usage = ev["psnr_db"], ev["codebook_usage"]
+  logging.info("tokenizer: held-out PSNR %.2f dB, codebook usage %.2f; %s", psnr, usage, path)
+  return results
+
+
+def _write(workdir, config, info, results):
+  ev, ev_train = results["heldout"], results["train_sample"]
+  m, h = config.vq.model, results["token_grid"][0]
   table = report.md_table(
     ["split", "PSNR (dB)", "codebook usage", "perplexity", "images"],
     [
@@ -97,7 +106,7 @@ def run(config, workdir: str):
       ],
     ],
   )
-  path = report.write_report(
+  return report.write_report(
     workdir,
     "VQ tokenizer",
     [
@@ -105,7 +114,7 @@ def run(config, workdir: str):
         "Setup",
         f"{config.data.patch_size}x{config.data.patch_size} patches -> {h}x{h} tokens, "
         f"codebook {m.codebook_size} x {m.codebook_dim}, {config.vq.train.num_steps} steps "
-        f"(batch {config.vq.train.batch_size}); train + load took {train_s:.0f} s. "
+        f"(batch {config.vq.train.batch_size}); train + load took {results['train_seconds']:.0f} s. "
         f"Held-out photos: {', '.join(info['heldout_images'])}.",
       ),
       (
@@ -115,6 +124,3 @@ def run(config, workdir: str):
     ],
     results,
   )
-  psnr, usage = ev["psnr_db"], ev["codebook_usage"]
-  logging.info("tokenizer: held-out PSNR %.2f dB, codebook usage %.2f; %s", psnr, usage, path)
-  return results

@@ -1,7 +1,7 @@
 """Class-conditional Llama-style AR prior over VQ tokens (LlamaGen ``GPT``, c2i).
 
 Layout mirrors LlamaGen ``autoregressive/models/gpt.py`` so published checkpoints map
-one-to-one (issue 10). torch key -> flax path (``.N`` -> ``_N``; Linear ``weight`` [out,in]
+one-to-one. torch key -> flax path (``.N`` -> ``_N``; Linear ``weight`` [out,in]
 -> ``kernel`` [in,out]; Embedding ``weight`` -> ``embedding``; RMSNorm keeps ``weight``):
 
     cls_embedding.embedding_table.weight [num_classes+1, dim]  cls_embedding/embedding_table/embedding

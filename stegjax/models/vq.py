@@ -2,7 +2,7 @@
 
 Images are float NHWC in [-1, 1]. The layout mirrors LlamaGen's
 ``tokenizer/tokenizer_image/vq_model.py`` so that published PyTorch checkpoints map
-one-to-one (issue 10). Parameter paths, torch key -> flax path (``.N`` -> ``_N``;
+one-to-one. Parameter paths, torch key -> flax path (``.N`` -> ``_N``;
 conv ``weight`` OIHW -> ``kernel`` HWIO; GroupNorm ``weight`` -> ``scale``):
 
     encoder.conv_in.{weight,bias}                    encoder/conv_in/{kernel,bias}
