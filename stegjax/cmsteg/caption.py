@@ -255,15 +255,15 @@ def heldout_perplexity(model, params, size: int, length: int, batch: int = 16, b
   ``model``/``params``: the caption transformer with a ``length``-token grid. Windows are
   drawn like training windows but from the held-out lines, under their own topics.
   """
-  import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from stegjax.models import transformer  # pylint: disable=g-import-not-at-top
 
   total, count = 0.0, 0
   for step in range(batches):
     topic, ids = word_windows(size, length, batch, seed=12345, step=step, split="heldout")
     logits = model.apply({"params": params}, jnp.asarray(ids), jnp.asarray(topic), train=False)
-    logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), -1)
-    nll = -jnp.take_along_axis(logp, jnp.asarray(ids)[..., None], -1)
+    nll = -transformer.token_log_probs(jnp.asarray(logits), jnp.asarray(ids))
     total += float(jnp.sum(nll))
     count += ids.size
   return float(np.exp(total / count))

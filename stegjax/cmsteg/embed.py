@@ -239,8 +239,7 @@ def allowed_sets(prior, tokens, labels, s: Sampler) -> np.ndarray:
 @functools.partial(jax.jit, static_argnames=("model",))
 def _sequence_nll(model, params, tokens, labels):
   logits = model.apply({"params": params}, tokens, labels)
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
-  return -jnp.sum(jnp.take_along_axis(logp, tokens[..., None], -1)[..., 0], -1)
+  return -jnp.sum(transformer.token_log_probs(logits, tokens), -1)
 
 
 def infer_labels(prior, tokens, candidates, rows: int = 8) -> np.ndarray:

@@ -230,8 +230,7 @@ def prior_model(config, vq_cfg_model, grid, num_classes) -> transformer_lib.Tran
 def token_nll(model, params, tokens, labels) -> jax.Array:
   """Mean negative log-likelihood (nats/token) of flat token sequences [B, T]."""
   logits = model.apply({"params": params}, tokens, labels, train=False)
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
-  return -jnp.mean(jnp.take_along_axis(logp, tokens[..., None], -1))
+  return -jnp.mean(transformer_lib.token_log_probs(logits, tokens))
 
 
 def prior(config, workdir: str) -> tuple[Trained, Trained]:

@@ -362,6 +362,12 @@ def init_cache(model: Transformer, batch: int, dtype: Dtype | None = None):
   return tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(model.n_layer))
 
 
+def token_log_probs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+  """log p(token) under each step's logits: [..., T, V] and [..., T] -> float32 [..., T]."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+  return jnp.take_along_axis(logp, tokens[..., None], -1)[..., 0]
+
+
 def process_logits(
   logits: jax.Array,
   batch: int,

@@ -137,8 +137,7 @@ class Generator:
 
 def mean_loglik(logits, tokens):
   """Mean log p(token_t | prefix) per sequence: logits [B, T, V], tokens [B, T] -> [B]."""
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  return jnp.mean(jnp.take_along_axis(logp, tokens[..., None], -1)[..., 0], axis=-1)
+  return jnp.mean(transformer.token_log_probs(logits, tokens), axis=-1)
 
 
 def in_batches(fn, n: int, batch: int):
