@@ -28,6 +28,7 @@ from absl import logging
 
 from stegjax import data as data_lib
 from stegjax.cmsteg import caption
+from stegjax.metrics import image as image_metrics
 from stegjax.models import transformer as transformer_lib
 from stegjax.models import vq as vq_lib
 from stegjax.train import sharding, toolkit
@@ -142,7 +143,7 @@ def tokenizer(config, workdir: str, train_arrays=None) -> Trained:
     loss = loss + aux.get("entropy_loss", 0.0)
     metrics = dict(
       mse=mse,
-      psnr=10 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10)),
+      psnr=image_metrics.psnr_from_mse(jnp.maximum(mse, 1e-10), 2.0),  # [-1, 1] images
       usage=aux["usage"],
       perplexity=aux["perplexity"],
     )

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from stegjax.metrics import detection
+from stegjax.metrics import image as image_metrics
 from stegjax.semcom import system
 
 REF_MSE = 1e-3
@@ -164,8 +165,8 @@ def evaluate(policy, p_policy, hider, p_hider, env, levels, covers, secrets, key
     _, m = env(covers, secrets, smap, k_s)
     s_stego = np.asarray(m["logit"])
     return dict(
-      secret_psnr=float(np.mean(10 * np.log10(1.0 / np.asarray(m["secret_mse"])))),
-      cover_psnr=float(np.mean(10 * np.log10(1.0 / np.maximum(np.asarray(m["cover_mse"]), 1e-12)))),
+      secret_psnr=float(np.mean(image_metrics.psnr_from_mse(m["secret_mse"]))),
+      cover_psnr=float(np.mean(image_metrics.psnr_from_mse(jnp.maximum(m["cover_mse"], 1e-12)))),
       pe=float(_pe(s_cover, s_stego)),
       miss=float(np.mean(np.asarray(m["miss"]))),
     )

@@ -61,7 +61,7 @@ def jscc_rows(model, params, covers, config, ratio, key, table) -> list[dict]:
   )
   (x,) = sharding.spread((system.to_float(covers),))
   snrs = tuple(config.channel.get("jscc_eval_snrs", config.channel.eval_snrs))
-  grey = float(np.mean(10.0 * np.log10(1.0 / table.grey_mse)))
+  grey = float(np.mean(image_metrics.psnr_from_mse(table.grey_mse)))
   rows = []
   for ci, ch in enumerate(system.CHANNELS):
     for i, snr in enumerate(snrs):
