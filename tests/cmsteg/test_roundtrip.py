@@ -46,6 +46,9 @@ def smoke_models(tmp_path_factory):
   return api.load_models(_config("smoke"), wd)
 
 
+# Slow because it trains its own smoke models; the fast suite keeps the property through the
+# command line (tests/experiments/test_cmsteg_main.py embeds and extracts on every :smoke channel).
+@pytest.mark.slow
 def test_every_prepared_channel_smoke(smoke_models):
   for i, channel in enumerate(smoke_models.config.cmsteg.channels):
     if channels.image_channel(channel).stochastic:

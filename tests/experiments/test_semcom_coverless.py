@@ -46,6 +46,9 @@ def _run_and_check(config, workdir):
   assert "Survey vs stegjax" in md and "Acceptance, measured" in md
 
 
+# Slow (minutes of UNet, JSCC, detector and agent training); the fast suite keeps the
+# inversion, key and one-step training tests of models/diffusion, coverless and cost_rl.
+@pytest.mark.slow
 def test_smoke_run_writes_its_report(tmp_path):
   _run_and_check(_config("smoke"), str(tmp_path / "coverless"))
 
