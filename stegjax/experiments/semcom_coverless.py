@@ -41,10 +41,10 @@ def _fit(config, workdir, name, settings, init_fn, loss_fn, batch_fn, train_cfg,
 
 
 def _batches(arrays: dict, batch_size: int, seed: int):
+  """batch_fn(step): this process's rows of the global batch (the same model at any count)."""
   n = len(next(iter(arrays.values())))
-  return lambda step: {
-    k: np.asarray(v[data_lib.batch_indices(n, batch_size, seed, step)]) for k, v in arrays.items()
-  }
+  rows = lambda step: sharding.process_rows(data_lib.batch_indices(n, batch_size, seed, step))
+  return lambda step: {k: np.asarray(v[rows(step)]) for k, v in arrays.items()}
 
 
 def _fit_unet(config, workdir, train, num_classes, rng):
