@@ -1,10 +1,12 @@
 """Shared test helpers."""
 
+import gc
 import os
 import subprocess
 import sys
 import textwrap
 
+import jax
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,3 +38,16 @@ def run_python(code: str, n_devices: int = 1, timeout: int = 600, env=None) -> s
 @pytest.fixture
 def python_subprocess():
   return run_python
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+  """Drops every compiled program after each test module.
+
+  XLA:CPU maps a few memory regions for each compiled program and jax keeps every program
+  alive in its caches; one process running the whole suite passed the kernel's limit on
+  mappings (vm.max_map_count, 65,530) and crashed inside the compiler.
+  """
+  yield
+  jax.clear_caches()
+  gc.collect()
