@@ -61,9 +61,9 @@ def _pair_batches(images: np.ndarray, batch_size: int, seed: int):
   """batch_fn(step) -> {'cover', 'secret'}: two independent, resumable index streams."""
   n = len(images)
 
-  def batch_fn(step):
-    i = data_lib.batch_indices(n, batch_size, seed, step)
-    j = data_lib.batch_indices(n, batch_size, seed + 7919, step)
+  def batch_fn(step):  # the global batch's rows of this process (the same model at any count)
+    i = sharding.process_rows(data_lib.batch_indices(n, batch_size, seed, step))
+    j = sharding.process_rows(data_lib.batch_indices(n, batch_size, seed + 7919, step))
     return {"cover": np.asarray(images[i]), "secret": np.asarray(images[j])}
 
   return batch_fn
@@ -91,7 +91,8 @@ def _train_jscc(config, ratio, images, mesh, rng, workdir):
   bs = int(config.jscc.train.batch_size)
 
   def batch_fn(step):
-    return {"image": np.asarray(images[data_lib.batch_indices(n, bs, config.seed, step)])}
+    rows = sharding.process_rows(data_lib.batch_indices(n, bs, config.seed, step))
+    return {"image": np.asarray(images[rows])}
 
   name = f"deepjscc_r{round(1 / ratio)}"
   loss_fn = system.jscc_loss_fn(model, config.channel)

@@ -26,6 +26,13 @@ def metrics(a, b) -> tuple[float, float]:
   return (float(jnp.mean(image_metrics.psnr(a, b))), float(jnp.mean(image_metrics.ssim(a, b))))
 
 
+def _local(trained) -> dict:
+  """The run's trained variables replicated on this process's devices (``sharding.spread``
+  inputs). Every process measures all pairs itself: the figures do not depend on the count."""
+  names = ("params", "p_jscc", "eve_params", "det_vars")
+  return trained | {k: sharding.replicate_local(trained[k]) for k in names}
+
+
 def _cell_key(key, snr_index, channel_index):
   return jax.random.fold_in(jax.random.fold_in(key, snr_index), channel_index)
 
@@ -56,6 +63,7 @@ def jscc_rows(model, params, covers, config, ratio, key, table) -> list[dict]:
 
   ``table`` is ``separation.rate_table(covers)``.
   """
+  params = sharding.replicate_local(params)
   enc = jax.jit(
     lambda x, snr, k, ch: system.transmit(model, params, x, snr, k, ch), static_argnums=3
   )
@@ -135,7 +143,7 @@ def _row(out, x_c, x_s, n, det_threshold) -> dict:
 def run_rows(spec, trained, config, covers, secrets, jscc_model, key, det_threshold) -> list:
   """Table rows for one run over channels x SNRs."""
   n = len(covers)
-  forward = _forward_fn(spec, trained, jscc_model, int(config.key_block))
+  forward = _forward_fn(spec, _local(trained), jscc_model, int(config.key_block))
   legit = keys_lib.message_keys(jax.random.key(int(config.secret_key_seed)), 0, n)
   # The eavesdropper's guess of the key.
   wrong = keys_lib.message_keys(jax.random.key(int(config.secret_key_seed) + 1), 0, n)
@@ -152,6 +160,7 @@ def run_rows(spec, trained, config, covers, secrets, jscc_model, key, det_thresh
 
 def det_threshold(spec, trained, config, covers, secrets, jscc_model, key) -> float:
   """Detector threshold fixed on training pairs (so the held-out P_E is unbiased)."""
+  trained = _local(trained)
   hider, params, p_jscc = trained["hider"], trained["params"], trained["p_jscc"]
   n = len(covers)
   ch = config.channel.train_channel
