@@ -7,6 +7,9 @@ Every field is a plain ConfigDict entry, overridable from the command line.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
 
 from stegjax import errors
@@ -19,6 +22,15 @@ def parse_size(arg: str | None) -> str:
   if size not in SIZES:
     raise errors.ConfigError(f"unknown config size {size!r}; valid: {', '.join(SIZES)}")
   return size
+
+
+def sibling(config_file: str, name: str):
+  """The module ``<name>.py`` beside ``config_file`` (config files are loaded by path, not as a package)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"stegjax_configs_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def base(experiment: str, size: str, models: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
