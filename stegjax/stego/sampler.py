@@ -271,6 +271,7 @@ _ENTRIES: dict[str, tuple[str, dict]] = {
   "arithmetic": ("stegjax.stego.arithmetic:ArithmeticSampler", {}),
   "naive": ("stegjax.stego.naive:NaiveSampler", {}),
   "sparsamp": ("stegjax.stego.sparsamp:SparSampSampler", {}),
+  "rotation": ("stegjax.stego.rotation:RotationSampler", {}),
 }
 
 
