@@ -42,6 +42,12 @@ _DISTRIBUTED = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_COMPILATION_CACHE = flags.DEFINE_string(
+  "compilation_cache",
+  os.path.join("workdir", "jax_cache"),
+  "Directory of jax's persistent compilation cache, so a repeated command (embed, extract, a "
+  "rerun) loads its compiled programs instead of compiling them again; empty turns it off.",
+)
 _TRACEBACK = flags.DEFINE_bool("traceback", False, "Show full tracebacks for user errors.")
 _CPU_DEVICES = flags.DEFINE_integer(
   "cpu_devices",
@@ -74,6 +80,16 @@ def _split_cpu(n: int):
   flags_now = os.environ.get("XLA_FLAGS", "")
   if n > 1 and "xla_force_host_platform_device_count" not in flags_now:
     os.environ["XLA_FLAGS"] = f"{flags_now} --xla_force_host_platform_device_count={n}".strip()
+
+
+def _use_compilation_cache(path: str):
+  import jax
+
+  if not path:
+    return
+  jax.config.update("jax_compilation_cache_dir", os.path.abspath(path))
+  # Only programs that took a while to compile: the many tiny ones cost more to store than to build.
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 def _init_distributed():
@@ -145,6 +161,7 @@ def main(argv):
   try:
     name, module = _experiment(config)
     _init_distributed()
+    _use_compilation_cache(_COMPILATION_CACHE.value)
     _log_environment()
     workdir = _WORKDIR.value or os.path.join("workdir", config.get("name", name))
     logging.info("experiment %s, workdir %s", name, os.path.abspath(workdir))
