@@ -1,5 +1,6 @@
 """Sampler benchmark: utilization and speed of every registered sampler (Discop basic /
-recursive Huffman / recursive bisection, Meteor, arithmetic coding, SparSamp, ...) on
+recursive Huffman / recursive bisection, Meteor, arithmetic coding, SparSamp, range coding
+with rotation, ...) on
 synthetic next-token distributions, through the ``stego.sampler`` protocol.
 
     python benchmarks/samplers.py                  # CPU sizes
@@ -15,6 +16,10 @@ modes:
   vocabulary -> integer frequencies -> the sampler), one jitted scan;
 * ``sorted``: the step gets its candidates already selected, quantized and sorted, as the
   public reference implementation of Discop gets its sorted probabilities.
+
+Block samplers (SparSamp, range coding with rotation) decide bits a block at a time, so a
+few steps say nothing about their capacity: for them a long run (``long_steps`` tokens a
+row, sorted input) gives the utilization over the decided blocks and over the whole run.
 
 Baseline in the same process: the per-token NumPy/Python loop of the same recursive
 algorithms (``stegjax.stego.reference``). Printed beside them: the public reference's
@@ -37,9 +42,9 @@ import numpy as np
 from stegjax.stego import discop, prf, quantize, reference, sampler
 
 SIZES = {
-  "smoke": dict(steps=2, batches=(8,), numpy_tokens=2, repeats=1),
-  "cpu": dict(steps=4, batches=(64, 256), numpy_tokens=4, repeats=2),
-  "gpu": dict(steps=32, batches=(64, 256, 1024), numpy_tokens=20, repeats=5),
+  "smoke": dict(steps=2, batches=(8,), numpy_tokens=2, repeats=1, long_steps=64),
+  "cpu": dict(steps=4, batches=(64, 256), numpy_tokens=4, repeats=2, long_steps=2048),
+  "gpu": dict(steps=32, batches=(64, 256, 1024), numpy_tokens=20, repeats=5, long_steps=8192),
 }
 SETTINGS = {
   "topk2000_v16384": dict(v=16384, top_k=2000, top_p=None, exponent=1.25, target=18000),
@@ -50,7 +55,20 @@ REFERENCE = {
   "topk2000_v16384": dict(encode="1,800-1,870", decode="1,540-1,760", utilization=0.951),
   "topp0.92_v50257": dict(encode="372-395", decode="341-364", utilization=0.948),
 }
-METHODS = ("basic", "recursive", "recursive_bisect", "meteor", "arithmetic", "sparsamp")
+METHODS = (
+  "basic",
+  "recursive",
+  "recursive_bisect",
+  "meteor",
+  "arithmetic",
+  "sparsamp",
+  "rotation",
+)
+# sampler settings beyond the truncation (the near-entropy setting of range coding with rotation)
+METHOD_CFG = {"rotation": dict(block_bits=1024)}
+BLOCK_SAMPLERS = ("sparsamp", "rotation")
+LONG_BATCH = 8
+LONG_ROWS = 64  # distinct distributions cycled through in the long run
 KEY = prf.make_key(b"benchmark key")
 
 
@@ -110,6 +128,35 @@ def _scan_sorted(s):
   return emb, ext
 
 
+def _long_run(s, dists, ent_rows, n_steps, batch):
+  """Utilization of a block sampler over ``n_steps`` tokens a row (sorted input; rows cycle
+  through the ``LONG_ROWS`` distributions): (over decided blocks, over the whole run, tok/s)."""
+  n_rows = dists[0].shape[0]
+
+  @jax.jit
+  def emb(bits, nonce):
+    def body(st, t):
+      idx = (t * batch + jnp.arange(batch)) % n_rows
+      tok, st = s.choose(sampler.Dist(*(a[idx] for a in dists)), t, st, KEY)
+      return st, s.embedded(st)
+
+    return jax.lax.scan(body, s.init_state(bits, nonce), jnp.arange(n_steps))[1]  # [T, B]
+
+  bits = np.random.default_rng(3).integers(0, 2, (batch, 16 * n_steps)).astype(np.uint8)
+  dt, emb_t = _time(lambda: emb(bits, jnp.arange(batch, dtype=jnp.uint32)), 1)
+  emb_t = np.asarray(emb_t)
+  t_idx = np.arange(n_steps)[:, None] * batch + np.arange(batch)[None]
+  ent = ent_rows[t_idx % n_rows]  # [T, B]
+  total = emb_t[-1].astype(float)
+  decided = []
+  for b in range(batch):
+    grew = np.nonzero(np.diff(np.concatenate([[0], emb_t[:, b]])))[0]
+    if len(grew):
+      decided.append((total[b], ent[: grew[-1] + 1, b].sum()))
+  util_blocks = sum(d[0] for d in decided) / max(sum(d[1] for d in decided), 1e-9)
+  return util_blocks, total.sum() / ent.sum(), batch * n_steps / dt
+
+
 def _numpy_loop(freqs, n_tokens, variant):
   """Per-token reference loop (embed) of a recursive variant: tokens/s."""
   step = reference.STEPS[variant]
@@ -148,8 +195,8 @@ def _setting(name, s_cfg, cfg, methods):
   )
   msg = np.random.default_rng(2).integers(0, 2, size=(bmax, 64 * cfg["steps"])).astype(np.uint8)
   for meth in methods:
-    s = sampler.get(meth, support=support, **trunc)
-    row = dict()
+    s = sampler.get(meth, support=support, **trunc, **METHOD_CFG.get(meth, {}))
+    row = dict(settings=METHOD_CFG.get(meth, {}))
     for b in cfg["batches"]:
       lg, m, nonce = jnp.asarray(logits[:b]), jnp.asarray(msg[:b]), jnp.arange(b, dtype=jnp.uint32)
       te, (tok, n) = _time(lambda: sampler.embed(s, lg, m, KEY, nonce), cfg["repeats"])
@@ -176,9 +223,28 @@ def _setting(name, s_cfg, cfg, methods):
           row["expected_utilization"] = (
             float(np.mean([discop.tree_capacity(r, tree) for r in flat])) / ent
           )
+    if meth in BLOCK_SAMPLERS:
+      rows = jnp.asarray(logits.reshape(-1, s_cfg["v"])[:LONG_ROWS])
+      dists = jax.block_until_ready(jax.jit(s.dist)(rows))
+      ent_rows = np.array([_entropy(np.asarray(r)) for r in dists.freqs])
+      ub, uw, tps = _long_run(s, dists, ent_rows, cfg["long_steps"], LONG_BATCH)
+      row["long_run"] = dict(
+        steps=cfg["long_steps"],
+        batch=LONG_BATCH,
+        utilization_decided_blocks=ub,
+        utilization_whole_run=uw,
+        sorted_embed_tok_s=tps,
+      )
     entry["methods"][meth] = row
     exp = f" (exact {row['expected_utilization']:.3f})" if "expected_utilization" in row else ""
-    print(f"  {meth:17s} util {row['utilization']:.3f}{exp}", flush=True)
+    if "long_run" in row:
+      lr = row["long_run"]
+      exp += (
+        f"; over {lr['steps']} tokens a row: {lr['utilization_decided_blocks']:.3f} over the"
+        f" decided blocks, {lr['utilization_whole_run']:.3f} over the whole run"
+        f" ({lr['sorted_embed_tok_s']:.0f} tok/s at batch {lr['batch']})"
+      )
+    print(f"  {meth:17s} util {row['utilization']:.3f} over {cfg['steps']} steps{exp}", flush=True)
     for b in cfg["batches"]:
       r = row[f"b{b}"]
       print(
