@@ -85,6 +85,9 @@ def get_config(arg=None):
       if size != "smoke"
       else ("png", "jpeg85"),
       channel="jpeg85",  # embed mode: the channel the sender prepares M3 for
+      # Further channels the sender simulates: their errors are corrected too, within the
+      # caption's capacity (corrections name true tokens, so they hold through any channel).
+      prepare_channels=(),
       receiver_channel="",  # extract: M2's stand-in ("": implied by the files, JPEG quality)
       m2_steps={"smoke": 20, "cpu": 100, "gpu": 2000, "paper": 10000}[size],
       m2_lr=0.002,
@@ -118,7 +121,6 @@ def get_config(arg=None):
       list_positions=16,
       list_max_moves=3,
       list_sigma2=0.05,  # squared-distance scale of M2's margins (l2-normalized codebook)
-      list_undo_cost=1.0,  # nats against undoing one of the caption's corrections
     )
   )
   return config

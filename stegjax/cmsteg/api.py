@@ -198,15 +198,28 @@ def _payload_sizes(models: Models) -> tuple[int, int, int]:
 
 
 def correction_captions(
-  models: Models, true_tokens, sim_tokens, labels, sim_labels, secret: bytes, counters, length: int
+  models: Models,
+  true_tokens,
+  sim_tokens,
+  labels,
+  sim_labels,
+  secret: bytes,
+  counters,
+  length: int,
+  horizons=None,
+  true_ranks=None,
 ) -> dict:
   """M3, sender side: plan corrections, fit them into a caption of ``length`` chars, draw it.
 
-  ``sim_tokens``/``sim_labels`` come from the sender's own channel simulation and M2: the
-  caption is conditioned on the topic of the class inferred from them, as the receiver
-  will do first. The payload (``correct.seal``) is the true class label (so the receiver
-  replays the prior under the right class even when its own inference is wrong), the
-  coded corrections, and an authenticator over both.
+  ``sim_tokens`` int[B, T] (or int[B, C, T], C simulated channels, the prepared one
+  first) and ``sim_labels`` come from the sender's own channel simulation and M2: the
+  caption is conditioned on the topic of the class inferred from them (the first
+  channel's), as the receiver will do first. The payload (``correct.seal``) is the true
+  class label (so the receiver replays the prior under the right class even when its own
+  inference is wrong), the coded corrections (ranks in the prior's order, valid through
+  any channel), and an authenticator over both. ``horizons`` int[B]: no correction at or
+  after it (the tokens past the message's last bit). ``true_ranks``: ``embed.prior_ranks`` of
+  ``true_tokens`` when already computed.
 
   A caption's capacity depends on the bits it carries (they pick the characters), so a
   payload that does not fit is cut to what the last draw carried and drawn again; each
@@ -214,9 +227,11 @@ def correction_captions(
   """
   cm = models.config.cmsteg
   lb, tb, t = _payload_sizes(models)
-  allowed = m1.allowed_sets(models.prior, true_tokens, labels, models.sampler)
+  if true_ranks is None:
+    true_ranks = m1.prior_ranks(models.prior, true_tokens, labels, models.sampler)
+  hz = [None] * len(true_tokens) if horizons is None else [int(h) for h in horizons]
   plan = lambda i, limit=None: correct.plan(
-    true_tokens[i], sim_tokens[i], allowed[i], models.codebook, cm.l1, cm.l2, limit
+    true_tokens[i], sim_tokens[i], true_ranks[i], cm.l1, cm.l2, limit, hz[i]
   )
   plans = [plan(i) for i in range(len(true_tokens))]
   cap_prior = models.caption_prior(length)

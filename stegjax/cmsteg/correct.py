@@ -1,4 +1,4 @@
-"""M3: cross-modal error correction (CMSTEG eqs. 14-16).
+"""M3: cross-modal error correction (CMSTEG eqs. 14-16), in a form no channel is tied to.
 
 The sender, having simulated the channel and M2, knows which image tokens the
 receiver will get wrong. Each wrong token is coded, earliest first
@@ -6,20 +6,28 @@ receiver will get wrong. Each wrong token is coded, earliest first
 
 - ``d1``: its position relative to the previous *coded* error (the first one
   absolute, in ``ceil(log2(h*w))`` bits), kept when ``d1 < 2**l1``;
-- ``d2``: the rank of the correct token among the samplable top-k tokens at that
-  position, ordered by the distance of their codebook vectors to the vector of
-  the wrongly recovered token (ties by token id), kept when ``d2 < 2**l2``.
+- ``d2``: the rank of the correct token in the prior's order at that position (the
+  samplable top-k tokens by their exact integer frequency, ties by lower token id, as
+  ``stego.sampler.Dist`` ranks them), kept when ``d2 < 2**l2``.
 
-Errors beyond a threshold are dropped (not corrected). The caption's payload is the
+CMSTEG ranks the correct token by the codebook distance to the *wrongly recovered* one, so
+its corrections hold only for the errors of the channel the sender simulated: through
+another channel (the untouched PNG of an image prepared for JPEG) the receiver's token at
+a coded position differs, and the correction turns it into a wrong one. The prior's order
+depends only on the tokens before the position, which the receiver replays (corrected,
+in order) whatever the channel, so a correction here names the true token for any channel:
+at a position the channel left intact it changes nothing. The sender may therefore code
+the errors of several simulated channels at once (``plan`` takes several recovered
+grids: the prepared channel's errors first, then the others').
+
+Errors beyond a threshold are dropped (not corrected), and so are errors at or after
+``horizon`` (tokens past the last bit the message needs). The caption's payload is the
 class label, then the coded list (a count followed by the pairs), encrypted with a
 ChaCha20 keystream under a key derived from the shared secret and the message counter,
 then a short authenticator (HMAC-SHA256 over the counter and the ciphertext, truncated to
 ``tag_bits``): ``seal`` / ``open_sealed``. A payload that merely parses (about 0.5% of
 random bit strings do) is rejected unless its tag verifies, so a receiver that reads the
 caption under the wrong topic or counter never applies garbage corrections.
-
-Both sides compute ranks from token ids and the codebook alone, so they agree
-whenever the receiver's recovered tokens equal the sender's simulation.
 """
 
 from __future__ import annotations
@@ -27,8 +35,6 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from cryptography.hazmat.primitives import constant_time, hashes, hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
@@ -83,66 +89,51 @@ def tau(payload_bits: int, num_tokens: int, l1: int = 8, l2: int = 8) -> int:
   return n
 
 
-@jax.jit
-def distance_order(codebook, wrong_tokens, allowed) -> jax.Array:
-  """Token ids sorted by distance of their codebook vector to each wrong token's vector.
-
-  ``wrong_tokens`` int[...], ``allowed`` bool[..., V] (the samplable top-k set) ->
-  int32[..., V]: allowed ids first, nearest first, ties by token id; then the rest.
-  One jitted function used by sender and receiver alike, so both order identically.
-  """
-  cb = jnp.asarray(codebook, jnp.float32)
-  wrong = jnp.asarray(wrong_tokens, jnp.int32)
-  d = jnp.sum(jnp.square(cb - cb[wrong][..., None, :]), axis=-1)
-  d = jnp.where(allowed, d, jnp.inf)
-  ids = jnp.broadcast_to(jnp.arange(cb.shape[0], dtype=jnp.int32), d.shape)
-  return jnp.lexsort((ids, d), axis=-1).astype(jnp.int32)
-
-
 def plan(
   true_tokens,
   recovered_tokens,
-  allowed,
-  codebook,
+  true_ranks,
   l1: int = 8,
   l2: int = 8,
   max_corrections: int | None = None,
+  horizon: int | None = None,
 ) -> Plan:
   """Plans the corrections of one image (eq. 14).
 
   Args:
-    true_tokens, recovered_tokens: int[T] in raster order.
-    allowed: bool[T, V], the samplable set at each position under the true prefix.
-    codebook: float[V, d] (the tokenizer's l2-normalized entries).
-    max_corrections: cap set by the caption's capacity (eq. 16); later errors dropped.
+    true_tokens: int[T] in raster order.
+    recovered_tokens: int[T], or int[C, T] for C simulated channels (the first one is the
+      channel prepared for: its errors are kept first when the caption runs short).
+    true_ranks: int[T], each true token's rank in its step's prior order
+      (``embed.prior_ranks``; -1 where it is not samplable).
+    max_corrections: cap set by the caption's capacity (eq. 16); errors beyond it dropped.
+    horizon: errors at positions >= horizon are not coded (the message ends before them).
   """
   t_true = np.asarray(true_tokens).reshape(-1)
-  t_rec = np.asarray(recovered_tokens).reshape(-1)
-  if t_true.shape != t_rec.shape:
+  t_rec = np.asarray(recovered_tokens)
+  t_rec = t_rec.reshape(-1, t_rec.shape[-1]) if t_rec.ndim > 1 else t_rec.reshape(1, -1)
+  if t_rec.shape[1] != t_true.shape[0]:
     raise ValueError(f"token grids differ in size: {t_true.shape} vs {t_rec.shape}")
-  errors = np.nonzero(t_true != t_rec)[0]
-  allowed = np.asarray(allowed)
-  orders = (
-    np.asarray(distance_order(codebook, t_rec[errors], allowed[errors])) if len(errors) else []
-  )
-  n_allowed = allowed[errors].sum(-1) if len(errors) else []
-  positions, ranks, dropped = [], [], []
-  prev = None
-  for i, p in enumerate(errors.tolist()):
-    if max_corrections is not None and len(positions) >= max_corrections:
-      dropped.append(p)
-      continue
-    if prev is not None and p - prev >= 2**l1:
-      dropped.append(p)
-      continue
-    hit = np.nonzero(orders[i][: n_allowed[i]] == t_true[p])[0]
-    if len(hit) == 0 or hit[0] >= 2**l2:
-      dropped.append(p)  # correct token outside the top-k set or beyond the rank threshold
-      continue
-    positions.append(p)
-    ranks.append(int(hit[0]))
-    prev = p
-  return Plan(tuple(positions), tuple(ranks), tuple(dropped), int(len(errors)))
+  ranks = np.asarray(true_ranks).reshape(-1)
+  wrong = t_rec != t_true[None]
+  errors = np.nonzero(wrong.any(0))[0]
+  limit = len(t_true) if horizon is None else int(horizon)
+  codable = [
+    p for p in errors.tolist() if p < limit and 0 <= ranks[p] < 2**l2
+  ]  # the correct token outside the top-k set or beyond the rank threshold cannot be coded
+  # Priority: the prepared channel's errors, then those more other channels share; earliest
+  # first within each (a wrong token spoils every bit after it).
+  priority = sorted(codable, key=lambda p: (not wrong[0, p], -int(wrong[:, p].sum()), p))
+  if max_corrections is not None:
+    priority = priority[: max(0, int(max_corrections))]
+  chosen = sorted(priority)
+  while True:  # a gap of 2**l1 or more cannot be coded: drop the later one, recheck
+    gaps = [j for j in range(1, len(chosen)) if chosen[j] - chosen[j - 1] >= 2**l1]
+    if not gaps:
+      break
+    chosen.pop(gaps[0])
+  dropped = tuple(p for p in errors.tolist() if p not in set(chosen))
+  return Plan(tuple(chosen), tuple(int(ranks[p]) for p in chosen), dropped, int(len(errors)))
 
 
 def _uint_bits(value: int, width: int) -> list[int]:
@@ -270,8 +261,3 @@ def open_sealed(bits, secret, counter, num_tokens, label_bits, num_classes, tag_
     raise ValueError("label out of range")
   positions, ranks = from_bits(plain[label_bits:], num_tokens, l1, l2)
   return label, positions, ranks
-
-
-def allowed_from_logits(logits) -> np.ndarray:
-  """bool[..., V]: the samplable set (processed logits are -inf outside the top-k)."""
-  return np.asarray(jnp.isfinite(jnp.asarray(logits)))

@@ -29,7 +29,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stegjax.cmsteg import correct
 from stegjax.models import transformer
 from stegjax.stego import sampler as sampler_lib
 
@@ -103,24 +102,27 @@ def _embed_fn(s: Sampler):
 @functools.lru_cache(maxsize=None)
 def _extract_fn(s: Sampler, corrections: bool, vocab: int):
   width = s.stego.bits_per_step(vocab)
+  del vocab
 
   def choose(logits, step, state):
-    # Received token, or its M3 correction: the rank-th allowed token nearest (in codebook
-    # space) to the received one; then read the bits that token carries at this step.
-    recovered, ranks, codebook, key, xs, bits, counts, ok = state
+    # Received token, or its M3 correction: the token of that rank in this step's prior order
+    # (frequency, then token id), whatever the receiver got; then read the bits it carries.
+    recovered, ranks, key, xs, bits, counts, ok, order = state
     rec = recovered[:, step]
     rank = ranks[:, step]
     d = s.stego.dist(logits)
     tok = rec
     if corrections:
-      order = correct.distance_order(codebook, rec, s.stego.allowed(d, vocab))
-      fixed = jnp.take_along_axis(order, jnp.maximum(rank, 0)[:, None], axis=1)[:, 0]
-      tok = jnp.where(rank >= 0, fixed, rec)
+      k = d.freqs.shape[1]
+      tok = jnp.where(rank >= 0, d.token(jnp.clip(rank, 0, k - 1)), rec)
+    pos, found = d.rank(tok)
     b, n, good, xs = s.stego.extract(d, tok, step, key, xs)
     bits = jax.lax.dynamic_update_slice_in_dim(bits, b[:, None, :], step, axis=1)
     counts = jax.lax.dynamic_update_slice_in_dim(counts, n[:, None], step, axis=1)
     ok = jax.lax.dynamic_update_slice_in_dim(ok, good[:, None], step, axis=1)
-    return tok, (recovered, ranks, codebook, key, xs, bits, counts, ok)
+    pos = jnp.where(found, pos, -1)[:, None]
+    order = jax.lax.dynamic_update_slice_in_dim(order, pos, step, axis=1)
+    return tok, (recovered, ranks, key, xs, bits, counts, ok, order)
 
   return choose, width
 
@@ -165,21 +167,33 @@ def extract(prior, codebook, key, tokens, labels, nonces, s: Sampler, ranks=None
   """Reads the bits carried by received token sequences, applying M3 corrections first.
 
   Args:
-    codebook: float[V, d] tokenizer codebook (needed only with ``ranks``).
+    codebook: unused (a correction is a rank in the prior's own order, ``replay``).
     tokens: int[B, T] received (recovered) tokens.
-    ranks: int[B, T], the M3 correction rank at each corrected position, -1 elsewhere.
+    ranks: int[B, T], the M3 correction at each corrected position (the rank of the true
+      token in that step's prior order), -1 elsewhere.
   Returns (tokens int32[B, T] after corrections, list of B uint8 bit arrays, ok bool[B, T])
   where ``ok[b, t]`` is False if token t could not have been produced at step t.
+  """
+  del codebook
+  out = replay(prior, key, tokens, labels, nonces, s, ranks)
+  return out["tokens"], out["bits"], out["ok"]
+
+
+def replay(prior, key, tokens, labels, nonces, s: Sampler, ranks=None) -> dict:
+  """The receiver's AR replay of token sequences (with M3 corrections when ``ranks`` given).
+
+  Returns dict: ``tokens`` int32[B, T] after corrections, ``bits`` (list of B uint8 arrays),
+  ``ok`` bool[B, T], ``counts`` int32[B, T] (bits each token carries) and ``order`` int32[B, T]
+  (each token's rank in its step's prior order: frequency, then lower id; -1 where it is not
+  a candidate). ``order`` of the true tokens is what the sender codes as corrections: it
+  depends only on the prior and the tokens before, never on the channel.
   """
   tokens = np.asarray(tokens, np.int32)
   b, t = tokens.shape
   use = ranks is not None
   if not use:
     ranks = np.full((b, t), -1, np.int32)
-  if use and codebook is None:
-    raise ValueError("M3 corrections need the tokenizer's codebook")
   choose, width = _extract_fn(s, use, int(prior.model.vocab_size))
-  codebook = jnp.asarray(np.zeros((1, 1)) if codebook is None else codebook, jnp.float32)
   key = jnp.asarray(key, jnp.uint32)
 
   def run(tokens, ranks, labels, nonces):
@@ -187,12 +201,12 @@ def extract(prior, codebook, key, tokens, labels, nonces, s: Sampler, ranks=None
     state = (
       jnp.asarray(tokens),
       jnp.asarray(ranks, jnp.int32),
-      codebook,
       key,
       s.stego.init_extract_state(jnp.asarray(nonces, jnp.uint32)),
       jnp.zeros((rows, t, width), jnp.uint8),
       jnp.zeros((rows, t), jnp.int32),
       jnp.zeros((rows, t), bool),
+      jnp.zeros((rows, t), jnp.int32),
     )
     out, st = transformer.generate(
       prior.model,
@@ -205,17 +219,24 @@ def extract(prior, codebook, key, tokens, labels, nonces, s: Sampler, ranks=None
       temperature=s.temperature,
       choose_state=state,
     )
-    return out, st[5], st[6], st[7]
+    return out, st[4], st[5], st[6], st[7]
 
   nonces = np.broadcast_to(np.asarray(nonces, np.int64), (b,))
-  out, bits, counts, ok = in_rows(
+  out, bits, counts, ok, order = in_rows(
     run, s.rows, tokens, np.asarray(ranks, np.int32), np.asarray(labels), nonces
   )
   flat = [
     np.concatenate([bits[i, j, : counts[i, j]] for j in range(t)]).astype(np.uint8)
     for i in range(b)
   ]
-  return out, flat, ok
+  return {"tokens": out, "bits": flat, "ok": ok, "counts": counts, "order": order}
+
+
+def prior_ranks(prior, tokens, labels, s: Sampler) -> np.ndarray:
+  """int32[B, T]: each token's rank in its step's prior order given the tokens before it
+  (-1 where it is not a candidate): the sender's M3 corrections (``correct.plan``)."""
+  b = len(np.asarray(tokens))
+  return replay(prior, np.zeros(8, np.uint32), tokens, labels, np.zeros(b, np.int64), s)["order"]
 
 
 def allowed_sets(prior, tokens, labels, s: Sampler) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 ``evaluate(models, seed)`` hides ``cmsteg.num_messages`` random messages of
 ``cmsteg.file_bytes`` each across as many images as they need (``transfer.send``,
-corrections prepared for ``cmsteg.channel`` only), sends every image through each channel of
+corrections prepared for ``cmsteg.channel`` and ``cmsteg.prepare_channels``), sends every
+image through each channel of
 ``cmsteg.message_channels``, and runs the receiver (``transfer.receive``) as a user would:
 M2's stand-in is the one the received file implies (a PNG none, a JPEG its quality, which
 ``extract`` reads from the file's quantization tables; the receiver is not told the channel
@@ -124,6 +125,7 @@ def evaluate(models: api.Models, seed: int) -> dict:
     "k": lay.k,
     "redundancy": r,
     "prepared_channel": cm.channel,
+    "prepared_channels": transfer.prepared_channels(cm.channel, cm.get("prepare_channels", ())),
     "send_seconds_per_image": send_s,
     "channels": per_channel,
     "lost": dict(_summary(rows), lost=r, channel=cm.channel),

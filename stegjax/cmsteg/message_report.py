@@ -13,10 +13,14 @@ def _how(how: dict) -> str:
   return ", ".join(f"{k} {v}" for k, v in sorted(how.items())) or "-"
 
 
+def _prepared(res) -> list[str]:
+  return list(res.get("prepared_channels", [res["prepared_channel"]]))
+
+
 def table(res) -> str:
   rows = []
   for name, r in res["channels"].items():
-    note = " (prepared)" if name == res["prepared_channel"] else ""
+    note = " (prepared)" if name in _prepared(res) else ""
     rows.append(
       [
         name + note,
@@ -50,7 +54,7 @@ def table(res) -> str:
 
 
 def _others(res) -> str:
-  other = {k: v for k, v in res["channels"].items() if k != res["prepared_channel"]}
+  other = {k: v for k, v in res["channels"].items() if k not in _prepared(res)}
   if not other:
     return ""
   ok = sum(v["message_ok"] for v in other.values()) / len(other)
@@ -58,6 +62,13 @@ def _others(res) -> str:
     f" On the channels the sender did not prepare for ({', '.join(other)}), "
     f"{_pct(ok)} of messages came back on average."
   )
+
+
+def _prepared_text(res) -> str:
+  first, *rest = _prepared(res)
+  if not rest:
+    return f"{first} only"
+  return f"{first} and, within the caption's capacity, {', '.join(rest)}"
 
 
 def captions(c) -> str:
@@ -87,7 +98,8 @@ def section(res) -> str:
     f"{res['short_images']} image(s) carried less than a chunk and were sent anyway, the "
     f"chunk going again), {res['message_bits_per_image']:.0f} message bits per image "
     f"(images carry {res['carried_bits']['mean']:.0f} bits on average). Corrections were "
-    f"prepared for {res['prepared_channel']} only; the receiver is not told the channel "
+    f"prepared for {_prepared_text(res)} (each names the true token by its rank in the "
+    "prior's order, so it holds through any channel); the receiver is not told the channel "
     "(M2's stand-in is what the file implies: a JPEG's quality from its quantization "
     "tables, none for a PNG), takes the images in a shuffled order, "
     "tries each caption's corrections and none, and list-decodes an image whose chunk tag "

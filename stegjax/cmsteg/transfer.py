@@ -4,21 +4,25 @@ Sender (``send``): ``message.Message`` cuts one AEAD frame into tagged chunks; e
 an unselected Discop sample of the prior under its own nonce ``counter + seq`` and class
 ``api.draw_label(secret, nonce)``; an image that carries less than its chunk is still sent
 and its chunk goes again (``message.Schedule``). Each image gets an M3 caption prepared for
-the expected channel.
+the expected channel and, within the caption's capacity, for ``cmsteg.prepare_channels``
+(a correction names the true token in the prior's order, so it holds through any channel);
+tokens past the chunk's last bit are not corrected.
 
 Receiver (``receive``): M2 on every image; then each image's nonce is found (its caption
 authenticates under exactly one nonce; without a caption, its chunk tag does), trying the
 nonce its position in the folder suggests first; then the chunk is extracted with the
-caption's corrections and without them (a channel the sender did not foresee may make the
-corrections wrong); an image whose chunk tag still fails is list-decoded
-(``listdecode.search``) around both; ``message.assemble`` rebuilds and verifies the frame
-from any ``k`` complete shares.
+caption's corrections and without them; an image whose chunk tag still fails (a channel the
+sender did not foresee damaged tokens it did not correct) is list-decoded
+(``listdecode.search``) around both, guessing only at uncorrected positions before the
+chunk's end; ``message.assemble`` rebuilds and verifies the frame from any ``k`` complete
+shares.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -58,9 +62,24 @@ def send(models: api.Models, message: bytes, secret: bytes, counter: int, channe
   tokens, nonces = np.concatenate(toks), np.concatenate(nonces)
   labels = np.asarray([api.draw_label(secret, int(n), models.candidates) for n in nonces])
   images = api.decode_images(models, tokens)
-  sim_tok, sim_labels = api.receive_tokens(models, real.apply(channel, images, sim_key), channel)
+  replay = m1.replay(models.prior, key, tokens, labels, nonces, models.sampler)
+  sims, sim_labels = [], None
+  for i, name in enumerate(prepared_channels(channel, cm.get("prepare_channels", ()))):
+    k = jax.random.fold_in(sim_key, i) if i else sim_key
+    tok, inferred = api.receive_tokens(models, real.apply(name, images, k), name)
+    sims.append(tok)
+    sim_labels = inferred if sim_labels is None else sim_labels
   m3 = api.correction_captions(
-    models, tokens, sim_tok, labels, sim_labels, secret, nonces, int(cm.caption_length)
+    models,
+    tokens,
+    np.stack(sims, 1),
+    labels,
+    sim_labels,
+    secret,
+    nonces,
+    int(cm.caption_length),
+    horizons=horizons(replay["counts"], msg.layout.chunk_bits),
+    true_ranks=replay["order"],
   )
   return {
     "images": images,
@@ -74,6 +93,23 @@ def send(models: api.Models, message: bytes, secret: bytes, counter: int, channe
     "layout": msg.layout,
     "schedule": sched.stats(),
   }
+
+
+def prepared_channels(channel: str, extra) -> list[str]:
+  """The channels the sender simulates: ``channel`` first, then ``extra`` (no repeats)."""
+  extra = [c for c in (extra.split(",") if isinstance(extra, str) else extra) if c]
+  return list(dict.fromkeys([channel] + extra))
+
+
+def horizons(counts, chunk_bits: int) -> np.ndarray:
+  """int[B]: tokens needed to carry the first ``chunk_bits`` bits (all T when short of them).
+
+  ``counts`` int[B, T]: the bits each token carries. A wrong token at or after the horizon
+  cannot touch the chunk, so it needs no correction and no list-decoding guess.
+  """
+  cum = np.cumsum(np.asarray(counts), axis=1)
+  full = cum[:, -1] >= chunk_bits
+  return np.where(full, np.argmax(cum >= chunk_bits, axis=1) + 1, cum.shape[1])
 
 
 # ----------------------------------------------------------------------------- receiver
@@ -189,29 +225,42 @@ def _distances(models, pixels) -> np.ndarray:
   return np.asarray(d).reshape(-1, d.shape[-1])
 
 
-def _list_decode(models, im: Image, secret: bytes) -> None:
-  """Searches substitutions around the corrected and the plain tokens until the tag verifies."""
+def _horizon(models, im: Image, secret: bytes, ranks, chunk_bits) -> int:
+  """Positions worth guessing at: those before the chunk's end in a replay of the tokens,
+  with a margin (a wrong token earlier moves the later bit counts); all without
+  ``chunk_bits``."""
+  t = len(im.tokens)
+  if chunk_bits is None:
+    return t
+  label = api.draw_label(secret, int(im.nonce), models.candidates)
+  rk = None if ranks is None else np.asarray(ranks)[None]
+  out = m1.replay(
+    models.prior, framing.sampling_key(secret), im.tokens[None], [label], [im.nonce],
+    models.sampler, rk,
+  )  # fmt: skip
+  h = int(horizons(out["counts"], chunk_bits)[0])
+  return min(t, int(np.ceil(1.25 * h)) + 4)
+
+
+def _list_decode(models, im: Image, secret: bytes, chunk_bits=None) -> None:
+  """Searches substitutions around the corrected and the plain tokens until the tag verifies.
+
+  The caption's corrections name true tokens through any channel, so no guess is spent at a
+  corrected position; positions past the chunk's end (``_horizon``) are not guessed at.
+  """
   cm = models.config.cmsteg
   dist = _distances(models, im.pixels)
   bases = ([im.ranks] if im.ranks is not None else []) + [None]
   for ranks in bases:
+    fixed = np.zeros(len(im.tokens), bool) if ranks is None else ranks >= 0
+    fixed[_horizon(models, im, secret, ranks, chunk_bits) :] = True
+    allowed = np.broadcast_to(~fixed[:, None], dist.shape)
     moves = listdecode.moves_from_distances(
-      dist, im.tokens, int(cm.list_positions), 2, float(cm.list_sigma2)
+      dist, im.tokens, int(cm.list_positions), 2, float(cm.list_sigma2), allowed=allowed
     )
-    if ranks is not None:  # a correction the channel made wrong can be undone
-      moves += [
-        listdecode.Move(int(p), int(im.tokens[p]), float(cm.list_undo_cost))
-        for p in np.nonzero(ranks >= 0)[0]
-      ]
 
     def verify(cands, ranks=ranks):
-      rows = []
-      for cand in cands:
-        rk = None if ranks is None else ranks.copy()
-        for m in cand:
-          if rk is not None:
-            rk[m.position] = -1
-        rows.append((im, listdecode.apply_moves(im.tokens, cand), rk))
+      rows = [(im, listdecode.apply_moves(im.tokens, cand), ranks) for cand in cands]
       return [c if c is not None and c.verified else None for c in _chunks(models, secret, rows)]
 
     res = listdecode.search(
@@ -284,6 +333,12 @@ def _known(ims, counters) -> list[int]:
   return [max(set(got), key=got.count)] if got else list(counters)
 
 
+def _chunk_bits(ims) -> int | None:
+  """The chunk size verified images agree on (None while none has verified)."""
+  geom = message_lib.geometry_of([im.chunk for im in ims])
+  return None if geom is None else message_lib.chunk_bits(geom[3])
+
+
 def _finish(models, ims, secret) -> dict:
   """Assembles; list-decodes failed images (nonce known) only while shares are missing."""
   cm = models.config.cmsteg
@@ -295,11 +350,11 @@ def _finish(models, ims, secret) -> dict:
     except errors.IncompleteMessageError:
       if not pending:
         raise
-      _list_decode(models, pending.pop(0), secret)
+      _list_decode(models, pending.pop(0), secret, _chunk_bits(ims))
     except errors.WrongKeyError:
       if not pending:
         raise _no_chunk(ims) from None
-      _list_decode(models, pending.pop(0), secret)
+      _list_decode(models, pending.pop(0), secret, None)
   for im in ims:
     im.how = im.how or ("failed" if im.nonce is not None else "not ours")
   out.update(

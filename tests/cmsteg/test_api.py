@@ -69,8 +69,8 @@ def test_short_caption_keeps_the_earliest_corrections_and_reads_back(models):
   length = 24  # far too short for 16 corrections of 16 bits each: forces the retry loop
   m3 = api.correction_captions(models, true, wrong, labels, labels, secret, counters, length)
   full = [
-    correct.plan(true[i], wrong[i], a, models.codebook)
-    for i, a in enumerate(m1.allowed_sets(models.prior, true, labels, models.sampler))
+    correct.plan(true[i], wrong[i], r)
+    for i, r in enumerate(m1.prior_ranks(models.prior, true, labels, models.sampler))
   ]
   assert np.all(m3["coded_bits"] <= m3["caption_bits"])
   got_labels, ranks, ok = api.read_corrections(

@@ -97,21 +97,31 @@ def test_batch_equals_alone(prior, sent):
   assert n1[0] == sent["n"][1]
 
 
-def test_corrections_inside_the_loop(prior, sent):
+def _coded_ranks(prior, sent, rec):
   true = sent["tokens"]
-  rs = np.random.RandomState(3)
-  rec = true.copy()
-  for i, p in [(0, 2), (0, 9), (2, 15)]:
-    rec[i, p] = (true[i, p] + 1 + rs.randint(V - 1)) % V
-  codebook = rs.randn(V, 4).astype(np.float32)
-  allowed = m1.allowed_sets(prior, true, sent["labels"], S)
+  order = m1.prior_ranks(prior, true, sent["labels"], S)
   ranks = np.full(true.shape, -1, np.int32)
   for i in range(B):
-    plan = correct.plan(true[i], rec[i], allowed[i], codebook)
+    plan = correct.plan(true[i], rec[i], order[i])
     pos, rk = correct.from_bits(correct.to_bits(plan, 16), 16)
     ranks[i, pos] = rk
+  return ranks
+
+
+def _damage(true, where, seed):
+  rs = np.random.RandomState(seed)
+  rec = true.copy()
+  for i, p in where:
+    rec[i, p] = (true[i, p] + 1 + rs.randint(V - 1)) % V
+  return rec
+
+
+def test_corrections_inside_the_loop(prior, sent):
+  true = sent["tokens"]
+  rec = _damage(true, [(0, 2), (0, 9), (2, 15)], 3)
+  ranks = _coded_ranks(prior, sent, rec)
   fixed, bits, ok = m1.extract(
-    prior, codebook, sent["key"], rec, sent["labels"], sent["nonces"], S, ranks=ranks
+    prior, None, sent["key"], rec, sent["labels"], sent["nonces"], S, ranks=ranks
   )
   np.testing.assert_array_equal(fixed, true)
   for i in range(B):
@@ -119,6 +129,38 @@ def test_corrections_inside_the_loop(prior, sent):
   # Without the corrections the damaged sequences do not give the message back.
   _, raw, _ = m1.extract(prior, None, sent["key"], rec, sent["labels"], sent["nonces"], S)
   assert not np.array_equal(raw[0][: sent["n"][0]], sent["bits"][0, : sent["n"][0]])
+
+
+def test_prior_ranks_are_the_replay_order(prior, sent):
+  # The rank of each true token among its step's candidates, ordered by frequency, then id.
+  order = m1.prior_ranks(prior, sent["tokens"], sent["labels"], S)
+  logits = transformer.logits_for_tokens(
+    prior.model, {"params": prior.params}, jnp.asarray(sent["labels"]),
+    jnp.asarray(sent["tokens"]), cfg_scale=S.cfg_scale, top_k=S.top_k,
+  )  # fmt: skip
+  freqs = np.asarray(m1._freqs(logits.reshape(-1, V), S)).reshape(B, 16, V)
+  for i in range(B):
+    for t in range(16):
+      f, tok = freqs[i, t], sent["tokens"][i, t]
+      want = int(np.sum((f > f[tok]) | ((f == f[tok]) & (np.arange(V) < tok))))
+      assert order[i, t] == want, (i, t)
+  assert order.min() >= 0 and order.max() < S.top_k
+
+
+def test_corrections_hold_through_a_channel_they_were_not_made_for(prior, sent):
+  # Corrections planned for one channel's errors, applied to tokens another channel damaged
+  # elsewhere or not at all: coded positions get their true token whatever was received.
+  true = sent["tokens"]
+  ranks = _coded_ranks(prior, sent, _damage(true, [(0, 2), (0, 9), (1, 4), (2, 15)], 3))
+  other = _damage(true, [(0, 9), (1, 4)], 8)  # a subset, and with other wrong tokens
+  untouched = true.copy()  # the channel changed nothing
+  for rec in (other, untouched):
+    fixed, bits, _ = m1.extract(
+      prior, None, sent["key"], rec, sent["labels"], sent["nonces"], S, ranks=ranks
+    )
+    np.testing.assert_array_equal(fixed, true)
+    for i in range(B):
+      np.testing.assert_array_equal(bits[i][: sent["n"][i]], sent["bits"][i, : sent["n"][i]])
 
 
 def test_wrong_key_reads_other_bits(prior, sent):

@@ -65,3 +65,21 @@ def test_every_prepared_channel_default():
     if channels.image_channel(channel).stochastic:
       continue
     _round_trip(models, channel, 40 + i, b"x" * int(config.cmsteg.message_bytes))
+
+
+# Slow for the same reason (its own smoke models); the fast suite checks the property on
+# tokens (tests/cmsteg/test_transfer.py: corrections through a channel not prepared for).
+@pytest.mark.slow
+def test_prepared_for_jpeg85_extracts_from_png_and_other_qualities(smoke_models):
+  from stegjax.channels import real
+  from stegjax.cmsteg import transfer
+
+  assert not smoke_models.config.cmsteg.prepare_channels  # jpeg85's corrections only
+  secret = keyfile.party_secret(b"p" * 32, "a")
+  message = b"prepared for jpeg85 only"
+  sent = transfer.send(smoke_models, message, secret, 3, "jpeg85", jax.random.PRNGKey(3))
+  caps = list(sent["captions"])
+  for name in ("png", "jpeg75", "jpeg95"):  # the untouched PNG, and PIL JPEG at 75 and 95
+    received = real.apply(name, sent["images"], jax.random.PRNGKey(4))
+    got = transfer.receive(smoke_models, received, caps, secret, [2, 3, 4], name)
+    assert got["message"] == message and got["counter"] == 3, (name, got["how"])

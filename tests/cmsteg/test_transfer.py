@@ -34,7 +34,7 @@ def _config():
   cm.caption_length = 48
   cm.embed_batch = 8
   cm.list_budget, cm.list_positions, cm.list_max_moves = 64, 8, 2
-  cm.list_sigma2, cm.list_undo_cost = 1.0, 1.0
+  cm.list_sigma2 = 1.0
   return config
 
 
@@ -70,8 +70,8 @@ def models():
 def sent(models):
   orig = api.correction_captions
 
-  def perfect_sim(models_, tokens, sim_tok, labels, sim_labels, secret, nonces, length):
-    return orig(models_, tokens, tokens, labels, labels, secret, nonces, length)
+  def perfect_sim(models_, tokens, sim_tok, labels, sim_labels, secret, nonces, length, **kw):
+    return orig(models_, tokens, tokens, labels, labels, secret, nonces, length, **kw)
 
   with pytest.MonkeyPatch.context() as mp:  # the sender's channel simulation gets all tokens
     mp.setattr(api, "receive_tokens", lambda m, x, c: (np.zeros((len(x), 64), np.int32), None))
@@ -79,11 +79,11 @@ def sent(models):
     return transfer.send(models, MESSAGE, SECRET, 5, "png", jax.random.PRNGKey(0))
 
 
-def _receive(models, sent, order, damage=None, captions=True, monkeypatch=None):
+def _receive(models, sent, order, damage=None, captions=True, monkeypatch=None, shift=1):
   toks = sent["tokens"][order].copy()
   if damage:
     for i, p in damage:
-      toks[i, p] = (toks[i, p] + 1) % models.codebook.shape[0]
+      toks[i, p] = (toks[i, p] + shift) % models.codebook.shape[0]
   labels = sent["labels"][order]
   monkeypatch.setattr(api, "receive_tokens", lambda m, x, c: (toks, labels))
   v = models.codebook.shape[0]
@@ -131,6 +131,45 @@ def test_list_decoding_repairs_a_damaged_token(models, sent, monkeypatch):
   out = _receive(models, sent, keep, damage=[(0, 3), (2, 10)], monkeypatch=monkeypatch)
   assert out["message"] == MESSAGE
   assert "list decoding" in out["how"] and out["tried"] > 0
+
+
+PREPARED = (2, 5, 9, 14)  # where the sender's simulated channel (and M2) got tokens wrong
+
+
+@pytest.fixture(scope="module")
+def sent_prepared(models):
+  """The message with corrections for a simulated channel that damaged PREPARED."""
+  orig = api.correction_captions
+  v = models.codebook.shape[0]
+
+  def simulated(models_, tokens, sim_tok, labels, sim_labels, secret, nonces, length, **kw):
+    sim = tokens.copy()
+    sim[:, list(PREPARED)] = (sim[:, list(PREPARED)] + 1) % v
+    return orig(models_, tokens, sim, labels, labels, secret, nonces, length, **kw)
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(api, "receive_tokens", lambda m, x, c: (np.zeros((len(x), 64), np.int32), None))
+    mp.setattr(api, "correction_captions", simulated)
+    return transfer.send(models, MESSAGE[:8], SECRET, 5, "jpeg85", jax.random.PRNGKey(0))
+
+
+def test_corrections_hold_through_a_channel_the_sender_did_not_prepare(
+  models, sent_prepared, monkeypatch
+):
+  sent = sent_prepared
+  assert all(p.positions == PREPARED for p in sent["plans"])
+  n = len(sent["images"])
+  order = np.arange(n)[::-1]
+  # Another channel: two of the prepared tokens wrong, to other values than the simulation
+  # saw (a correction relative to the simulated wrong token would now pick a wrong one), the
+  # other two intact. Each correction names the true token, so every image reads at once.
+  damage = [(i, p) for i in range(n) for p in PREPARED[1:3]]
+  out = _receive(models, sent, order, damage=damage, monkeypatch=monkeypatch, shift=2)
+  assert out["message"] == MESSAGE[:8] and out["tried"] == 0
+  assert out["how"] == ["corrections"] * n
+  # The untouched image (a PNG for a JPEG-prepared embed): the corrections change nothing.
+  out = _receive(models, sent, order, monkeypatch=monkeypatch)
+  assert out["message"] == MESSAGE[:8] and out["how"] == ["corrections"] * n
 
 
 def test_wrong_key_fails_cleanly(models, sent, monkeypatch):
