@@ -75,7 +75,8 @@ def _evaluate(config, workdir: str, models: api.Models) -> dict:
 
   sent, speed = _hide_timed(models, messages, secret, counters, labels)
   capacity = _capacity(models, secret, counters, labels, rs)
-  Image.fromarray(sent["images"][0]).save(os.path.join(workdir, "stego_example.png"))
+  if report.is_writer():  # every process computes the same images; process 0 writes
+    Image.fromarray(sent["images"][0]).save(os.path.join(workdir, "stego_example.png"))
   report.save_grid(sent["images"][:16], os.path.join(workdir, "stego_grid.png"), ncol=8, scale=4)
   per_channel, captions, received = _channels(config, workdir, models, sent, labels, secret)
   t0 = time.time()
