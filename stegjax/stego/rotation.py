@@ -7,14 +7,14 @@ pseudorandom offset, so that the token is an exact sample of the model's distrib
 whatever the message is. This module is an integer, batched, streaming form of it.
 
 **Sender.** The message is cut into blocks: the first of ``first_block_bits`` bits, each next
-one twice the last up to ``block_bits`` (multiples of 16), so that a short sequence carries
-bits early and a long one approaches the entropy. Within a block the sender holds an integer
-interval of ``r`` candidate values and its own index ``x < r``; the block's bits are read lazily, 16 at a time, like a range coder's
-renormalization: whenever ``r < 2**15`` and bits of the block are left, ``r <- r * 2**16``
-and ``x <- x * 2**16 + next 16 bits`` (so ``r < 2**31`` always). Each step draws ``R``, the top
-``precision`` bits of the ChaCha20 word ``(nonce, t, 0)``, maps the index to the frequency
-circle, ``slot = floor(x * 2**precision / r)``, and picks the token whose cumulative interval
-holds ``u = (R + slot) mod 2**precision``.
+one twice the last up to ``block_bits`` (multiples of 16), so that a short sequence carries bits
+early and a long one approaches the entropy. Within a block the sender holds an integer interval
+of ``r`` candidate values and its own index ``x < r``; the block's bits are read lazily, 16 at a
+time, like a range coder's renormalization: whenever ``r < 2**15`` and bits of the block are
+left, ``r <- r * 2**16`` and ``x <- x * 2**16 + next 16 bits`` (so ``r < 2**31`` always). Each
+step draws ``R``, the top ``precision`` bits of the ChaCha20 word ``(nonce, t, 0)``, maps the
+index to the frequency circle, ``slot = floor(x * 2**precision / r)``, and picks the token whose
+cumulative interval holds ``u = (R + slot) mod 2**precision``.
 
 **Exact marginal.** ``x`` and ``r`` depend on the message and on earlier draws only, and ``R``
 is uniform and fresh, so ``u`` is uniform on ``[0, 2**precision)`` for every message: token
