@@ -70,6 +70,35 @@ def test_tokenizer_two_processes_equal_one(tmp_path):
   _assert_same(two, one)
 
 
+# Shortened smoke runs for the fast suite: every multi-process path still runs (data,
+# tokenizer and prior training on each process's rows, tokenizing spread over the job,
+# evaluation, process 0's report), with fewer steps and images.
+AR_PRIOR_SHORT = ("--config.vq.train.num_steps=2", "--config.prior.train.num_steps=2")
+CMSTEG_SHORT = AR_PRIOR_SHORT + (
+  "--config.captioner.train.num_steps=2",
+  "--config.cmsteg.num_images=2",
+  "--config.cmsteg.m2_steps=2",
+)
+
+
+def test_ar_prior_two_processes_equal_one(tmp_path):
+  two = run_job(2, 1, "configs/ar_prior.py:smoke", tmp_path / "two", *AR_PRIOR_SHORT)
+  one = run_job(1, 2, "configs/ar_prior.py:smoke", tmp_path / "one", *AR_PRIOR_SHORT)
+  assert two["bits_per_token"]["heldout_null_class"] > 0
+  _assert_same(two, one)
+
+
+@pytest.mark.slow
+def test_cmsteg_two_processes_equal_one(tmp_path):
+  # 2 devices per process: the job's 4 devices also spread work inside each process.
+  # Slow: even shortened, the two jobs cost about 20 CPU minutes (M1/M2/M3 over two channels,
+  # the caption-length table and the message evaluation compile many programs).
+  two = run_job(2, 2, "configs/cmsteg.py:smoke", tmp_path / "two", *CMSTEG_SHORT)
+  one = run_job(1, 4, "configs/cmsteg.py:smoke", tmp_path / "one", *CMSTEG_SHORT)
+  assert two["num_images"] == 2 and set(two["channels"]) == {"png", "jpeg85"}
+  _assert_same(two, one)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("devices", [1, 2])
 @pytest.mark.parametrize("config", ["configs/ar_prior.py:smoke", "configs/cmsteg.py:smoke"])
