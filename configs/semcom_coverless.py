@@ -45,6 +45,10 @@ def get_config(arg=None):
       cond_dim=pick(smoke=16, cpu=64, gpu=128),
       train_steps=1000,  # T of the noise schedule
       p_uncond=0.1,
+      # Pixel space (models.diffusion.to_model): "soft" = a bounded bijection, so generations
+      # are images in (0, 1) by construction and the receiver inverts exactly what was sent;
+      # "linear" = 2y - 1, out-of-range generations are clipped for the channel.
+      space="soft",
       train=_train(
         size,
         {"smoke": 4, "cpu": 1500, "gpu": 40000, "paper": 100000},

@@ -55,7 +55,9 @@ def _fit_unet(config, workdir, train, num_classes, rng):
   def loss_fn(params, extra, batch, rng, step):
     x = system.to_float(batch["image"])
     key = system.typed_key(rng)
-    loss = diffusion.loss(model, params["unet"], x, batch["label"], key, abar, float(ucfg.p_uncond))
+    loss = diffusion.loss(
+      model, params["unet"], x, batch["label"], key, abar, float(ucfg.p_uncond), str(ucfg.space)
+    )
     return loss, ({"mse": loss}, extra)
 
   init_fn = lambda r: ({"unet": diffusion.init(model, r, config.data.patch_size)}, {})
@@ -143,7 +145,7 @@ def _exactness(config, unet, p_unet, abar, secrets, legit, pub_cond):
   eps_fn = coverless.guided_eps_fn(unet, p_unet, float(config.ddim.guidance))
   out = {}
   for iters in sorted({0, int(config.ddim.fixed_point_iters)}):
-    s = coverless.Sampler(eps_fn, abar, int(config.ddim.steps), iters)
+    s = coverless.Sampler(eps_fn, abar, int(config.ddim.steps), iters, str(config.unet.space))
     same, full = jax.jit(lambda x: coverless.round_trips(s, x, legit, pub_cond))(secrets)
     out[iters] = dict(same_condition=_mean_psnr(same, secrets), scheme=_mean_psnr(full, secrets))
   return out
@@ -236,7 +238,9 @@ def _scheme(config, unet, p_unet, abar, classes):
   """Sampler, jitted hide/generate/invert, the public condition of transmission i, the keys."""
   dc = config.ddim
   eps_fn = coverless.guided_eps_fn(unet, p_unet, float(dc.guidance))
-  sampler = coverless.Sampler(eps_fn, abar, int(dc.steps), int(dc.fixed_point_iters))
+  sampler = coverless.Sampler(
+    eps_fn, abar, int(dc.steps), int(dc.fixed_point_iters), str(config.unet.space)
+  )
   legit, eves = _keys(config, unet, p_unet, classes)
   # One compile per key (a key's scramble indexes with host arrays).
   hide = lambda x, c, key: jax.jit(lambda x, c: coverless.hide(sampler, x, key, c))(x, c)

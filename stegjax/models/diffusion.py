@@ -10,6 +10,16 @@ path as a class: ``class_cond(labels)`` looks a class up in the learned table, r
 Training (``loss``) is the DDPM epsilon objective (Ho et al. 2020, eq. 14) with the
 class dropped to null with probability ``p_uncond`` (Ho & Salimans 2022). The noise
 schedule is linear in beta (1e-4 .. 0.02 over T steps), ``alpha_bars(T)``.
+
+Pixel space: ``to_model`` / ``to_image`` map images [0, 1] to the model's space and back.
+``"linear"`` is x = 2y - 1 (a generation can leave [0, 1] and must then be clipped to be sent
+as an image, which loses what the clip cuts off). ``"soft"`` is a bounded bijection: linear on
+the middle of the range (|x| <= ``SOFT_KNEE``), tanh tails beyond, so every model-space value
+maps to a distinct pixel value strictly inside (0, 1) and back; real pixels at 0 or 1 are
+first moved in by ``SOFT_MARGIN`` (a quarter of an 8-bit level), so model values beyond about
++-1.33 come back at +-1.33 (8 bits cannot tell those pixels apart). A model trained in the soft
+space generates images in range by construction, and a DDIM inversion of its (un-clipped)
+output finds the same trajectory.
 """
 
 from __future__ import annotations
@@ -27,6 +37,38 @@ def alpha_bars(num_train_steps: int = 1000, beta_min: float = 1e-4, beta_max: fl
   """Cumulative products of (1 - beta_t) for the linear schedule, float32 [T]."""
   betas = np.linspace(beta_min, beta_max, num_train_steps, dtype=np.float64)
   return jnp.asarray(np.cumprod(1.0 - betas), jnp.float32)
+
+
+SPACES = ("linear", "soft")
+SOFT_KNEE = 0.8
+SOFT_MARGIN = 1.0 / 510.0  # in model units (2 per [0, 1]): a quarter of an 8-bit level
+
+
+def _check_space(space: str):
+  if space not in SPACES:
+    raise ValueError(f"pixel space must be one of {SPACES}, got {space!r}")
+
+
+def to_model(images: jax.Array, space: str = "linear") -> jax.Array:
+  """Images in [0, 1] -> the model's space (the inverse of ``to_image``)."""
+  _check_space(space)
+  y = 2.0 * jnp.asarray(images, jnp.float32) - 1.0
+  if space == "linear":
+    return y
+  k = SOFT_KNEE
+  a = jnp.minimum(jnp.abs(y), 1.0 - SOFT_MARGIN)
+  tail = k + (1.0 - k) * jnp.arctanh((jnp.maximum(a, k) - k) / (1.0 - k))
+  return jnp.sign(y) * jnp.where(a <= k, a, tail)
+
+
+def to_image(x: jax.Array, space: str = "linear") -> jax.Array:
+  """Model space -> images: ``linear`` unclipped, ``soft`` strictly inside (0, 1)."""
+  _check_space(space)
+  if space == "soft":
+    k = SOFT_KNEE
+    a = jnp.abs(x)
+    x = jnp.sign(x) * jnp.where(a <= k, a, k + (1.0 - k) * jnp.tanh((a - k) / (1.0 - k)))
+  return (x + 1.0) / 2.0
 
 
 def timestep_embedding(t: jax.Array, dim: int) -> jax.Array:
@@ -125,9 +167,12 @@ def class_conds(model: UNet, params, labels: jax.Array) -> jax.Array:
   return model.apply(params, jnp.asarray(labels, jnp.int32), method=UNet.class_cond)
 
 
-def loss(model: UNet, params, images: jax.Array, labels: jax.Array, rng, abar, p_uncond=0.1):
-  """DDPM epsilon MSE on images [B,H,W,3] in [0,1]; labels dropped to null w.p. p_uncond."""
-  x0 = 2.0 * images - 1.0
+def loss(
+  model: UNet, params, images: jax.Array, labels: jax.Array, rng, abar, p_uncond=0.1, space="linear"
+):
+  """DDPM epsilon MSE on images [B,H,W,3] in [0,1] (``to_model(images, space)``); labels
+  dropped to null w.p. p_uncond."""
+  x0 = to_model(images, space)
   b = x0.shape[0]
   k_t, k_n, k_d = jax.random.split(rng, 3)
   t = jax.random.randint(k_t, (b,), 0, abar.shape[0])

@@ -78,8 +78,9 @@ def _from_x0(x0, eps, a):
   return jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * eps
 
 
-def ddim_generate(eps_fn: EpsFn, x_T, cond, abar, num_steps: int) -> jax.Array:
-  """x_T [B,H,W,3] (noise scale) -> image [B,H,W,3] in [0,1] (not clipped)."""
+def ddim_generate(eps_fn: EpsFn, x_T, cond, abar, num_steps: int, space="linear") -> jax.Array:
+  """x_T [B,H,W,3] (noise scale) -> image [B,H,W,3] (``diffusion.to_image``: in [0, 1] only
+  by construction in the ``soft`` space; ``linear`` is not clipped)."""
   taus, alphas = ddim_schedule(abar, num_steps)
 
   def step(x, i):
@@ -87,11 +88,11 @@ def ddim_generate(eps_fn: EpsFn, x_T, cond, abar, num_steps: int) -> jax.Array:
     return _from_x0(_to_x0(x, eps, alphas[i + 1]), eps, alphas[i]), None
 
   x, _ = jax.lax.scan(step, x_T, jnp.arange(num_steps - 1, -1, -1))
-  return (x + 1.0) / 2.0
+  return diffusion.to_image(x, space)
 
 
 def ddim_invert(
-  eps_fn: EpsFn, image, cond, abar, num_steps: int, fixed_point_iters: int = 0
+  eps_fn: EpsFn, image, cond, abar, num_steps: int, fixed_point_iters: int = 0, space="linear"
 ) -> jax.Array:
   """Image [B,H,W,3] in [0,1] -> x_T such that ``ddim_generate`` (same cond) returns it."""
   taus, alphas = ddim_schedule(abar, num_steps)
@@ -103,7 +104,7 @@ def ddim_invert(
     x = jax.lax.fori_loop(0, fixed_point_iters, lambda _, x: inv(eps_fn(x, taus[i], cond)), x)
     return x, None
 
-  x, _ = jax.lax.scan(step, 2.0 * image - 1.0, jnp.arange(num_steps))
+  x, _ = jax.lax.scan(step, diffusion.to_model(image, space), jnp.arange(num_steps))
   return x
 
 
@@ -216,12 +217,15 @@ class Sampler:
   abar: jax.Array
   steps: int
   fixed_point_iters: int
+  space: str = "linear"  # the model's pixel space (``diffusion.to_model``)
 
   def invert(self, image, cond):
-    return ddim_invert(self.eps_fn, image, cond, self.abar, self.steps, self.fixed_point_iters)
+    return ddim_invert(
+      self.eps_fn, image, cond, self.abar, self.steps, self.fixed_point_iters, self.space
+    )
 
   def generate(self, z, cond):
-    return ddim_generate(self.eps_fn, z, cond, self.abar, self.steps)
+    return ddim_generate(self.eps_fn, z, cond, self.abar, self.steps, self.space)
 
 
 def _bcast(cond, b):

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from stegjax.models import diffusion
 
@@ -55,3 +56,35 @@ def test_one_training_step_lowers_nothing_nonfinite_and_moves_params():
   assert max(moved) > 0.0
   # The loss with the same draws goes down after the step (lr small enough, one batch).
   assert float(lossf(new)) < float(l0)
+
+
+def test_soft_space_is_a_bounded_bijection():
+  y = np.linspace(0.0, 1.0, 1001, dtype=np.float32)
+  lin = diffusion.to_model(y, "linear")
+  np.testing.assert_allclose(np.asarray(lin), 2 * y - 1, atol=1e-7)
+  x = np.asarray(diffusion.to_model(y, "soft"))
+  assert np.all(np.diff(x) > 0)  # strictly increasing: distinct pixels, distinct values
+  # The middle of the range is untouched; pixels at 0 and 1 map to finite values.
+  mid = np.abs(2 * y - 1) <= diffusion.SOFT_KNEE
+  np.testing.assert_allclose(x[mid], 2 * y[mid] - 1, atol=1e-6)
+  assert 1.0 < x[-1] < 2.0 and x[0] == -x[-1]
+  # Back to pixels: exact in the middle, within the margin (a quarter level) at 0 and 1.
+  back = np.asarray(diffusion.to_image(x, "soft"))
+  np.testing.assert_allclose(back, y, atol=0.5 * diffusion.SOFT_MARGIN + 1e-6)
+  np.testing.assert_allclose(back[1:-1], y[1:-1], atol=2e-6)
+  # Any model-space value lands in [0, 1] (strictly inside where float32 can tell), and the
+  # model space round trip is exact up to the margin's value (about 1.33); beyond it, pixels
+  # within a quarter level of 0 or 1 come back at the margin (8 bits cannot tell them apart).
+  wide = np.linspace(-50.0, 50.0, 2001, dtype=np.float32)
+  img = np.asarray(diffusion.to_image(wide, "soft"))
+  assert img.min() >= 0.0 and img.max() <= 1.0 and np.all(np.diff(img) >= 0)
+  edge = float(diffusion.to_model(jnp.array([1.0]), "soft")[0])
+  z = np.linspace(-edge, edge, 801, dtype=np.float32)
+  img = diffusion.to_image(z, "soft")
+  assert 0.0 < float(img.min()) and float(img.max()) < 1.0
+  np.testing.assert_allclose(np.asarray(diffusion.to_model(img, "soft")), z, atol=2e-4)
+  np.testing.assert_allclose(np.asarray(diffusion.to_model(jnp.array([0.99999]), "soft")), edge)
+  # The linear space leaves the range (what the channel would clip).
+  assert float(diffusion.to_image(jnp.array([1.5]), "linear")[0]) > 1.0
+  with pytest.raises(ValueError, match="pixel space"):
+    diffusion.to_model(y, "logit")
