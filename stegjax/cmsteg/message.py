@@ -313,11 +313,12 @@ def assemble(chunks, secret: bytes, redundancy: int | None = None, budget: int =
   when fewer than ``k`` shares are complete (naming how many), and the framing errors when
   the rebuilt frame does not authenticate. Never returns unverified bytes.
   """
+  total = len(chunks)  # images offered, including those whose chunk did not parse
   chunks = [c for c in chunks if c is not None]
   geom = geometry_of(chunks)
   if geom is None:
     raise errors.WrongKeyError(
-      f"none of the {len(chunks)} images authenticates under this key "
+      f"none of the {total} images authenticates under this key "
       "(wrong key or counter, or every image was damaged beyond repair)"
     )
   counter, k, _, _ = geom
@@ -326,7 +327,7 @@ def assemble(chunks, secret: bytes, redundancy: int | None = None, budget: int =
     lost = f"any {redundancy} may be lost" if redundancy is not None else "sent with parity"
     raise errors.IncompleteMessageError(
       f"only {len(shares)} of the {k} shares needed are complete ({lost}); "
-      f"{sum(c.verified for c in chunks)} of {len(chunks)} images verified"
+      f"{sum(c.verified for c in chunks)} of {total} images verified"
     )
   err = None
   # A forged share would need a 2^-24 tag collision; should one pass, other subsets are tried.
