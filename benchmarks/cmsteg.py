@@ -172,13 +172,12 @@ def main():
     }
 
   toks, _ = m1.embed(prior, key, bits, np.full(n, bits.shape[1]), labels, nonces, s)
-  cb = recipes.vq_codebook(vq)
   rec = toks.copy()
-  rec[:, ::7] = (rec[:, ::7] + 1) % cb.shape[0]
+  rec[:, ::7] = (rec[:, ::7] + 1) % recipes.vq_codebook(vq).shape[0]
 
   def plan():
-    allowed = m1.allowed_sets(prior, toks, labels, s)
-    return [correct.plan(toks[i], rec[i], allowed[i], cb) for i in range(n)]
+    ranks = m1.prior_ranks(prior, toks, labels, s)
+    return [correct.plan(toks[i], rec[i], ranks[i]) for i in range(n)]
 
   res["m3_plan_s_per_image"] = _timed(plan, repeats=1) / n
   if args.early_stop:
