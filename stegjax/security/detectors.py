@@ -109,7 +109,11 @@ class Detector:
       t = rng.integers(0, 8 if augment else 1, half)
       off = rng.integers(0, span, (half, 2)) if crop else np.zeros((half, 2), int)
       pair = [d4_crop(x[i], t, off, crop) for x in (cover_tr, stego_tr)]
-      return {"image": np.concatenate(pair), "label": labels}
+      # every process draws the same global batch and keeps its own block of it
+      return {
+        "image": sharding.process_rows(np.concatenate(pair)),
+        "label": sharding.process_rows(labels),
+      }
 
     return batch_fn
 
