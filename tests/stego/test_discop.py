@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.stego import cases
+
 from stegjax.stego import discop, prf, quantize, reference
 
 VARIANTS = discop.VARIANTS
@@ -15,23 +17,9 @@ KEY = prf.make_key(b"test key")
 P24 = 24
 
 
-def _kinds(rng, v):
-  """peaked, flat, Zipf-like, random: probabilities [4, v]."""
-  z = rng.normal(size=(4, v))
-  logits = np.stack([z[0] * 6.0, z[1] * 0.05, -1.1 * np.log(rng.permutation(v) + 1.0), z[3] * 1.5])
-  p = np.exp(logits - logits.max(-1, keepdims=True))
-  return p / p.sum(-1, keepdims=True)
-
-
-@functools.lru_cache(maxsize=None)
 def big_case():
   """Top-k 2000 of 16384: freqs [4 kinds, T=4, V], support 2000."""
-  rng = np.random.default_rng(0)
-  probs = np.stack([_kinds(rng, 16384) for _ in range(4)], axis=1).astype(np.float32)
-  freqs = np.asarray(quantize.to_frequencies(probs, precision=P24, top_k=2000))
-  bits = rng.integers(0, 2, size=(4, 400)).astype(np.uint8)
-  nonce = np.array([11, 12, 13, 14], np.uint32)
-  return freqs, bits, nonce
+  return cases.top_k_2000(4)
 
 
 @functools.lru_cache(maxsize=None)

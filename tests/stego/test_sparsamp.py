@@ -9,6 +9,8 @@ import jax
 import numpy as np
 import pytest
 
+from tests.stego import cases
+
 from stegjax.errors import ConfigError
 
 from stegjax.stego import prf, quantize, reference, sampler, sparsamp
@@ -16,22 +18,9 @@ from stegjax.stego import prf, quantize, reference, sampler, sparsamp
 KEY = prf.make_key(b"sparsamp test")
 
 
-def _kinds(rng, v):
-  """peaked, flat, Zipf-like, random: probabilities [4, v]."""
-  z = rng.normal(size=(4, v))
-  logits = np.stack([z[0] * 6.0, z[1] * 0.05, -1.1 * np.log(rng.permutation(v) + 1.0), z[3] * 1.5])
-  p = np.exp(logits - logits.max(-1, keepdims=True))
-  return p / p.sum(-1, keepdims=True)
-
-
-@functools.lru_cache(maxsize=None)
 def big_case():
   """Top-k 2000 of 16384, four kinds of rows, T=6 steps."""
-  rng = np.random.default_rng(0)
-  probs = np.stack([_kinds(rng, 16384) for _ in range(6)], axis=1).astype(np.float32)
-  freqs = np.asarray(quantize.to_frequencies(probs, precision=24, top_k=2000))
-  bits = rng.integers(0, 2, size=(4, 400)).astype(np.uint8)
-  return freqs, bits, np.array([11, 12, 13, 14], np.uint32)
+  return cases.top_k_2000(6)
 
 
 S = sampler.get("sparsamp", top_k=2000, precision=24, block_bits=12)
