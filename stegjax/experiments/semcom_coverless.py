@@ -56,7 +56,15 @@ def _fit_unet(config, workdir, train, num_classes, rng):
     x = system.to_float(batch["image"])
     key = system.typed_key(rng)
     loss = diffusion.loss(
-      model, params["unet"], x, batch["label"], key, abar, float(ucfg.p_uncond), str(ucfg.space)
+      model,
+      params["unet"],
+      x,
+      batch["label"],
+      key,
+      abar,
+      float(ucfg.p_uncond),
+      str(ucfg.space),
+      str(ucfg.prediction),
     )
     return loss, ({"mse": loss}, extra)
 
@@ -140,9 +148,14 @@ def _mean_psnr(a, b):
   return float(jnp.mean(image_metrics.psnr(jnp.clip(a, 0, 1), jnp.clip(b, 0, 1))))
 
 
+def _eps_fn(config, unet, p_unet, abar):
+  guidance, prediction = float(config.ddim.guidance), str(config.unet.prediction)
+  return coverless.guided_eps_fn(unet, p_unet, guidance, abar, prediction)
+
+
 def _exactness(config, unet, p_unet, abar, secrets, legit, pub_cond):
   """Noise-free round trips, plain inversion vs fixed-point (``coverless.round_trips``)."""
-  eps_fn = coverless.guided_eps_fn(unet, p_unet, float(config.ddim.guidance))
+  eps_fn = _eps_fn(config, unet, p_unet, abar)
   out = {}
   for iters in sorted({0, int(config.ddim.fixed_point_iters)}):
     s = coverless.Sampler(eps_fn, abar, int(config.ddim.steps), iters, str(config.unet.space))
@@ -237,7 +250,7 @@ def _cost_strategy(config, workdir, train_imgs, held_imgs, jscc, p_jscc, rng):
 def _scheme(config, unet, p_unet, abar, classes):
   """Sampler, jitted hide/generate/invert, the public condition of transmission i, the keys."""
   dc = config.ddim
-  eps_fn = coverless.guided_eps_fn(unet, p_unet, float(dc.guidance))
+  eps_fn = _eps_fn(config, unet, p_unet, abar)
   sampler = coverless.Sampler(
     eps_fn, abar, int(dc.steps), int(dc.fixed_point_iters), str(config.unet.space)
   )

@@ -167,11 +167,43 @@ def class_conds(model: UNet, params, labels: jax.Array) -> jax.Array:
   return model.apply(params, jnp.asarray(labels, jnp.int32), method=UNet.class_cond)
 
 
+PREDICTIONS = ("eps", "v")
+
+
+def _check_prediction(prediction: str):
+  if prediction not in PREDICTIONS:
+    raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+
+
+def target(x0: jax.Array, noise: jax.Array, a: jax.Array, prediction: str = "eps") -> jax.Array:
+  """What the network regresses: ``eps``, or ``v = sqrt(a) eps - sqrt(1-a) x0``."""
+  _check_prediction(prediction)
+  if prediction == "eps":
+    return noise
+  return jnp.sqrt(a) * noise - jnp.sqrt(1.0 - a) * x0
+
+
+def eps_of(out: jax.Array, x_t: jax.Array, a: jax.Array, prediction: str = "eps") -> jax.Array:
+  """The epsilon a network output means at x_t, alpha_bar a (``v``: sqrt(1-a) x_t + sqrt(a) v)."""
+  _check_prediction(prediction)
+  if prediction == "eps":
+    return out
+  return jnp.sqrt(1.0 - a) * x_t + jnp.sqrt(a) * out
+
+
 def loss(
-  model: UNet, params, images: jax.Array, labels: jax.Array, rng, abar, p_uncond=0.1, space="linear"
+  model: UNet,
+  params,
+  images: jax.Array,
+  labels: jax.Array,
+  rng,
+  abar,
+  p_uncond=0.1,
+  space="linear",
+  prediction="eps",
 ):
-  """DDPM epsilon MSE on images [B,H,W,3] in [0,1] (``to_model(images, space)``); labels
-  dropped to null w.p. p_uncond."""
+  """DDPM MSE on images [B,H,W,3] in [0,1] (``to_model(images, space)``) against ``target``
+  (epsilon or v); labels dropped to null w.p. p_uncond."""
   x0 = to_model(images, space)
   b = x0.shape[0]
   k_t, k_n, k_d = jax.random.split(rng, 3)
@@ -181,5 +213,5 @@ def loss(
   x_t = jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * noise
   drop = jax.random.bernoulli(k_d, p_uncond, (b,))
   labels = jnp.where(drop, model.num_classes, labels)
-  eps = model.apply(params, x_t, t, class_conds(model, params, labels))
-  return jnp.mean(jnp.square(eps - noise))
+  out = model.apply(params, x_t, t, class_conds(model, params, labels))
+  return jnp.mean(jnp.square(out - target(x0, noise, a, prediction)))

@@ -49,23 +49,34 @@ def ddim_schedule(abar: jax.Array, num_steps: int) -> tuple[jax.Array, jax.Array
 EpsFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # (x, tau, cond) -> eps
 
 
-def guided_eps_fn(model: diffusion.UNet, params, guidance: float) -> EpsFn:
-  """eps = eps_null + w (eps_cond - eps_null) (Ho & Salimans 2022); w = 1 is plain conditional."""
+def guided_eps_fn(
+  model: diffusion.UNet, params, guidance: float, abar=None, prediction: str = "eps"
+) -> EpsFn:
+  """eps = eps_null + w (eps_cond - eps_null) (Ho & Salimans 2022); w = 1 is plain conditional.
+
+  A ``v`` model's output becomes epsilon through ``diffusion.eps_of`` at alpha_bar[tau]
+  (``abar`` needed); the guidance is linear, so guiding v or epsilon is the same."""
   null = diffusion.class_conds(model, params, jnp.array([model.num_classes]))[0]
+  if prediction != "eps" and abar is None:
+    raise ValueError("a v-prediction model needs the noise schedule (abar)")
 
   def eps_fn(x, tau, cond):
     b = x.shape[0]
     t = jnp.full((b,), tau, jnp.int32)
     if guidance == 1.0:
-      return model.apply(params, x, t, cond)
-    both = model.apply(
-      params,
-      jnp.concatenate([x, x]),
-      jnp.concatenate([t, t]),
-      jnp.concatenate([cond, jnp.broadcast_to(null, cond.shape)]),
-    )
-    e_c, e_u = jnp.split(both, 2)
-    return e_u + guidance * (e_c - e_u)
+      out = model.apply(params, x, t, cond)
+    else:
+      both = model.apply(
+        params,
+        jnp.concatenate([x, x]),
+        jnp.concatenate([t, t]),
+        jnp.concatenate([cond, jnp.broadcast_to(null, cond.shape)]),
+      )
+      e_c, e_u = jnp.split(both, 2)
+      out = e_u + guidance * (e_c - e_u)
+    if prediction == "eps":
+      return out
+    return diffusion.eps_of(out, x, abar[tau], prediction)
 
   return eps_fn
 
