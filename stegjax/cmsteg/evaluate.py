@@ -12,8 +12,9 @@ import time
 
 import jax
 import numpy as np
+from absl import logging
 
-from stegjax import channels
+from stegjax import channels, errors
 from stegjax.cmsteg import api, correct, recover
 from stegjax.cmsteg import embed as m1
 
@@ -134,7 +135,12 @@ def caption_length_table(models, sent, labels, secret, counters, name, lengths, 
   lb, tb = api.label_bits(models), int(cm.caption_tag_bits)
   rows = []
   for length in lengths:
-    m3 = api.correction_captions(models, true, tok, labels, recv_labels, secret, counters, length)
+    try:
+      m3 = api.correction_captions(models, true, tok, labels, recv_labels, secret, counters, length)
+    except errors.ConfigError as e:  # some image's caption of this length is too short
+      logging.warning("Table 4, %d-word captions: %s", length, e)
+      rows.append({"length": int(length), "too_short": str(e)})
+      continue
     read = read_captions(models, m3["captions"], recv_labels, secret, counters, length)
     st = _stage(models, sent, secret, counters, tok, read["labels"], read["ranks"])
     rho = float(np.mean(m3["caption_bits"])) / length

@@ -124,6 +124,9 @@ def table4(res) -> str:
   rows = []
   for r in res["caption_lengths"]:
     paper = PAPER_TABLE4.get(r["length"])
+    if "too_short" in r:  # a caption of this length cannot carry the label and the tag
+      rows.append([r["length"]] + ["too short for the label + authenticator"] + ["-"] * 9)
+      continue
     rows.append(
       [
         r["length"],

@@ -58,3 +58,12 @@ def test_paper_figures_sit_beside_ours():
   assert "99.98 / 99.50" in table  # png after M1+M2+M3: paper / this run
   assert "4285 / 3" in table
   assert report.parse_targets("png:0.99,scale0.5:0.97") == {"png": 0.99, "scale0.5": 0.97}
+
+
+def test_table4_reports_a_caption_too_short_instead_of_failing():
+  row = dict(length=16, bits_per_char=3.0, caption_bits=48.0, tau_eq16_paper=1.0, tau_exact=1.0)
+  row.update(corrections_made=1.0, errors=2.0, R_q=0.5, Cap=10.0, message_ok=0.0)
+  table = report.table4({"caption_lengths": [{"length": 8, "too_short": "22 bits"}, row]})
+  lines = table.splitlines()
+  assert "too short" in lines[2] and lines[2].count("|") == lines[3].count("|")
+  assert "50.00%" in lines[3]
