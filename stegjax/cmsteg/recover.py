@@ -9,11 +9,19 @@ down-and-up resizing for scaling); the best-loss iterate's tokens are kept.
 
 The sender simulates M2 and the receiver repeats it, so an image's tokens must not depend
 on the batch it arrives in or on the number of devices. Each image therefore runs alone, in
-one geometry ([1, H, W, 3]), through one single-device compiled function on the first local
-device (a program partitioned over two devices rounds differently, so spreading images over
+one geometry ([1, H, W, 3]), through one single-device compiled function (a program
+partitioned over two devices rounds differently, so splitting an image or a batch over
 devices would make the bits depend on the device count). Running alone also gives each image
-its own early stop: it stops once its tokens have not changed
-for ``patience`` steps. The stand-ins of the default channels are branches of one
+its own early stop: it stops once its tokens have not changed for ``patience`` steps.
+
+Whole images are spread over the job: each process runs its contiguous block of the images
+and the blocks are gathered with ``multihost_utils`` (every process gets the whole result).
+On accelerators a process also deals its block out over its local devices, one whole image
+per device (the same single-device program on each, so the same bits). Fake CPU devices
+share the host's cores, so there a process runs all its images on its first device
+(spreading would only add one compilation per device).
+
+The stand-ins of the default channels are branches of one
 ``lax.switch`` with the channel's parameter traced, so every default channel (and every
 JPEG quality, step count, learning rate and patience) reuses one compiled loop.
 """
@@ -27,11 +35,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from stegjax import channels
 from stegjax import errors
 from stegjax.channels import real
 from stegjax.train import sharding
+
+# Deal a process's images out over its local CPU devices too (tests only: see above).
+SPREAD_ON_CPU = False
 
 
 def _to_model(x01):
@@ -126,20 +138,42 @@ def recover(
   del batch_size
   sin = stand_in(channel)  # also a clear error for an unknown channel name
   forms, index = forms_for(channel)
-  # One device, one image at a time: the same compiled program for every image, whatever
-  # the batch or the number of devices (an SPMD program over 2 devices rounds differently).
-  device = jax.local_devices()[0]
-  params = jax.device_put(sharding.to_host(vq.params), device)
   # Only the image shape and the set of forms are static: channels, step counts, learning
   # rates and patience all reuse one compiled loop.
   args = (jnp.int32(index), jnp.float32(sin.param), jnp.int32(steps), jnp.float32(lr))
   args += (jnp.int32(patience),)
+  host_params = sharding.to_host(vq.params)  # a collective for global params: every process
+  # This process's contiguous block of the images.
+  count, pid = jax.process_count(), jax.process_index()
+  per = -(-len(x) // count)
+  block = range(min(pid * per, len(x)), min((pid + 1) * per, len(x)))
+  devices = jax.local_devices()
+  if devices[0].platform == "cpu" and not SPREAD_ON_CPU:
+    devices = devices[:1]
+  devices = devices[: max(1, len(block))]
+  params = [jax.device_put(host_params, d) for d in devices]
   outs = []
-  for i in range(len(x)):  # dispatched asynchronously, read back at the end
-    xi = jax.device_put(x[i : i + 1].astype(np.float32) / 255.0, device)
-    outs.append(_optimize(vq.model, params, xi, *args, forms=forms))
-  outs = [np.stack([np.asarray(o[k]) for o in outs]) for k in range(4)]
-  res = dict(zip(("tokens_m1", "tokens", "loss", "steps_each"), outs))
+  for j, i in enumerate(block):  # dispatched asynchronously, read back at the end
+    d = j % len(devices)
+    xi = jax.device_put(x[i : i + 1].astype(np.float32) / 255.0, devices[d])
+    outs.append(_optimize(vq.model, params[d], xi, *args, forms=forms))
+  # The block's rows, padded to ``per`` rows (zeros, not computed) so that every process
+  # gathers the same shapes.
+  shapes = jax.eval_shape(
+    functools.partial(_optimize, vq.model, forms=forms),
+    host_params,
+    jax.ShapeDtypeStruct((1, *x.shape[1:]), jnp.float32),
+    *args,
+  )
+  rows = []
+  for k, shape in enumerate(shapes):
+    got = [np.asarray(o[k]) for o in outs]
+    pad = [np.zeros(shape.shape, shape.dtype)] * (per - len(got))
+    rows.append(np.stack(got + pad))
+  if count > 1:
+    rows = multihost_utils.process_allgather(rows)  # [processes, per, ...]
+  rows = [r.reshape(-1, *r.shape[(2 if count > 1 else 1) :])[: len(x)] for r in rows]
+  res = dict(zip(("tokens_m1", "tokens", "loss", "steps_each"), rows))
   res["steps"] = int(res["steps_each"].max())
   chex.assert_equal_shape([res["tokens_m1"], res["tokens"]])
   return res

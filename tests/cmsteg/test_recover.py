@@ -1,6 +1,10 @@
 """M2 latent optimization: what it starts from, that it lowers the loss, batching, compiles."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +15,8 @@ from stegjax.channels import jpeg, real
 from stegjax.cmsteg import recover
 from stegjax.models import vq as vq_lib
 from stegjax.cmsteg.recipes import Trained, encode_tokens
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -116,25 +122,61 @@ def test_bad_input(vq, images):
 
 
 _SHARDED = """
-import json
-import jax, jax.numpy as jnp, numpy as np
+import json, os, sys
+import jax
+if len(sys.argv) > 1:  # PROCESS_ID NUM_PROCESSES PORT: one process of a loopback job
+  jax.distributed.initialize(f"localhost:{sys.argv[3]}", int(sys.argv[2]), int(sys.argv[1]))
+import jax.numpy as jnp, numpy as np
 from stegjax.cmsteg import recover
 from stegjax.models import vq as vq_lib
 from stegjax.cmsteg.recipes import Trained
+recover.SPREAD_ON_CPU = True  # deal images out over the fake devices, as on accelerators
 model = vq_lib.VQModel(ch=8, ch_mult=(1, 2), num_res_blocks=1, z_channels=8, codebook_size=32,
                        codebook_dim=4, norm_groups=4)
 params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
 images = np.random.RandomState(0).randint(0, 256, (5, 16, 16, 3)).astype(np.uint8)
 out = recover.recover(Trained(model, params, {}), images, "jpeg75", steps=10, lr=0.05)
-print(json.dumps(dict(devices=len(jax.devices()), tokens=out["tokens"].tolist(),
-                      loss=out["loss"].astype(float).tolist())))
+print(json.dumps(dict(devices=len(jax.devices()), processes=jax.process_count(),
+                      tokens=out["tokens"].tolist(), loss=out["loss"].astype(float).tolist(),
+                      steps=out["steps_each"].tolist())))
 """
 
 
-def test_same_bits_on_one_or_two_devices(python_subprocess):
-  """The receiver's device count does not change M2's bits (float32 losses compared exactly)."""
+def _two_processes(code, devices):
+  """``code`` as a loopback job of 2 processes x ``devices``; every process's last line."""
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = str(s.getsockname()[1])
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  procs = [
+    subprocess.Popen(
+      [sys.executable, "-c", code, str(i), "2", port],
+      env=env,
+      cwd=REPO,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (o, e) in zip(procs, outs):
+    assert p.returncode == 0, f"process failed:\n{o}\n{e[-3000:]}"
+  return [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+
+
+def test_same_bits_on_any_job_layout(python_subprocess):
+  """The receiver's devices and processes do not change M2's bits (float32 losses exactly).
+
+  1 process x 1 device against 2 processes x 2 devices: each process runs its block of the
+  5 images (3 and 2), deals it out over its two devices, and the blocks are gathered.
+  """
   one = json.loads(python_subprocess(_SHARDED, n_devices=1).strip().splitlines()[-1])
-  two = json.loads(python_subprocess(_SHARDED, n_devices=2).strip().splitlines()[-1])
-  assert (one["devices"], two["devices"]) == (1, 2)
-  assert one["tokens"] == two["tokens"]
-  assert one["loss"] == two["loss"]
+  job = _two_processes(_SHARDED, devices=2)
+  assert (one["devices"], one["processes"]) == (1, 1)
+  for got in job:  # every process holds the whole result
+    assert (got["devices"], got["processes"]) == (4, 2)
+    assert len(got["tokens"]) == 5
+    for k in ("tokens", "loss", "steps"):
+      assert got[k] == one[k], k
