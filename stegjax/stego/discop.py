@@ -258,6 +258,10 @@ def _huffman_build(f):
 
   Node ids: leaf ``a`` (ascending mass order, rank position ``m-1-a``) is ``a``; the ``q``-th
   merge is ``K+q``. Returns (mass[B, 2K-1], child[B, K-1, 2] first=smaller, m[B]).
+
+  The ``m-1`` merges are sequential (each needs the node made before it); every row does
+  merge ``q`` at loop step ``q``. The arrays are laid out merge-major (``[K, B]``) so a step
+  writes one contiguous row and reads each example's queue fronts with flat gathers.
   """
   b, k = f.shape
   m = (f > 0).sum(1).astype(jnp.int32)
@@ -268,38 +272,33 @@ def _huffman_build(f):
     _BIG,
   )
   n_int = max(k - 1, 1)
-
-  def pick(i, j, q, node_mass):
-    lm = jnp.take_along_axis(leaf_mass, jnp.minimum(i, k - 1)[:, None], axis=1)[:, 0]
-    lm = jnp.where(i < m, lm, _BIG)
-    nm = jnp.take_along_axis(node_mass, jnp.minimum(j, n_int - 1)[:, None], axis=1)[:, 0]
-    nm = jnp.where(j < q, nm, _BIG)
-    use_leaf = lm <= nm  # ties: the leaf first
-    return (
-      jnp.where(use_leaf, i, k + j),
-      jnp.where(use_leaf, lm, nm),
-      i + use_leaf.astype(jnp.int32),
-      j + (~use_leaf).astype(jnp.int32),
-    )
+  # leaves merge-major, two rows of padding so the second front never reads out of range
+  lt = jnp.concatenate([leaf_mass.T, jnp.full((2, b), _BIG, jnp.int32)], 0).reshape(-1)
+  col = jnp.arange(b, dtype=jnp.int32)
 
   def merge(q, c):
-    i, j, node_mass, child = c
-    id1, m1, i, j = pick(i, j, q, node_mass)
-    id2, m2, i, j = pick(i, j, q, node_mass)
-    act = q < m - 1
-    # every row writes column q: a slice update, cheaper than a scatter
-    node_mass = jax.lax.dynamic_update_slice(
-      node_mass, jnp.where(act, m1 + m2, _BIG)[:, None], (0, q)
-    )
-    child = jax.lax.dynamic_update_slice(child, jnp.stack([id1, id2], 1)[:, None], (0, q, 0))
-    return i, j, node_mass, child
+    i, j, nt, ch = c
+    ntf = nt.reshape(-1)
+    l0, l1 = lt[i * b + col], lt[(i + 1) * b + col]
+    n0 = jnp.where(j < q, ntf[jnp.minimum(j, n_int - 1) * b + col], _BIG)
+    n1 = jnp.where(j + 1 < q, ntf[jnp.minimum(j + 1, n_int - 1) * b + col], _BIG)
+    u1 = l0 <= n0  # ties: the leaf first
+    m1, id1 = jnp.where(u1, l0, n0), jnp.where(u1, i, k + j)
+    i, j = i + u1.astype(jnp.int32), j + (~u1).astype(jnp.int32)
+    lc, nc = jnp.where(u1, l1, l0), jnp.where(u1, n0, n1)
+    u2 = lc <= nc
+    m2, id2 = jnp.where(u2, lc, nc), jnp.where(u2, i, k + j)
+    i, j = i + u2.astype(jnp.int32), j + (~u2).astype(jnp.int32)
+    nt = jax.lax.dynamic_update_slice(nt, jnp.where(q < m - 1, m1 + m2, _BIG)[None], (q, 0))
+    ch = jax.lax.dynamic_update_slice(ch, jnp.stack([id1, id2])[None], (q, 0, 0))
+    return i, j, nt, ch
 
   zi = jnp.zeros((b,), jnp.int32)
-  init = (zi, zi, jnp.full((b, n_int), _BIG, jnp.int32), jnp.zeros((b, n_int, 2), jnp.int32))
+  init = (zi, zi, jnp.full((n_int, b), _BIG, jnp.int32), jnp.zeros((n_int, 2, b), jnp.int32))
   # Only as many merges as the fullest row needs (rows with fewer tokens idle through the rest).
   n_merge = jnp.maximum(jnp.max(m) - 1, 0)
-  _, _, node_mass, child = jax.lax.fori_loop(0, n_merge, merge, init)
-  return jnp.concatenate([leaf_mass, node_mass], axis=1), child, m
+  _, _, nt, ch = jax.lax.fori_loop(0, n_merge, merge, init)
+  return jnp.concatenate([leaf_mass, nt.T], axis=1), jnp.transpose(ch, (2, 0, 1)), m
 
 
 def _huffman(f, draws, precision, window=None, target=None):
