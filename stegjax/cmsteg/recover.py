@@ -157,23 +157,23 @@ def recover(
     d = j % len(devices)
     xi = jax.device_put(x[i : i + 1].astype(np.float32) / 255.0, devices[d])
     outs.append(_optimize(vq.model, params[d], xi, *args, forms=forms))
+  got = [[np.asarray(o[k]) for o in outs] for k in range(4)]
+  if outs:
+    blanks = [np.zeros_like(g[0]) for g in got]
+  else:  # an empty block (fewer images than processes): only the shapes are needed
+    shapes = jax.eval_shape(
+      functools.partial(_optimize, vq.model, forms=forms),
+      host_params,
+      jax.ShapeDtypeStruct((1, *x.shape[1:]), jnp.float32),
+      *args,
+    )
+    blanks = [np.zeros(s.shape, s.dtype) for s in shapes]
   # The block's rows, padded to ``per`` rows (zeros, not computed) so that every process
   # gathers the same shapes.
-  shapes = jax.eval_shape(
-    functools.partial(_optimize, vq.model, forms=forms),
-    host_params,
-    jax.ShapeDtypeStruct((1, *x.shape[1:]), jnp.float32),
-    *args,
-  )
-  rows = []
-  for k, shape in enumerate(shapes):
-    got = [np.asarray(o[k]) for o in outs]
-    pad = [np.zeros(shape.shape, shape.dtype)] * (per - len(got))
-    rows.append(np.stack(got + pad))
+  rows = [np.stack(g + [z] * (per - len(g))) for g, z in zip(got, blanks)]
   if count > 1:
-    rows = multihost_utils.process_allgather(rows)  # [processes, per, ...]
-  rows = [r.reshape(-1, *r.shape[(2 if count > 1 else 1) :])[: len(x)] for r in rows]
-  res = dict(zip(("tokens_m1", "tokens", "loss", "steps_each"), rows))
+    rows = multihost_utils.process_allgather(rows, tiled=True)  # the blocks, in process order
+  res = dict(zip(("tokens_m1", "tokens", "loss", "steps_each"), (r[: len(x)] for r in rows)))
   res["steps"] = int(res["steps_each"].max())
   chex.assert_equal_shape([res["tokens_m1"], res["tokens"]])
   return res

@@ -121,11 +121,16 @@ def paper_vs_stegjax(res) -> str:
 
 
 def table4(res) -> str:
+  head = ["caption words", "payload bits/word", "payload bits", "tau eq.16 (paper)"]
+  head += ["tau (exact coding)", "corrections made", "errors", "R_q", "Cap", "message ok"]
+  head += ["paper: payload / R_q / Cap"]
   rows = []
   for r in res["caption_lengths"]:
     paper = PAPER_TABLE4.get(r["length"])
     if "too_short" in r:  # a caption of this length cannot carry the label and the tag
-      rows.append([r["length"]] + ["too short for the label + authenticator"] + ["-"] * 9)
+      rows.append(
+        [r["length"], "too short for the label + authenticator"] + ["-"] * (len(head) - 2)
+      )
       continue
     rows.append(
       [
@@ -142,9 +147,7 @@ def table4(res) -> str:
         f"{paper[0]} / {paper[1]:.2f}% / {paper[2]}" if paper else "-",
       ]
     )
-  head = ["caption words", "payload bits/word", "payload bits", "tau eq.16 (paper)"]
-  head += ["tau (exact coding)", "corrections made", "errors", "R_q", "Cap", "message ok"]
-  return report.md_table(head + ["paper: payload / R_q / Cap"], rows)
+  return report.md_table(head, rows)
 
 
 def timing_table(res) -> str:
