@@ -230,18 +230,20 @@ def correction_captions(
   if true_ranks is None:
     true_ranks = m1.prior_ranks(models.prior, true_tokens, labels, models.sampler)
   hz = [None] * len(true_tokens) if horizons is None else [int(h) for h in horizons]
-  plan = lambda i, limit=None: correct.plan(
-    true_tokens[i], sim_tokens[i], true_ranks[i], cm.l1, cm.l2, limit, hz[i]
+  code = correct.Code.from_config(cm)
+  plan = lambda i, limit=None, max_bits=None: correct.plan(
+    true_tokens[i], sim_tokens[i], true_ranks[i], code, limit, hz[i], max_bits
   )
   plans = [plan(i) for i in range(len(true_tokens))]
   cap_prior = models.caption_prior(length)
   key = prf.make_key(secret, CAPTION_INFO)
   topics = topics_for_labels(models, sim_labels)
   # A fixed width (every token corrected) keeps one compiled caption loop per length.
-  width = correct.sealed_bits(t, t, lb, tb, cm.l1, cm.l2)
+  top_k = int(models.sampler.top_k) or int(models.prior.model.vocab_size)
+  width = correct.max_sealed_bits(t, lb, tb, code, top_k)
   while True:
     sealed = [
-      correct.seal(int(l), p, secret, int(c), t, lb, tb, cm.l1, cm.l2)
+      correct.seal(int(l), p, secret, int(c), t, lb, tb, code)
       for p, c, l in zip(plans, counters, labels)
     ]
     lengths = np.asarray([len(x) for x in sealed], np.int32)
@@ -258,10 +260,10 @@ def correction_captions(
       have = len(plans[i].positions)
       if have == 0:
         raise errors.ConfigError(
-          f"a {length}-char caption cannot carry even the {lb}-bit class label and the "
+          f"a {length}-word caption cannot carry even the {lb}-bit class label and the "
           f"{tb}-bit authenticator ({n[i]} bits carried); raise --config.cmsteg.caption_length"
         )
-      plans[i] = plan(i, min(correct.tau(int(n[i]) - lb - tb, t, cm.l1, cm.l2), have - 1))
+      plans[i] = plan(i, have - 1, int(n[i]) - lb - tb)
   return {
     "captions": text,
     "plans": plans,
@@ -299,7 +301,7 @@ def read_corrections(models: Models, captions, topics, secret: bytes, counters, 
       continue  # a character this topic/counter could never have drawn: not our caption
     try:
       label, pos, rk = correct.open_sealed(
-        bits[i], secret, int(counters[i]), t, lb, n_cls, tb, cm.l1, cm.l2
+        bits[i], secret, int(counters[i]), t, lb, n_cls, tb, correct.Code.from_config(cm)
       )
     except ValueError:
       continue

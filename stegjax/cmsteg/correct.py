@@ -46,6 +46,73 @@ _AUTH_INFO = b"stegjax/v1/m3-authenticator"
 
 
 @dataclasses.dataclass(frozen=True)
+class Code:
+  """How the (d1, d2) pairs are written.
+
+  ``fixed`` is the paper's: d1 in ``l1`` bits, d2 in ``l2`` bits, larger values not coded.
+  ``golomb`` writes d1 - 1 and d2 as Exp-Golomb codes of orders ``g1`` and ``g2``: the
+  errors M2 leaves are close together and the true token is usually among the prior's
+  first few, so most pairs take far fewer than l1 + l2 bits, and no gap or rank is too
+  large to code.
+  """
+
+  kind: str = "fixed"
+  l1: int = 8
+  l2: int = 8
+  g1: int = 2
+  g2: int = 1
+
+  def __post_init__(self):
+    if self.kind not in ("fixed", "golomb"):
+      raise ValueError(f"correction code must be 'fixed' or 'golomb', got {self.kind!r}")
+
+  @classmethod
+  def from_config(cls, cm) -> "Code":
+    return cls(
+      kind=str(cm.get("correction_code", "fixed")),
+      l1=int(cm.l1),
+      l2=int(cm.l2),
+      g1=int(cm.get("golomb_orders", (2, 1))[0]),
+      g2=int(cm.get("golomb_orders", (2, 1))[1]),
+    )
+
+  def rank_ok(self, rank: int) -> bool:
+    """Whether a rank can be written (-1: the true token is not a candidate at all)."""
+    return rank >= 0 and (self.kind == "golomb" or rank < 2**self.l2)
+
+  def gap_ok(self, gap: int) -> bool:
+    return self.kind == "golomb" or gap < 2**self.l1
+
+  def gap_bits(self, gap: int) -> int:
+    return self.l1 if self.kind == "fixed" else _golomb_len(gap - 1, self.g1)
+
+  def rank_bits(self, rank: int) -> int:
+    return self.l2 if self.kind == "fixed" else _golomb_len(rank, self.g2)
+
+  def write_gap(self, gap: int) -> list[int]:
+    return _uint_bits(gap, self.l1) if self.kind == "fixed" else _golomb(gap - 1, self.g1)
+
+  def write_rank(self, rank: int) -> list[int]:
+    return _uint_bits(rank, self.l2) if self.kind == "fixed" else _golomb(rank, self.g2)
+
+
+FIXED = Code()
+
+
+def _golomb_len(value: int, order: int) -> int:
+  return 2 * (int(value) + (1 << order)).bit_length() - order - 1
+
+
+def _golomb(value: int, order: int) -> list[int]:
+  """Exp-Golomb code of order ``order``: zeros, then ``value + 2**order`` in binary."""
+  if value < 0:
+    raise ValueError(f"Exp-Golomb codes non-negative values, got {value}")
+  v = int(value) + (1 << order)
+  n = v.bit_length()
+  return [0] * (n - order - 1) + _uint_bits(v, n)
+
+
+@dataclasses.dataclass(frozen=True)
 class Plan:
   """Corrections for one image: coded (position, rank) pairs and what was dropped."""
 
@@ -65,10 +132,21 @@ def count_bits(num_tokens: int) -> int:
 
 
 def coded_bits(n: int, num_tokens: int, l1: int = 8, l2: int = 8) -> int:
-  """Length of the coded list of ``n`` corrections (before encryption)."""
+  """Length of the paper's fixed-width coded list of ``n`` corrections (before encryption)."""
   if n == 0:
     return count_bits(num_tokens)
   return count_bits(num_tokens) + position_bits(num_tokens) + l2 + (n - 1) * (l1 + l2)
+
+
+def list_bits(positions, ranks, num_tokens: int, code: Code = FIXED) -> int:
+  """Length of the coded list of these (sorted) corrections under ``code``."""
+  n = count_bits(num_tokens)
+  prev = None
+  for pos, rank in zip(positions, ranks):
+    n += position_bits(num_tokens) if prev is None else code.gap_bits(pos - prev)
+    n += code.rank_bits(rank)
+    prev = pos
+  return n
 
 
 def tau_paper(rho: float, ell: int, h: int, w: int, l1: int = 8, l2: int = 8) -> int:
@@ -77,7 +155,7 @@ def tau_paper(rho: float, ell: int, h: int, w: int, l1: int = 8, l2: int = 8) ->
 
 
 def tau(payload_bits: int, num_tokens: int, l1: int = 8, l2: int = 8) -> int:
-  """Corrections that fit in ``payload_bits`` with this module's coding (eq. 16, made exact).
+  """Corrections that fit in ``payload_bits`` with the fixed-width coding (eq. 16, made exact).
 
   Eq. (16) counts the first position in floor(log2(h*w)) bits and adds l2 where the
   derivation (first pair = position + rank, then (l1 + l2) per pair) subtracts it;
@@ -93,10 +171,10 @@ def plan(
   true_tokens,
   recovered_tokens,
   true_ranks,
-  l1: int = 8,
-  l2: int = 8,
+  code: Code = FIXED,
   max_corrections: int | None = None,
   horizon: int | None = None,
+  max_bits: int | None = None,
 ) -> Plan:
   """Plans the corrections of one image (eq. 14).
 
@@ -108,6 +186,7 @@ def plan(
       (``embed.prior_ranks``; -1 where it is not samplable).
     max_corrections: cap set by the caption's capacity (eq. 16); errors beyond it dropped.
     horizon: errors at positions >= horizon are not coded (the message ends before them).
+    max_bits: keep the most corrections (in priority order) whose coded list fits.
   """
   t_true = np.asarray(true_tokens).reshape(-1)
   t_rec = np.asarray(recovered_tokens)
@@ -118,22 +197,32 @@ def plan(
   wrong = t_rec != t_true[None]
   errors = np.nonzero(wrong.any(0))[0]
   limit = len(t_true) if horizon is None else int(horizon)
-  codable = [
-    p for p in errors.tolist() if p < limit and 0 <= ranks[p] < 2**l2
-  ]  # the correct token outside the top-k set or beyond the rank threshold cannot be coded
+  # The correct token outside the top-k set (or, fixed-width, beyond the rank threshold)
+  # cannot be coded.
+  codable = [p for p in errors.tolist() if p < limit and code.rank_ok(int(ranks[p]))]
   # Priority: the prepared channel's errors, then those more other channels share; earliest
   # first within each (a wrong token spoils every bit after it).
   priority = sorted(codable, key=lambda p: (not wrong[0, p], -int(wrong[:, p].sum()), p))
   if max_corrections is not None:
     priority = priority[: max(0, int(max_corrections))]
-  chosen = sorted(priority)
-  while True:  # a gap of 2**l1 or more cannot be coded: drop the later one, recheck
-    gaps = [j for j in range(1, len(chosen)) if chosen[j] - chosen[j - 1] >= 2**l1]
-    if not gaps:
-      break
-    chosen.pop(gaps[0])
+  chosen = _codable_prefix(priority, code)
+  if max_bits is not None:  # the longest priority prefix that fits (lengths are not monotone)
+    for n in range(len(priority), -1, -1):
+      chosen = _codable_prefix(priority[:n], code)
+      if list_bits(chosen, ranks[chosen], len(t_true), code) <= max_bits:
+        break
   dropped = tuple(p for p in errors.tolist() if p not in set(chosen))
   return Plan(tuple(chosen), tuple(int(ranks[p]) for p in chosen), dropped, int(len(errors)))
+
+
+def _codable_prefix(priority, code: Code) -> list[int]:
+  """``priority`` sorted, dropping the later error of any gap the code cannot write."""
+  chosen = sorted(priority)
+  while True:
+    gaps = [j for j in range(1, len(chosen)) if not code.gap_ok(chosen[j] - chosen[j - 1])]
+    if not gaps:
+      return chosen
+    chosen.pop(gaps[0])
 
 
 def _uint_bits(value: int, width: int) -> list[int]:
@@ -142,47 +231,69 @@ def _uint_bits(value: int, width: int) -> list[int]:
   return [(value >> (width - 1 - i)) & 1 for i in range(width)]
 
 
-def to_bits(p: Plan, num_tokens: int, l1: int = 8, l2: int = 8) -> np.ndarray:
+def to_bits(p: Plan, num_tokens: int, code: Code = FIXED) -> np.ndarray:
   """The coded list: count, first (absolute position, rank), then (d1, d2) pairs."""
   out = _uint_bits(len(p.positions), count_bits(num_tokens))
   prev = None
   for pos, rank in zip(p.positions, p.ranks):
     out += (
-      _uint_bits(pos, position_bits(num_tokens)) if prev is None else _uint_bits(pos - prev, l1)
+      _uint_bits(pos, position_bits(num_tokens)) if prev is None else code.write_gap(pos - prev)
     )
-    out += _uint_bits(rank, l2)
+    out += code.write_rank(rank)
     prev = pos
   return np.asarray(out, np.uint8)
 
 
-def from_bits(bits, num_tokens: int, l1: int = 8, l2: int = 8) -> tuple[list[int], list[int]]:
+class _Reader:
+  """Reads unsigned fields off a bit string; ValueError past its end."""
+
+  def __init__(self, bits):
+    self.bits, self.pos = np.asarray(bits, np.uint8).reshape(-1), 0
+
+  def uint(self, width: int) -> int:
+    if self.pos + width > len(self.bits):
+      raise ValueError(f"correction bits truncated: need {self.pos + width}, have {len(self.bits)}")
+    v = 0
+    for b in self.bits[self.pos : self.pos + width]:
+      v = (v << 1) | int(b)
+    self.pos += width
+    return v
+
+  def golomb(self, order: int) -> int:
+    zeros = 0
+    while self.uint(1) == 0:
+      zeros += 1
+      if zeros > 32:
+        raise ValueError("Exp-Golomb prefix too long")
+    width = zeros + order
+    return ((1 << width) | self.uint(width)) - (1 << order)
+
+  def gap(self, code: Code) -> int:
+    return self.uint(code.l1) if code.kind == "fixed" else self.golomb(code.g1) + 1
+
+  def rank(self, code: Code) -> int:
+    return self.uint(code.l2) if code.kind == "fixed" else self.golomb(code.g2)
+
+
+def _read_list(reader: _Reader, num_tokens: int, code: Code) -> tuple[list[int], list[int]]:
+  n = reader.uint(count_bits(num_tokens))
+  positions, ranks, prev = [], [], None
+  for _ in range(n):
+    p = reader.uint(position_bits(num_tokens)) if prev is None else prev + reader.gap(code)
+    if p >= num_tokens:
+      raise ValueError(f"decoded correction position {p} is outside the {num_tokens} tokens")
+    positions.append(p)
+    ranks.append(reader.rank(code))
+    prev = p
+  return positions, ranks
+
+
+def from_bits(bits, num_tokens: int, code: Code = FIXED) -> tuple[list[int], list[int]]:
   """Inverse of ``to_bits``: (positions, ranks). Extra trailing bits are ignored.
 
   Raises ValueError if the bits are too short for the count they announce.
   """
-  bits = np.asarray(bits, np.uint8).reshape(-1)
-  pos = 0
-
-  def take(width):
-    nonlocal pos
-    if pos + width > len(bits):
-      raise ValueError(f"correction bits truncated: need {pos + width}, have {len(bits)}")
-    v = 0
-    for b in bits[pos : pos + width]:
-      v = (v << 1) | int(b)
-    pos += width
-    return v
-
-  n = take(count_bits(num_tokens))
-  positions, ranks, prev = [], [], None
-  for _ in range(n):
-    p = take(position_bits(num_tokens)) if prev is None else prev + take(l1)
-    if p >= num_tokens:
-      raise ValueError(f"decoded correction position {p} is outside the {num_tokens} tokens")
-    positions.append(p)
-    ranks.append(take(l2))
-    prev = p
-  return positions, ranks
+  return _read_list(_Reader(bits), num_tokens, code)
 
 
 def _keystream(secret: bytes, counter: int, nbits: int) -> np.ndarray:
@@ -225,39 +336,52 @@ def authenticator(cipher_bits, secret: bytes, counter: int, tag_bits: int) -> np
 
 
 def sealed_bits(n: int, num_tokens: int, label_bits: int, tag_bits: int, l1=8, l2=8) -> int:
-  """Length of a sealed payload with ``n`` corrections."""
+  """Length of a sealed payload with ``n`` fixed-width corrections."""
   return label_bits + coded_bits(n, num_tokens, l1, l2) + tag_bits
 
 
-def seal(label, p: Plan, secret, counter, num_tokens, label_bits, tag_bits, l1=8, l2=8):
+def max_sealed_bits(num_tokens: int, label_bits: int, tag_bits: int, code: Code, top_k: int):
+  """The longest sealed payload: every token corrected (gaps of 1, ranks up to ``top_k``)."""
+  if code.kind == "fixed":
+    return sealed_bits(num_tokens, num_tokens, label_bits, tag_bits, code.l1, code.l2)
+  worst = code.rank_bits(int(top_k) - 1)
+  head = count_bits(num_tokens) + position_bits(num_tokens) + worst
+  return label_bits + head + (num_tokens - 1) * (code.gap_bits(1) + worst) + tag_bits
+
+
+def seal(label, p: Plan, secret, counter, num_tokens, label_bits, tag_bits, code: Code = FIXED):
   """The caption payload: encrypt(label, coded corrections), then its authenticator."""
-  plain = np.concatenate([uint_bits(label, label_bits), to_bits(p, num_tokens, l1, l2)])
+  plain = np.concatenate([uint_bits(label, label_bits), to_bits(p, num_tokens, code)])
   cipher = encrypt(plain, secret, counter)
   return np.concatenate([cipher, authenticator(cipher, secret, counter, tag_bits)])
 
 
-def open_sealed(bits, secret, counter, num_tokens, label_bits, num_classes, tag_bits, l1=8, l2=8):
+def open_sealed(
+  bits, secret, counter, num_tokens, label_bits, num_classes, tag_bits, code: Code = FIXED
+):
   """Inverse of ``seal``: (label, positions, ranks); ValueError unless the tag verifies.
 
-  Extra trailing bits (the caption carries more than the payload) are ignored.
+  Extra trailing bits (the caption carries more than the payload) are ignored. The
+  keystream is a per-bit XOR, so the whole string is decrypted and the list parsed to find
+  where the payload ends; the tag there must verify.
   """
   bits = np.asarray(bits, np.uint8).reshape(-1)
-  head = label_bits + count_bits(num_tokens)
-  if len(bits) < head + tag_bits:
+  if len(bits) < label_bits + count_bits(num_tokens) + tag_bits:
     raise ValueError("caption payload too short")
-  n = _bits_value(decrypt(bits[:head], secret, counter)[label_bits:])
+  plain = decrypt(bits, secret, counter)
+  reader = _Reader(plain)
+  label = reader.uint(label_bits)
+  n = _bits_value(plain[label_bits : label_bits + count_bits(num_tokens)])
   if n > num_tokens:
     raise ValueError("caption payload announces more corrections than tokens")
-  size = label_bits + coded_bits(n, num_tokens, l1, l2)
+  positions, ranks = _read_list(reader, num_tokens, code)
+  size = reader.pos
   if len(bits) < size + tag_bits:
     raise ValueError("caption payload truncated")
   want = authenticator(bits[:size], secret, counter, tag_bits)
   got = bits[size : size + tag_bits]
   if not constant_time.bytes_eq(np.packbits(want).tobytes(), np.packbits(got).tobytes()):
     raise ValueError("caption payload does not authenticate")
-  plain = decrypt(bits[:size], secret, counter)
-  label = _bits_value(plain[:label_bits])
   if label >= num_classes:
     raise ValueError("label out of range")
-  positions, ranks = from_bits(plain[label_bits:], num_tokens, l1, l2)
   return label, positions, ranks

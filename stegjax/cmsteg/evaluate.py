@@ -144,6 +144,7 @@ def caption_length_table(models, sent, labels, secret, counters, name, lengths, 
     read = read_captions(models, m3["captions"], recv_labels, secret, counters, length)
     st = _stage(models, sent, secret, counters, tok, read["labels"], read["ranks"])
     rho = float(np.mean(m3["caption_bits"])) / length
+    # The paper's fixed-width coding, exactly; ``corrections_made`` uses the config's code.
     exact = [correct.tau(int(n) - lb - tb, h * w, cm.l1, cm.l2) for n in m3["caption_bits"]]
     rows.append(
       {

@@ -180,6 +180,14 @@ def _target_rows(config, res, timings):
   )
 
 
+def _code(cm) -> str:
+  """The correction code in words (the paper's fixed widths, or Exp-Golomb)."""
+  if cm.get("correction_code", "fixed") == "golomb":
+    g1, g2 = cm.golomb_orders
+    return f"(d1, d2) as Exp-Golomb codes of orders {g1} and {g2}"
+  return f"l1 = l2 = {cm.l1}"
+
+
 def _setup(config, res) -> str:
   cm = config.cmsteg
   h, w = res["grid"]
@@ -188,7 +196,7 @@ def _setup(config, res) -> str:
     f"({config.data.patch_size}x{config.data.patch_size} px), Discop {cm.variant}, "
     f"top-k {cm.top_k}, CFG {cm.cfg_scale}, classes drawn by the PRF of (secret, counter); "
     f"{res['message_bytes']}-byte messages framed to {res['framed_bits']} bits (header + "
-    f"ChaCha20-Poly1305); M2: Adam lr {cm.m2_lr}, {cm.m2_steps} steps; M3: l1 = l2 = {cm.l1}, "
+    f"ChaCha20-Poly1305); M2: Adam lr {cm.m2_lr}, {cm.m2_steps} steps; M3: {_code(cm)}, "
     f"{cm.caption_length}-word captions with a {cm.caption_tag_bits}-bit authenticator. "
     f"The images carry {res['capacity_bits']['mean']:.0f} bits on average "
     f"(min {res['capacity_bits']['min']:.0f}; {res['bits_per_token']:.2f} bits/token); the "
@@ -221,9 +229,10 @@ def write(workdir, config, res, timings):
     (
       f"Table 4: caption length (channel {cm.length_table_channel})",
       table4(res) + "\n\nEq. (16) as printed counts the first position in floor(log2(h*w)) "
-      "bits and adds l2; `tau (exact coding)` is the exact count of this coding (count "
-      "prefix, first position in ceil(log2(h*w)) bits, label and authenticator). Payload = "
-      "label + coded corrections + authenticator actually hidden.",
+      "bits and adds l2; `tau (exact coding)` is the exact count of that fixed-width coding "
+      "(count prefix, first position in ceil(log2(h*w)) bits, label and authenticator); "
+      "`corrections made` uses this run's code. Payload = label + coded corrections + "
+      "authenticator actually hidden.",
     ),
     (
       "Timings",

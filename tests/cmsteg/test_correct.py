@@ -71,19 +71,21 @@ def test_horizon_drops_errors_past_the_message():
 def test_relative_position_threshold_drops():
   # l1 = 3: gaps of 8 or more cannot be coded; the later error is dropped.
   true, rec, ranks, _ = _case([2, 4, 20, 23])
-  plan = correct.plan(true, rec, ranks, l1=3, l2=8)
+  code = correct.Code(l1=3, l2=8)
+  plan = correct.plan(true, rec, ranks, code)
   assert plan.positions == (2, 4) and plan.dropped == (20, 23)
-  pos, _ = correct.from_bits(correct.to_bits(plan, T, 3, 8), T, 3, 8)
+  pos, _ = correct.from_bits(correct.to_bits(plan, T, code), T, code)
   assert pos == [2, 4]
 
 
 def test_rank_threshold_and_outside_topk_drop():
   true, rec, ranks, _ = _case([3, 9])
   ranks[3] = -1  # correct token not samplable: cannot be coded
-  plan = correct.plan(true, rec, ranks, l1=8, l2=max(1, math.ceil(math.log2(ranks[9] + 1))))
+  l2 = max(1, math.ceil(math.log2(ranks[9] + 1)))
+  plan = correct.plan(true, rec, ranks, correct.Code(l1=8, l2=l2))
   assert 3 in plan.dropped
   assert plan.positions == (9,)
-  tight = correct.plan(true, rec, ranks, l1=8, l2=1)
+  tight = correct.plan(true, rec, ranks, correct.Code(l1=8, l2=1))
   assert (9 in tight.dropped) == (ranks[9] >= 2)
 
 
@@ -112,6 +114,64 @@ def test_eq16_as_printed():
   assert correct.tau_paper(2.0, 200, 24, 24) == math.floor(1 + (400 - 9 + 8) / 16)
   # The exact count for the same payload differs only by the first entry's cost.
   assert abs(correct.tau(400, 576) - correct.tau_paper(2.0, 200, 24, 24)) <= 2
+
+
+GOLOMB = correct.Code("golomb", g1=2, g2=1)
+
+
+def test_golomb_codes_known_words_and_round_trips_any_gap_and_rank():
+  assert correct._golomb(0, 0) == [1] and correct._golomb(3, 0) == [0, 0, 1, 0, 0]
+  assert correct._golomb(0, 2) == [1, 0, 0] and correct._golomb(4, 2) == [0, 1, 0, 0, 0]
+  for v in range(300):
+    for k in range(4):
+      assert len(correct._golomb(v, k)) == correct._golomb_len(v, k)
+  # Gaps of 100 and ranks of 200 are beyond neither code's reach with Exp-Golomb.
+  true, rec, ranks, order = _case([0, 1, 2, 40, 63])
+  ranks[40] = 200
+  plan = correct.plan(true, rec, ranks, GOLOMB)
+  assert plan.positions == (0, 1, 2, 40, 63) and plan.dropped == ()
+  bits = correct.to_bits(plan, T, GOLOMB)
+  assert len(bits) == correct.list_bits(plan.positions, plan.ranks, T, GOLOMB)
+  tail = np.ones(9, np.uint8)  # trailing bits are ignored
+  pos, rk = correct.from_bits(np.concatenate([bits, tail]), T, GOLOMB)
+  assert (tuple(pos), tuple(rk)) == (plan.positions, plan.ranks)
+  with pytest.raises(ValueError, match="truncated"):
+    correct.from_bits(bits[:-1], T, GOLOMB)
+
+
+def test_golomb_fits_more_of_m2s_errors_than_fixed_widths():
+  # Errors a few tokens apart whose true tokens rank among the prior's first few: what M2
+  # leaves behind. Exp-Golomb must fit well over the fixed code's count in the same room.
+  rs = np.random.RandomState(3)
+  errs = np.sort(rs.choice(T, 40, replace=False))
+  true, rec, ranks, _ = _case(errs.tolist())
+  ranks[:] = rs.geometric(0.4, T) - 1
+  room = 150
+  fixed = correct.plan(true, rec, ranks, max_bits=room)
+  golomb = correct.plan(true, rec, ranks, GOLOMB, max_bits=room)
+  assert len(fixed.positions) == correct.tau(room, T)
+  assert correct.list_bits(golomb.positions, golomb.ranks, T, GOLOMB) <= room
+  assert len(golomb.positions) < 40  # the room binds
+  assert len(golomb.positions) >= 1.5 * len(fixed.positions), (golomb, fixed)
+  # The longest priority prefix that fits, not merely any prefix: one more does not fit.
+  more = correct.plan(true, rec, ranks, GOLOMB, max_corrections=len(golomb.positions) + 1)
+  assert correct.list_bits(more.positions, more.ranks, T, GOLOMB) > room
+
+
+def test_golomb_sealed_payload_round_trips_and_rejects_tampering():
+  secret, lb, tb, n_cls = b"g" * 32, 3, 32, 5
+  true, rec, ranks, _ = _case([2, 3, 9, 30])
+  p = correct.plan(true, rec, ranks, GOLOMB)
+  sealed = correct.seal(4, p, secret, 11, T, lb, tb, GOLOMB)
+  assert len(sealed) <= correct.max_sealed_bits(T, lb, tb, GOLOMB, V)
+  extra = np.concatenate([sealed, np.zeros(40, np.uint8)])
+  label, pos, rk = correct.open_sealed(extra, secret, 11, T, lb, n_cls, tb, GOLOMB)
+  assert (label, tuple(pos), tuple(rk)) == (4, p.positions, p.ranks)
+  for i in range(len(sealed)):  # any flipped bit is refused
+    bad = extra.copy()
+    bad[i] ^= 1
+    with pytest.raises(ValueError):
+      correct.open_sealed(bad, secret, 11, T, lb, n_cls, tb, GOLOMB)
 
 
 def _old_rule_parses(bits, secret, counter, lb, num_classes):
