@@ -96,8 +96,8 @@ def get_config(arg=None):
       m2_patience=0,  # early stop when tokens are unchanged this long (0: off)
       m2_batch={"smoke": 4, "cpu": 16, "gpu": 32, "paper": 8}[size],
       # M3's (d1, d2) pairs: "golomb" (Exp-Golomb of these orders; M2's errors are close
-      # together and their true tokens rank high, so a pair takes ~6 bits), or "fixed",
-      # the paper's l1 / l2 bits each.
+      # together and their true tokens often rank high: ~13 bits a pair on the cpu models),
+      # or "fixed", the paper's l1 / l2 bits each (16).
       correction_code="golomb",
       golomb_orders=(2, 1),
       l1=8,
