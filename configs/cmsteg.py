@@ -106,8 +106,8 @@ def get_config(arg=None):
       caption_tag_bits=32,  # authenticator of the caption payload (truncated HMAC-SHA256)
       # Caption lengths are in words (and punctuation marks) of the corpus vocabulary.
       # smoke: long enough to correct every token, so its round trip holds even for untrained
-      # models; cpu: 12x12-token images leave ~10 wrong tokens before the chunk's end, ~13
-      # bits each, and a word carries only ~1.3 bits.
+      # models; cpu: 12x12-token images leave ~27 wrong tokens after M2 (fewer before the
+      # chunk's end), ~13 bits each, at about 3 bits a word.
       caption_length={"smoke": 224, "cpu": 128, "gpu": 48, "paper": 48}[size],
       caption_lengths=(16, 32, 64, 128) if size != "smoke" else (16,),
       caption_top_k=64,
