@@ -296,12 +296,13 @@ def read_corrections(models: Models, captions, topics, secret: bytes, counters, 
   labels = np.full(b, -1, np.int32)
   ok = np.zeros(b, bool)
   n_cls = models.prior.model.num_classes
+  code = correct.Code.from_config(cm)
   for i in range(b):
     if not drawable[i].all():
       continue  # a character this topic/counter could never have drawn: not our caption
     try:
       label, pos, rk = correct.open_sealed(
-        bits[i], secret, int(counters[i]), t, lb, n_cls, tb, correct.Code.from_config(cm)
+        bits[i], secret, int(counters[i]), t, lb, n_cls, tb, code
       )
     except ValueError:
       continue

@@ -46,13 +46,39 @@ _AUTH_INFO = b"stegjax/v1/m3-authenticator"
 
 
 @dataclasses.dataclass(frozen=True)
+class _Field:
+  """One coded value: ``value - offset`` in ``width`` bits, or Exp-Golomb of ``order``."""
+
+  width: int | None  # None: Exp-Golomb
+  order: int = 0
+  offset: int = 0  # gaps are >= 1, so 1 is subtracted before coding them
+
+  def ok(self, value: int) -> bool:
+    v = int(value) - self.offset
+    return v >= 0 and (self.width is None or v < 2**self.width)
+
+  def length(self, value: int) -> int:
+    if self.width is not None:
+      return self.width
+    return _golomb_len(int(value) - self.offset, self.order)
+
+  def write(self, value: int) -> list[int]:
+    v = int(value) - self.offset
+    return _golomb(v, self.order) if self.width is None else _uint_bits(v, self.width)
+
+  def read(self, reader: "_Reader") -> int:
+    v = reader.golomb(self.order) if self.width is None else reader.uint(self.width)
+    return v + self.offset
+
+
+@dataclasses.dataclass(frozen=True)
 class Code:
   """How the (d1, d2) pairs are written.
 
   ``fixed`` is the paper's: d1 in ``l1`` bits, d2 in ``l2`` bits, larger values not coded.
   ``golomb`` writes d1 - 1 and d2 as Exp-Golomb codes of orders ``g1`` and ``g2``: the
-  errors M2 leaves are close together and the true token is usually among the prior's
-  first few, so most pairs take far fewer than l1 + l2 bits, and no gap or rank is too
+  errors M2 leaves are close together and the true token is often among the prior's
+  first few, so most pairs take fewer than l1 + l2 bits, and no gap or rank is too
   large to code.
   """
 
@@ -68,32 +94,22 @@ class Code:
 
   @classmethod
   def from_config(cls, cm) -> "Code":
-    return cls(
-      kind=str(cm.get("correction_code", "fixed")),
-      l1=int(cm.l1),
-      l2=int(cm.l2),
-      g1=int(cm.get("golomb_orders", (2, 1))[0]),
-      g2=int(cm.get("golomb_orders", (2, 1))[1]),
-    )
+    g1, g2 = cm.get("golomb_orders", (2, 1))
+    kind = str(cm.get("correction_code", "fixed"))
+    return cls(kind=kind, l1=int(cm.l1), l2=int(cm.l2), g1=int(g1), g2=int(g2))
 
-  def rank_ok(self, rank: int) -> bool:
-    """Whether a rank can be written (-1: the true token is not a candidate at all)."""
-    return rank >= 0 and (self.kind == "golomb" or rank < 2**self.l2)
+  @property
+  def gap(self) -> _Field:
+    return _Field(self.l1) if self.kind == "fixed" else _Field(None, self.g1, offset=1)
 
-  def gap_ok(self, gap: int) -> bool:
-    return self.kind == "golomb" or gap < 2**self.l1
+  @property
+  def rank(self) -> _Field:
+    return _Field(self.l2) if self.kind == "fixed" else _Field(None, self.g2)
 
-  def gap_bits(self, gap: int) -> int:
-    return self.l1 if self.kind == "fixed" else _golomb_len(gap - 1, self.g1)
-
-  def rank_bits(self, rank: int) -> int:
-    return self.l2 if self.kind == "fixed" else _golomb_len(rank, self.g2)
-
-  def write_gap(self, gap: int) -> list[int]:
-    return _uint_bits(gap, self.l1) if self.kind == "fixed" else _golomb(gap - 1, self.g1)
-
-  def write_rank(self, rank: int) -> list[int]:
-    return _uint_bits(rank, self.l2) if self.kind == "fixed" else _golomb(rank, self.g2)
+  def describe(self) -> str:
+    if self.kind == "golomb":
+      return f"(d1, d2) as Exp-Golomb codes of orders {self.g1} and {self.g2}"
+    return f"l1 = {self.l1}, l2 = {self.l2}"
 
 
 FIXED = Code()
@@ -143,8 +159,8 @@ def list_bits(positions, ranks, num_tokens: int, code: Code = FIXED) -> int:
   n = count_bits(num_tokens)
   prev = None
   for pos, rank in zip(positions, ranks):
-    n += position_bits(num_tokens) if prev is None else code.gap_bits(pos - prev)
-    n += code.rank_bits(rank)
+    n += position_bits(num_tokens) if prev is None else code.gap.length(pos - prev)
+    n += code.rank.length(rank)
     prev = pos
   return n
 
@@ -199,19 +215,19 @@ def plan(
   limit = len(t_true) if horizon is None else int(horizon)
   # The correct token outside the top-k set (or, fixed-width, beyond the rank threshold)
   # cannot be coded.
-  codable = [p for p in errors.tolist() if p < limit and code.rank_ok(int(ranks[p]))]
+  codable = [p for p in errors.tolist() if p < limit and code.rank.ok(ranks[p])]
   # Priority: the prepared channel's errors, then those more other channels share; earliest
   # first within each (a wrong token spoils every bit after it).
   priority = sorted(codable, key=lambda p: (not wrong[0, p], -int(wrong[:, p].sum()), p))
   if max_corrections is not None:
     priority = priority[: max(0, int(max_corrections))]
-  chosen = _codable_prefix(priority, code)
-  if max_bits is not None:  # the longest priority prefix that fits (lengths are not monotone)
-    for n in range(len(priority), -1, -1):
-      chosen = _codable_prefix(priority[:n], code)
-      if list_bits(chosen, ranks[chosen], len(t_true), code) <= max_bits:
-        break
-  dropped = tuple(p for p in errors.tolist() if p not in set(chosen))
+  # The longest priority prefix that fits (a code's length is not monotone in the prefix).
+  for n in range(len(priority), -1, -1):
+    chosen = _codable_prefix(priority[:n], code)
+    if max_bits is None or list_bits(chosen, ranks[chosen], len(t_true), code) <= max_bits:
+      break
+  kept = set(chosen)
+  dropped = tuple(p for p in errors.tolist() if p not in kept)
   return Plan(tuple(chosen), tuple(int(ranks[p]) for p in chosen), dropped, int(len(errors)))
 
 
@@ -219,7 +235,7 @@ def _codable_prefix(priority, code: Code) -> list[int]:
   """``priority`` sorted, dropping the later error of any gap the code cannot write."""
   chosen = sorted(priority)
   while True:
-    gaps = [j for j in range(1, len(chosen)) if not code.gap_ok(chosen[j] - chosen[j - 1])]
+    gaps = [j for j in range(1, len(chosen)) if not code.gap.ok(chosen[j] - chosen[j - 1])]
     if not gaps:
       return chosen
     chosen.pop(gaps[0])
@@ -237,9 +253,9 @@ def to_bits(p: Plan, num_tokens: int, code: Code = FIXED) -> np.ndarray:
   prev = None
   for pos, rank in zip(p.positions, p.ranks):
     out += (
-      _uint_bits(pos, position_bits(num_tokens)) if prev is None else code.write_gap(pos - prev)
+      _uint_bits(pos, position_bits(num_tokens)) if prev is None else code.gap.write(pos - prev)
     )
-    out += code.write_rank(rank)
+    out += code.rank.write(rank)
     prev = pos
   return np.asarray(out, np.uint8)
 
@@ -253,9 +269,7 @@ class _Reader:
   def uint(self, width: int) -> int:
     if self.pos + width > len(self.bits):
       raise ValueError(f"correction bits truncated: need {self.pos + width}, have {len(self.bits)}")
-    v = 0
-    for b in self.bits[self.pos : self.pos + width]:
-      v = (v << 1) | int(b)
+    v = _bits_value(self.bits[self.pos : self.pos + width])
     self.pos += width
     return v
 
@@ -268,22 +282,18 @@ class _Reader:
     width = zeros + order
     return ((1 << width) | self.uint(width)) - (1 << order)
 
-  def gap(self, code: Code) -> int:
-    return self.uint(code.l1) if code.kind == "fixed" else self.golomb(code.g1) + 1
-
-  def rank(self, code: Code) -> int:
-    return self.uint(code.l2) if code.kind == "fixed" else self.golomb(code.g2)
-
 
 def _read_list(reader: _Reader, num_tokens: int, code: Code) -> tuple[list[int], list[int]]:
   n = reader.uint(count_bits(num_tokens))
+  if n > num_tokens:
+    raise ValueError("correction list announces more corrections than tokens")
   positions, ranks, prev = [], [], None
   for _ in range(n):
-    p = reader.uint(position_bits(num_tokens)) if prev is None else prev + reader.gap(code)
+    p = reader.uint(position_bits(num_tokens)) if prev is None else prev + code.gap.read(reader)
     if p >= num_tokens:
       raise ValueError(f"decoded correction position {p} is outside the {num_tokens} tokens")
     positions.append(p)
-    ranks.append(reader.rank(code))
+    ranks.append(code.rank.read(reader))
     prev = p
   return positions, ranks
 
@@ -344,9 +354,9 @@ def max_sealed_bits(num_tokens: int, label_bits: int, tag_bits: int, code: Code,
   """The longest sealed payload: every token corrected (gaps of 1, ranks up to ``top_k``)."""
   if code.kind == "fixed":
     return sealed_bits(num_tokens, num_tokens, label_bits, tag_bits, code.l1, code.l2)
-  worst = code.rank_bits(int(top_k) - 1)
+  worst = code.rank.length(int(top_k) - 1)
   head = count_bits(num_tokens) + position_bits(num_tokens) + worst
-  return label_bits + head + (num_tokens - 1) * (code.gap_bits(1) + worst) + tag_bits
+  return label_bits + head + (num_tokens - 1) * (code.gap.length(1) + worst) + tag_bits
 
 
 def seal(label, p: Plan, secret, counter, num_tokens, label_bits, tag_bits, code: Code = FIXED):
@@ -368,12 +378,8 @@ def open_sealed(
   bits = np.asarray(bits, np.uint8).reshape(-1)
   if len(bits) < label_bits + count_bits(num_tokens) + tag_bits:
     raise ValueError("caption payload too short")
-  plain = decrypt(bits, secret, counter)
-  reader = _Reader(plain)
+  reader = _Reader(decrypt(bits, secret, counter))
   label = reader.uint(label_bits)
-  n = _bits_value(plain[label_bits : label_bits + count_bits(num_tokens)])
-  if n > num_tokens:
-    raise ValueError("caption payload announces more corrections than tokens")
   positions, ranks = _read_list(reader, num_tokens, code)
   size = reader.pos
   if len(bits) < size + tag_bits:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from stegjax.cmsteg import message_report
+from stegjax.cmsteg import correct, message_report
 from stegjax.metrics import report
 
 # CMSTEG (AAAI 2025) Table 2: (R_q %, Cap bits) after M1, M1+M2, M1+M2+M3; 50 images of
@@ -180,14 +180,6 @@ def _target_rows(config, res, timings):
   )
 
 
-def _code(cm) -> str:
-  """The correction code in words (the paper's fixed widths, or Exp-Golomb)."""
-  if cm.get("correction_code", "fixed") == "golomb":
-    g1, g2 = cm.golomb_orders
-    return f"(d1, d2) as Exp-Golomb codes of orders {g1} and {g2}"
-  return f"l1 = l2 = {cm.l1}"
-
-
 def _setup(config, res) -> str:
   cm = config.cmsteg
   h, w = res["grid"]
@@ -196,7 +188,7 @@ def _setup(config, res) -> str:
     f"({config.data.patch_size}x{config.data.patch_size} px), Discop {cm.variant}, "
     f"top-k {cm.top_k}, CFG {cm.cfg_scale}, classes drawn by the PRF of (secret, counter); "
     f"{res['message_bytes']}-byte messages framed to {res['framed_bits']} bits (header + "
-    f"ChaCha20-Poly1305); M2: Adam lr {cm.m2_lr}, {cm.m2_steps} steps; M3: {_code(cm)}, "
+    f"ChaCha20-Poly1305); M2: Adam lr {cm.m2_lr}, {cm.m2_steps} steps; M3: {correct.Code.from_config(cm).describe()}, "
     f"{cm.caption_length}-word captions with a {cm.caption_tag_bits}-bit authenticator. "
     f"The images carry {res['capacity_bits']['mean']:.0f} bits on average "
     f"(min {res['capacity_bits']['min']:.0f}; {res['bits_per_token']:.2f} bits/token); the "
