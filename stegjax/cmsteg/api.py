@@ -384,12 +384,14 @@ def receive_tokens(models: Models, images, channel: str):
   """M2 and the class inference, as the receiver runs them (and the sender simulates).
 
   Row by row (M2 batch 1, inference in the sampler's fixed geometry), so the sender's
-  simulation and the receiver compute bit-identical tokens and classes.
+  simulation and the receiver compute bit-identical tokens and classes. Returns (tokens
+  int32[B, T], classes int[B], M2's latents float32[B, T, d]).
   """
   cm = models.config.cmsteg
   rec = recover.recover(models.vq, images, channel, cm.m2_steps, cm.m2_lr, cm.m2_patience, 1)
   tok = rec["tokens"].reshape(len(images), -1)
-  return tok, m1.infer_labels(models.prior, tok, models.candidates, models.sampler.rows)
+  labels = m1.infer_labels(models.prior, tok, models.candidates, models.sampler.rows)
+  return tok, labels, rec["latents"].reshape(len(images), tok.shape[1], -1)
 
 
 @dataclasses.dataclass
@@ -417,7 +419,7 @@ def hide_image(
     label = draw_label(secret, counter, models.candidates)
   sent = hide(models, [payload], secret, [counter], np.asarray([label]), strict=True)
   sim = channels.image_channel(channel).apply(sent["images"], sim_key)
-  sim_tok, sim_label = receive_tokens(models, sim, channel)
+  sim_tok, sim_label, _ = receive_tokens(models, sim, channel)
   m3 = correction_captions(
     models,
     sent["tokens"],
@@ -486,7 +488,7 @@ def reveal_image(
   """
   image = check_image(models, image)
   counters = np.asarray(counters, np.int64)
-  tok, inferred = received or receive_tokens(models, image[None], channel)
+  tok, inferred, _ = received or receive_tokens(models, image[None], channel)
   read = None
   if caption_ids is not None:
     n, ids = len(counters), np.asarray(caption_ids, np.int32)

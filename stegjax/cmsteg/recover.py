@@ -70,7 +70,8 @@ def forms_for(channel: str) -> tuple[tuple, int]:
 
 @functools.partial(jax.jit, static_argnames=("model", "forms"))
 def _optimize(model, params, x01, form_index, param, steps, lr, patience, *, forms):
-  """M2 on one image x01 [1, H, W, 3]: (tokens_m1 [h, w], tokens [h, w], loss, steps run)."""
+  """M2 on one image x01 [1, H, W, 3]: (tokens_m1 [h, w], tokens [h, w], loss, steps run,
+  latent [h, w, d] of the kept iterate)."""
   chex.assert_shape(x01, (1, None, None, 3))
   branches = [functools.partial(lambda f, x: f(x, param, None), f) for f in forms]
   noise = lambda x: jax.lax.switch(form_index, branches, x)
@@ -91,21 +92,27 @@ def _optimize(model, params, x01, form_index, param, steps, lr, patience, *, for
     return (step < steps) & ((patience <= 0) | (unchanged < patience))
 
   def body(c):
-    step, z, opt, best_loss, best_idx, prev_idx, unchanged = c
+    step, z, opt, best_loss, best_idx, best_z, prev_idx, unchanged = c
     (value, idx), g = grad_fn(z)
     better = value < best_loss
     best_loss = jnp.where(better, value, best_loss)
     best_idx = jnp.where(better, idx, best_idx)
+    best_z = jnp.where(better, z, best_z)
     unchanged = jnp.where(jnp.all(idx == prev_idx), unchanged + 1, 0)
     updates, opt = tx.update(g, opt, z)
-    return step + 1, optax.apply_updates(z, updates), opt, best_loss, best_idx, idx, unchanged
+    z_next = optax.apply_updates(z, updates)
+    return step + 1, z_next, opt, best_loss, best_idx, best_z, idx, unchanged
 
-  init = (jnp.int32(0), z0, tx.init(z0), jnp.float32(jnp.inf), idx0, idx0, jnp.int32(0))
-  step, z, _, best_loss, best_idx, _, _ = jax.lax.while_loop(cond, body, init)
+  init = (jnp.int32(0), z0, tx.init(z0), jnp.float32(jnp.inf), idx0, z0, idx0, jnp.int32(0))
+  step, z, _, best_loss, best_idx, best_z, _, _ = jax.lax.while_loop(cond, body, init)
   value, idx = loss(z)  # the last iterate has not been scored yet
   better = value < best_loss
   best_idx = jnp.where(better, idx, best_idx)
-  return idx0[0], best_idx[0], jnp.minimum(value, best_loss), step
+  best_z = jnp.where(better, z, best_z)
+  return idx0[0], best_idx[0], jnp.minimum(value, best_loss), step, best_z[0]
+
+
+_FIELDS = ("tokens_m1", "tokens", "loss", "steps_each", "latents")
 
 
 def recover(
@@ -128,7 +135,9 @@ def recover(
     batch_size: unused (kept for callers): every image runs alone, so the result does
       not depend on how images are grouped.
   Returns dict with int32 [B, h, w] ``tokens_m1`` and ``tokens``, ``loss`` [B], ``steps``
-  (the most any image ran) and ``steps_each`` [B].
+  (the most any image ran), ``steps_each`` [B] and float32 [B, h, w, d] ``latents`` (the
+  optimized latent whose nearest codebook vectors are ``tokens``: list decoding ranks
+  alternatives by their distance margins there).
   """
   x = np.asarray(received_uint8)
   if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8 or not len(x):
@@ -157,7 +166,7 @@ def recover(
     d = j % len(devices)
     xi = jax.device_put(x[i : i + 1].astype(np.float32) / 255.0, devices[d])
     outs.append(_optimize(vq.model, params[d], xi, *args, forms=forms))
-  got = [[np.asarray(o[k]) for o in outs] for k in range(4)]
+  got = [[np.asarray(o[k]) for o in outs] for k in range(len(_FIELDS))]
   if outs:
     blanks = [np.zeros_like(g[0]) for g in got]
   else:  # an empty block (fewer images than processes): only the shapes are needed
@@ -173,7 +182,7 @@ def recover(
   rows = [np.stack(g + [z] * (per - len(g))) for g, z in zip(got, blanks)]
   if count > 1:
     rows = multihost_utils.process_allgather(rows, tiled=True)  # the blocks, in process order
-  res = dict(zip(("tokens_m1", "tokens", "loss", "steps_each"), (r[: len(x)] for r in rows)))
+  res = dict(zip(_FIELDS, (r[: len(x)] for r in rows)))
   res["steps"] = int(res["steps_each"].max())
   chex.assert_equal_shape([res["tokens_m1"], res["tokens"]])
   return res

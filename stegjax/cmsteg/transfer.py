@@ -66,7 +66,7 @@ def send(models: api.Models, message: bytes, secret: bytes, counter: int, channe
   sims, sim_labels = [], None
   for i, name in enumerate(prepared_channels(channel, cm.get("prepare_channels", ()))):
     k = jax.random.fold_in(sim_key, i) if i else sim_key
-    tok, inferred = api.receive_tokens(models, real.apply(name, images, k), name)
+    tok, inferred, _ = api.receive_tokens(models, real.apply(name, images, k), name)
     sims.append(tok)
     sim_labels = inferred if sim_labels is None else sim_labels
   m3 = api.correction_captions(
@@ -130,6 +130,7 @@ class Image:
   chunk: message_lib.Chunk | None = None
   how: str = ""  # corrections | plain | list decoding | failed
   tried: int = 0  # list-decoding candidates
+  latents: np.ndarray | None = None  # float32[T, d]: M2's latent (for list decoding)
 
 
 def _offsets(window: int) -> list[int]:
@@ -213,15 +214,26 @@ def _chunks(models, secret, rows):
   return [message_lib.read_chunk(b, secret, int(n)) for b, n in zip(bits, nonces)]
 
 
-def _distances(models, pixels) -> np.ndarray:
-  """float[T, V] squared distances of the re-encoded latent to every codebook vector."""
-  vq = models.vq
+def _distances(models, im: Image) -> np.ndarray:
+  """float[T, V] squared distances of M2's latent to every codebook vector.
 
-  def dist(m, x):
-    return m.quantizer.distances(m.encode(x))[1]
+  M2's latent, not a fresh encoding of the pixels: the received tokens are its nearest
+  vectors, so every alternative costs a positive margin. A plain re-encoding disagrees with
+  M2 at many positions, and those moves would cost nothing and fill the budget.
+  """
 
-  x = jnp.asarray(pixels[None], jnp.float32) / 127.5 - 1.0
-  d = vq.model.apply({"params": vq.params}, x, method=dist)
+  def dist(m, z):
+    return m.quantizer.distances(z)[1]
+
+  if im.latents is None:  # tokens received without M2's latents: re-encode the pixels
+    z = models.vq.model.apply(
+      {"params": models.vq.params},
+      jnp.asarray(im.pixels[None], jnp.float32) / 127.5 - 1.0,
+      method="encode",
+    )
+  else:
+    z = jnp.asarray(im.latents)
+  d = models.vq.model.apply({"params": models.vq.params}, z, method=dist)
   return np.asarray(d).reshape(-1, d.shape[-1])
 
 
@@ -249,7 +261,7 @@ def _list_decode(models, im: Image, secret: bytes, chunk_bits=None) -> None:
   corrected position; positions past the chunk's end (``_horizon``) are not guessed at.
   """
   cm = models.config.cmsteg
-  dist = _distances(models, im.pixels)
+  dist = _distances(models, im)
   bases = ([im.ranks] if im.ranks is not None else []) + [None]
   for ranks in bases:
     fixed = np.zeros(len(im.tokens), bool) if ranks is None else ranks >= 0
@@ -286,10 +298,17 @@ def receive(
   ``errors.WrongKeyError`` / ``errors.IncompleteMessageError`` when it cannot.
   """
   pixels = np.stack([api.check_image(models, x) for x in images])
-  tok, inferred = received or api.receive_tokens(models, pixels, channel)
+  tok, inferred, latents = received or api.receive_tokens(models, pixels, channel)
   caps = list(captions) if captions is not None else [None] * len(pixels)
   ims = [
-    Image(pixels[i], tok[i], int(inferred[i]), None if c is None else np.asarray(c, np.int32), i)
+    Image(
+      pixels[i],
+      tok[i],
+      int(inferred[i]),
+      None if c is None else np.asarray(c, np.int32),
+      i,
+      latents=None if latents is None else latents[i],
+    )  # fmt: skip
     for i, c in enumerate(caps)
   ]
   window = int(models.config.counter_window) + len(ims)

@@ -67,8 +67,18 @@ def test_m2_keeps_the_best_iterate(vq, images, png):
   assert np.any(after < before - 1e-6)  # and it does move
 
 
+def test_latents_are_the_kept_iterate(vq, png):
+  """List decoding ranks alternatives at M2's latent: its nearest vectors are the tokens."""
+  z = png["latents"]
+  assert z.shape[:3] == png["tokens"].shape and z.dtype == np.float32
+  idx, _ = vq.model.apply({"params": vq.params}, jnp.asarray(z), method="quantize")
+  np.testing.assert_array_equal(np.asarray(idx), png["tokens"])
+  # ... and not the plain encoding's (M2 moved some tokens, so the latent moved too).
+  assert np.any(png["tokens"] != png["tokens_m1"])
+
+
 def _same_bits(a, b, rows_a=slice(None), rows_b=slice(None)):
-  for k in ("tokens_m1", "tokens", "loss", "steps_each"):
+  for k in ("tokens_m1", "tokens", "loss", "steps_each", "latents"):
     np.testing.assert_array_equal(a[k][rows_a], b[k][rows_b], err_msg=k)
 
 

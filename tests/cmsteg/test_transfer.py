@@ -74,7 +74,9 @@ def sent(models):
     return orig(models_, tokens, tokens, labels, labels, secret, nonces, length, **kw)
 
   with pytest.MonkeyPatch.context() as mp:  # the sender's channel simulation gets all tokens
-    mp.setattr(api, "receive_tokens", lambda m, x, c: (np.zeros((len(x), 64), np.int32), None))
+    mp.setattr(
+      api, "receive_tokens", lambda m, x, c: (np.zeros((len(x), 64), np.int32), None, None)
+    )
     mp.setattr(api, "correction_captions", perfect_sim)
     return transfer.send(models, MESSAGE, SECRET, 5, "png", jax.random.PRNGKey(0))
 
@@ -85,11 +87,11 @@ def _receive(models, sent, order, damage=None, captions=True, monkeypatch=None, 
     for i, p in damage:
       toks[i, p] = (toks[i, p] + shift) % models.codebook.shape[0]
   labels = sent["labels"][order]
-  monkeypatch.setattr(api, "receive_tokens", lambda m, x, c: (toks, labels))
+  monkeypatch.setattr(api, "receive_tokens", lambda m, x, c: (toks, labels, None))
   v = models.codebook.shape[0]
 
-  def distances(models_, pixels):  # the truth is the runner-up wherever a token was damaged
-    i = next(j for j in range(len(order)) if np.array_equal(sent["images"][order[j]], pixels))
+  def distances(models_, im):  # the truth is the runner-up wherever a token was damaged
+    i = next(j for j in range(len(order)) if np.array_equal(sent["images"][order[j]], im.pixels))
     d = np.full((64, v), 4.0)
     d[np.arange(64), sent["tokens"][order[i]]] = 0.1
     d[np.arange(64), toks[i]] = 0.0
@@ -148,7 +150,9 @@ def sent_prepared(models):
     return orig(models_, tokens, sim, labels, labels, secret, nonces, length, **kw)
 
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(api, "receive_tokens", lambda m, x, c: (np.zeros((len(x), 64), np.int32), None))
+    mp.setattr(
+      api, "receive_tokens", lambda m, x, c: (np.zeros((len(x), 64), np.int32), None, None)
+    )
     mp.setattr(api, "correction_captions", simulated)
     return transfer.send(models, MESSAGE[:8], SECRET, 5, "jpeg85", jax.random.PRNGKey(0))
 
@@ -174,6 +178,6 @@ def test_corrections_hold_through_a_channel_the_sender_did_not_prepare(
 
 def test_wrong_key_fails_cleanly(models, sent, monkeypatch):
   toks, labels = sent["tokens"], sent["labels"]
-  monkeypatch.setattr(api, "receive_tokens", lambda m, x, c: (toks, labels))
+  monkeypatch.setattr(api, "receive_tokens", lambda m, x, c: (toks, labels, None))
   with pytest.raises(errors.WrongKeyError):
     transfer.receive(models, sent["images"][:2], None, b"w" * 32, [5], "png")
