@@ -115,6 +115,10 @@ class Recipe:
   def _initial_state(self) -> trainer.TrainState:
     return trainer.create_train_state(self.init_fn, self.tx, self.rng, self.mesh, self.rules)
 
+  def abstract_state(self) -> trainer.TrainState:
+    """The initial state's shapes and shardings, with nothing compiled (for a restore)."""
+    return trainer.abstract_train_state(self.init_fn, self.tx, self.rng, self.mesh, self.rules)
+
   def initial_state(self) -> trainer.TrainState:
     """A fresh copy of the initial state (the train step donates its input)."""
     return jax.tree.map(jnp.copy, self._initial_state)
@@ -186,18 +190,23 @@ def fit_or_load(
   path = checkpoint_dir(root, name, settings, recipe.train_cfg)
   record = completed(path)
   t0, c0 = time.perf_counter(), cpu_seconds()
-  state = trainer.fit(
-    recipe.initial_state(),
-    recipe.step_fn,
-    batch_fn,
-    int(recipe.train_cfg.num_steps),
-    path,
-    recipe.train_cfg,
-    recipe.mesh,
-    eval_fn=eval_fn,
-    desc=desc or name,
-  )
-  if record is None:
+  cached = record is not None
+  if cached:  # a completed fit: read its final step, compile nothing
+    state = trainer.restore_step(
+      path, recipe.train_cfg, recipe.abstract_state(), int(record["num_steps"])
+    )
+  else:
+    state = trainer.fit(
+      recipe.initial_state(),
+      recipe.step_fn,
+      batch_fn,
+      int(recipe.train_cfg.num_steps),
+      path,
+      recipe.train_cfg,
+      recipe.mesh,
+      eval_fn=eval_fn,
+      desc=desc or name,
+    )
     record = {
       "fingerprint": os.path.basename(path).rsplit("_", 1)[-1],
       "num_steps": int(recipe.train_cfg.num_steps),
@@ -215,9 +224,6 @@ def fit_or_load(
       record["seconds"],
       path,
     )
-    cached = False
-  else:
-    cached = True
   return Fitted(
     state.params, state.extra, path, cached, float(record["seconds"]), float(record["cpu_seconds"])
   )

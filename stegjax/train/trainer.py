@@ -92,11 +92,7 @@ def state_shardings(abstract_state: TrainState, mesh, rules) -> TrainState:
   return shd.tree_shardings(abstract_state, mesh, rules)
 
 
-def create_train_state(
-  init_fn: Callable, tx: optax.GradientTransformation, rng, mesh, rules="replicate"
-) -> TrainState:
-  rng = _raw_key(rng)
-
+def _state_init(init_fn: Callable, tx: optax.GradientTransformation) -> Callable:
   def init(rng):
     init_rng, state_rng = jax.random.split(rng)
     params, extra = init_fn(init_rng)
@@ -108,9 +104,29 @@ def create_train_state(
       rng=state_rng,
     )
 
-  abstract = jax.eval_shape(init, rng)
-  shardings = state_shardings(abstract, mesh, rules)
+  return init
+
+
+def create_train_state(
+  init_fn: Callable, tx: optax.GradientTransformation, rng, mesh, rules="replicate"
+) -> TrainState:
+  rng = _raw_key(rng)
+  init = _state_init(init_fn, tx)
+  shardings = state_shardings(jax.eval_shape(init, rng), mesh, rules)
   return jax.jit(init, out_shardings=shardings)(rng)
+
+
+def abstract_train_state(
+  init_fn: Callable, tx: optax.GradientTransformation, rng, mesh, rules="replicate"
+) -> TrainState:
+  """The state's shapes, dtypes and shardings, traced but never compiled or run: what a
+  restore needs (compiling the init only to overwrite it cost seconds per model)."""
+  init = _state_init(init_fn, tx)
+  abstract = jax.eval_shape(init, _raw_key(rng))
+  shardings = state_shardings(abstract, mesh, rules)
+  return jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+  )
 
 
 def _where_tree(pred, a, b):
@@ -204,6 +220,16 @@ def restore_latest(mngr: ocp.CheckpointManager, state):
     return state, 0
   restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract_like(state)))
   return restored, int(step)
+
+
+def restore_step(workdir: str, cfg, abstract_state: TrainState, step: int) -> TrainState:
+  """The checkpoint of ``step`` in ``workdir``, restored into ``abstract_state``'s shapes and
+  shardings (``abstract_train_state``)."""
+  mngr = checkpoint_manager(workdir, cfg)
+  try:
+    return mngr.restore(int(step), args=ocp.args.StandardRestore(abstract_state))
+  finally:
+    mngr.close()
 
 
 def fit(

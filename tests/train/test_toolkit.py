@@ -76,6 +76,25 @@ def test_trains_once_then_loads(tmp_path):
   assert toolkit.is_cached(str(tmp_path), "toy", ("toy", 1), _cfg())
 
 
+def test_load_compiles_nothing(tmp_path):
+  """A cached model is restored into abstract shapes: no init program is compiled or run
+  (on a CPU that compile cost seconds per model on every command)."""
+  _fit(tmp_path)
+  compiles = []
+
+  def listener(event, duration, **kw):
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    second = _fit(tmp_path)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert second.cached and compiles == []
+  assert second.params["w"].sharding.is_fully_replicated
+
+
 def test_changed_setting_retrains(tmp_path):
   base = _fit(tmp_path)
   other = _fit(tmp_path, settings=("toy", 2))  # e.g. another architecture or seed
